@@ -1,0 +1,1063 @@
+"""GEMM schedule template: a BLIS-style packed, register-blocked kernel emitted as LLVM IR text.
+
+This file owns the dense matrix-multiply kernel every heavy CPU op lowers to (FullyConnected,
+dot/batch_dot with transpose flags, convolution through im2col).  One :class:`GemmSpec`
+describes ``C[b] = alpha * A[b] @ B[b] + beta * C[b] (+ bias)`` with every size and element
+stride a compile-time constant; :func:`gemm_kernel` renders it for one ISA as the body of an
+LLVM module (function definitions plus the intrinsic declarations they use).
+
+Calling convention (all mxc CPU kernels)::
+
+    define void @NAME(i64 %task_begin, i64 %task_end, ptr %args, ptr %scratch)
+
+``args`` holds the element pointers A, B, C (and the bias when ``spec.bias`` is set);
+``scratch`` is a per-thread, 64-byte aligned buffer of ``scratch_bytes``.  Running the tasks
+``[0, n_tasks)`` in any split and order gives bit-identical results: every task owns a
+disjoint tile of C and reduces the whole K range itself.
+
+Schedule (the BLIS loop nest, per task = one batch index x a block of rows x a block of
+columns)::
+
+    for jc in task columns, step NC:          B block  KC x NC  (packed, L3/L2)
+      for pc in 0..K, step KC:
+        pack B[pc:pc+kc, jc:jc+nc] -> NR-wide panels
+        for ic in task rows, step MC:         A block  MC x KC  (packed, L2)
+          pack A[ic:ic+mc, pc:pc+kc] -> MR-tall panels
+          for jr in 0..nc, step NR:           B micro-panel KC x NR stays in L1
+            for ir in 0..mc, step MR:
+              MR x NR register tile: broadcast A, vector-load B, vector FMA
+              epilogue: alpha, beta (first K block only), bias; full tiles store vectors,
+              edge tiles go through a scratch tile buffer and scalar stores
+
+Packing zero-pads partial panels, so the micro-kernel always computes a full tile; only the
+epilogue knows the real tile size.  Packing copes with arbitrary (also negative or
+transposed) strides; contiguous rows of B are copied with vector loads.
+
+Known next steps: share one packed B block between threads (today every task packs its own
+B panel, which costs ~K*N/(MC) extra element moves per task); a register-transposing pack
+for K-contiguous B (FullyConnected weights); masked-store N edges instead of the scalar
+edge path; fusing activations into the epilogue.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+__all__ = ["GemmSpec", "GemmKernel", "gemm_kernel", "host_isa", "ISAS"]
+
+# Fast-math flags for every float op: no `fast`/`nnan`, so NaN semantics survive.
+_FM = "nsz arcp contract afn"
+# Attributes of every generated function.  "no-builtins" stops LLVM from turning copy and
+# zero-fill loops into memcpy/memset calls, so objects stay freestanding (no libc).
+_FN_ATTRS = 'nounwind "no-builtins"'
+
+ISAS = ("avx512", "avx2", "neon", "generic")
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """``C[b] = alpha * A[b] @ B[b] + beta * C[b] + bias`` for b in range(batch).
+
+    Strides are in elements: ``a_strides`` = (batch, m, k), ``b_strides`` = (batch, k, n),
+    ``c_strides`` = (batch, m, n); transposed operands are just other strides.  With
+    ``beta == 0`` C is never read.  ``bias`` is None, ``"m"`` (bias[m] added to row m) or
+    ``"n"`` (bias[n] added to column n), added after the alpha scaling; the bias vector is
+    contiguous and advances by ``bias_stride_batch`` elements per batch index.
+    """
+
+    batch: int
+    M: int
+    N: int
+    K: int
+    dtype: str = "float32"
+    a_strides: tuple[int, int, int] = (0, 0, 1)
+    b_strides: tuple[int, int, int] = (0, 0, 1)
+    c_strides: tuple[int, int, int] = (0, 0, 1)
+    alpha: float = 1.0
+    beta: float = 0.0
+    bias: str | None = None
+    bias_stride_batch: int = 0
+
+
+@dataclass(frozen=True)
+class GemmKernel:
+    name: str
+    ir: str             # module body: definitions + intrinsic declarations (one line each)
+    n_tasks: int        # run the task range [0, n_tasks)
+    scratch_bytes: int  # per-thread scratch, 64-byte aligned by the caller
+    flops: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Target tables
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Isa:
+    vbytes: int      # vector register width in bytes
+    nregs: int       # vector registers the tile may plan with
+    mr: int          # default register tile: MR rows ...
+    nv: int          # ... x NV vectors of columns
+    fma: str         # "fma": llvm.fma; "fmuladd": llvm.fmuladd; "muladd": fmul + fadd contract
+    kc: int          # K block (elements)
+    mc: int          # M block (rows)
+    nc: int          # N block (columns)
+
+
+# Blocking: the KC x NR micro-panel of B should sit in L1 (<= ~32 KiB), the MC x KC block of
+# A in L2 and the KC x NC block of B in L2/L3.  KC is in elements of float32; float64 halves
+# the vector width (NR), so the same KC keeps the same bytes per micro-panel.
+_ISA_TABLE = {
+    "avx512": _Isa(vbytes=64, nregs=32, mr=8, nv=2, fma="fma", kc=256, mc=192, nc=2048),
+    "avx2": _Isa(vbytes=32, nregs=16, mr=6, nv=2, fma="fma", kc=256, mc=144, nc=2048),
+    # 16 q-registers on ARMv7 NEON (32 on AArch64): plan for 16 so one template serves both;
+    # fmuladd never becomes a libm call where the target lacks a fused multiply-add.
+    "neon": _Isa(vbytes=16, nregs=16, mr=6, nv=2, fma="fmuladd", kc=256, mc=96, nc=1024),
+    "generic": _Isa(vbytes=16, nregs=16, mr=4, nv=2, fma="muladd", kc=256, mc=96, nc=1024),
+}
+
+_DTYPES = {"float32": ("float", 4), "float64": ("double", 8)}
+# Up to this many rows (after orientation), a K-contiguous B uses the dot-product schedule.
+_DOT_MAX_M = 4
+
+
+def host_isa() -> str:
+    """The best ISA template for the machine running this process."""
+    import llvmlite.binding as llvm
+
+    triple = llvm.get_process_triple()
+    if triple.startswith(("aarch64", "arm64")):
+        return "neon"
+    try:
+        feats = llvm.get_host_cpu_features()
+    except RuntimeError:  # LLVM cannot query some hosts
+        return "generic"
+    if triple.startswith("arm") and feats.get("neon"):
+        return "neon"
+    if feats.get("avx512f"):
+        return "avx512"
+    if feats.get("avx2") and feats.get("fma"):
+        return "avx2"
+    return "generic"
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: orientation, register tile, cache blocks, task split (all compile-time)
+# ---------------------------------------------------------------------------------------------
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _rup(a: int, b: int) -> int:
+    return _cdiv(a, b) * b
+
+
+@dataclass(frozen=True)
+class _Plan:
+    batch: int
+    M: int
+    N: int
+    K: int
+    sa: tuple[int, int, int]    # (batch, m, k) strides of the A operand
+    sb: tuple[int, int, int]    # (batch, k, n)
+    sc: tuple[int, int, int]    # (batch, m, n)
+    a_arg: int                  # index in %args of the A operand (1 when swapped)
+    b_arg: int
+    bias: str | None            # in the (possibly swapped) orientation
+    MR: int
+    NV: int
+    VL: int
+    KC: int
+    MC: int
+    NC: int
+    TM: int                     # rows per task
+    TN: int                     # columns per task
+    mt: int                     # row blocks per batch
+    nt: int                     # column blocks per batch
+    direct_b: bool = False      # read full B panels in place (each is used by one tile only)
+    dot_nb: int = 0             # > 0: dot-product schedule, this many columns per tile
+
+    @property
+    def NR(self) -> int:
+        return self.NV * self.VL
+
+    @property
+    def n_tasks(self) -> int:
+        return self.batch * self.mt * self.nt
+
+
+def _tile(isa: _Isa, VL: int, M: int, N: int) -> tuple[int, int]:
+    """Register tile (MR, NV) for an M x N output: shrink to tiny sizes, widen the other way."""
+    MR, NV = isa.mr, isa.nv
+    nv_n = max(1, _cdiv(N, VL))
+    if nv_n < NV:                       # narrow N: fewer vectors, taller tile
+        NV = nv_n
+        MR = max(MR, min(16, (isa.nregs - 2) // NV - 1))
+    if M < MR:                          # short M: exactly M rows, wider tile
+        MR = max(M, 1)
+        NV = max(NV, min(8, nv_n, (isa.nregs - 2) // (MR + 1)))
+    # keep accumulators + B vectors + one broadcast inside the register file
+    while MR * NV + NV + 1 > isa.nregs and NV > 1:
+        NV -= 1
+    while MR * NV + NV + 1 > isa.nregs and MR > 1:
+        MR -= 1
+    return MR, NV
+
+
+def _tile_efficiency(M: int, N: int, MR: int, NR: int) -> float:
+    return (M * N) / (_rup(M, MR) * _rup(N, NR)) if M and N else 1.0
+
+
+def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
+                 NC: int) -> tuple[int, int, int, int]:
+    """Rows/columns per task (TM, TN) and block counts (mt, nt).
+
+    Model: a task costs its FMAs (2 vector FMAs per cycle), packing B (K x TN) and A (TM x K
+    per NC block) and a fixed overhead; the runtime hands each thread a contiguous range of
+    tasks.  Pick the split with the smallest makespan on 2 threads, with a smaller weight for
+    4 threads so other machines are not badly served.
+    """
+    if batch == 0 or M == 0 or N == 0:
+        return max(M, 1), max(N, 1), 1, 1
+    m_tiles, n_tiles = _cdiv(M, MR), _cdiv(N, NR)
+    Ke = max(K, 1)
+    best = None
+    seen = set()
+    for mt0 in range(1, min(m_tiles, 64) + 1):
+        TM = _rup(_cdiv(M, mt0), MR)
+        mt = _cdiv(M, TM)
+        for nt0 in range(1, min(n_tiles, 64) + 1):
+            TN = _rup(_cdiv(N, nt0), NR)
+            nt = _cdiv(N, TN)
+            if (mt, nt) in seen:
+                continue
+            seen.add((mt, nt))
+            tasks = batch * mt * nt
+            if tasks > 1 << 16 and (mt, nt) != (1, 1):
+                continue
+            t_task = (TM * TN * Ke / (2.0 * VL) + 0.5 * Ke * TN
+                      + 0.5 * TM * Ke * _cdiv(TN, NC) + 3000.0)
+            score = 0.0
+            for threads, weight in ((2, 1.0), (4, 0.25)):
+                score += weight * threads * _cdiv(tasks, threads) * t_task
+            key = (score, tasks)
+            if best is None or key < best[0]:
+                best = (key, (TM, TN, mt, nt))
+    return best[1]
+
+
+def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
+    if isa_name not in _ISA_TABLE:
+        raise ValueError(f"gemm_kernel: unknown isa {isa_name!r}; expected one of {ISAS}")
+    if spec.dtype not in _DTYPES:
+        raise ValueError(f"gemm_kernel: dtype {spec.dtype!r} not supported "
+                         f"(float32 or float64)")
+    if spec.bias not in (None, "m", "n"):
+        raise ValueError(f"gemm_kernel: bias must be None, 'm' or 'n', got {spec.bias!r}")
+    for f in ("batch", "M", "N", "K"):
+        if getattr(spec, f) < 0:
+            raise ValueError(f"gemm_kernel: {f} must be >= 0, got {getattr(spec, f)}")
+    isa = _ISA_TABLE[isa_name]
+    if params:
+        isa = _Isa(**{**isa.__dict__,
+                      **{k: v for k, v in params.items() if k in _Isa.__dataclass_fields__}})
+    es = _DTYPES[spec.dtype][1]
+    VL = isa.vbytes // es
+    M, N, K = spec.M, spec.N, spec.K
+
+    # Orientation: C^T = B^T A^T swaps the roles of M and N.  Take it when it wastes less of
+    # the register tile (N much smaller than a vector) or when only C's rows are contiguous.
+    def score(m: int, n: int, cs_n: int) -> float:
+        mr, nv = _tile(isa, VL, m, n)
+        return _tile_efficiency(m, n, mr, nv * VL) * (1.0 if cs_n == 1 else 0.75)
+
+    swap = score(N, M, spec.c_strides[1]) > score(M, N, spec.c_strides[2]) * 1.05
+    sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
+    bias = spec.bias
+    a_arg, b_arg = 0, 1
+    if swap:
+        M, N = N, M
+        sa, sb = (sb[0], sb[2], sb[1]), (sa[0], sa[2], sa[1])
+        sc = (sc[0], sc[2], sc[1])
+        a_arg, b_arg = 1, 0
+        bias = {"m": "n", "n": "m", None: None}[bias]
+
+    opts = params or {}
+    if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL
+            and not opts.get("no_dot")):
+        # Few rows against a K-contiguous B (FullyConnected weights at small batch): packing
+        # B would cost as much as the whole product.  Dot products along K instead: B is
+        # streamed once, in place, M x NB vector accumulators reduced at the end.
+        nb = max(1, min(8, (isa.nregs - M - 2) // (M + 1)))
+        TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, M, nb, VL, 1 << 30)
+        return _Plan(batch=spec.batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb),
+                     sc=tuple(sc), a_arg=a_arg, b_arg=b_arg, bias=bias, MR=M, NV=1, VL=VL,
+                     KC=K, MC=M, NC=TN, TM=TM, TN=TN, mt=mt, nt=nt, dot_nb=nb)
+
+    MR, NV = _tile(isa, VL, M, N)
+    NR = NV * VL
+    # scale KC so the B micro-panel keeps its byte size when NR changes
+    KC = max(16, min(2048, isa.kc * (isa.nv * (isa.vbytes // 4)) // NR))
+    KC = _rup(KC, 4)
+    TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, MR, NR, VL, isa.nc)
+    # Even cache blocks inside a task, rounded to the tile.
+    kb = _cdiv(max(K, 1), KC)
+    KCe = max(1, _cdiv(max(K, 1), kb))
+    MCe = _rup(_cdiv(TM, _cdiv(TM, isa.mc)), MR)
+    NCe = _rup(_cdiv(TN, _cdiv(TN, isa.nc)), NR)
+    # A task with a single row of tiles uses each B panel once: packing would only add a copy.
+    direct_b = sb[2] == 1 and TM <= MR and not (params or {}).get("no_direct")
+    return _Plan(batch=spec.batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb), sc=tuple(sc),
+                 a_arg=a_arg, b_arg=b_arg, bias=bias, MR=MR, NV=NV, VL=VL, KC=KCe, MC=MCe,
+                 NC=NCe, TM=TM, TN=TN, mt=mt, nt=nt, direct_b=direct_b)
+
+
+# ---------------------------------------------------------------------------------------------
+# IR text helpers
+# ---------------------------------------------------------------------------------------------
+
+def _fconst(x: float, dtype: str) -> str:
+    """A float constant as LLVM hex (exact; floats are written as their double value)."""
+    if dtype == "float32":
+        x = struct.unpack("<f", struct.pack("<f", float(x)))[0]
+    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", float(x)))[0]
+
+
+def _ident(name: str) -> str:
+    ok = name and all(c.isalnum() or c in "._$-" for c in name) and not name[0].isdigit()
+    return f"@{name}" if ok else '@"' + name.replace("\\", "\\5C").replace('"', "\\22") + '"'
+
+
+Val = "int | str"   # an i64 value: a Python int (constant) or an SSA name
+
+
+class _Fn:
+    """Builds one function's body.  i64 helpers fold constants; loop counters live in allocas
+    (hoisted to the entry block) that mem2reg/SROA promote to registers."""
+
+    def __init__(self, header: str):
+        self.header = header
+        self.allocas: list[str] = []
+        self.body: list[str] = []
+        self.n = 0
+
+    def _name(self, p: str = "t") -> str:
+        self.n += 1
+        return f"%{p}{self.n}"
+
+    def label_name(self, p: str) -> str:
+        self.n += 1
+        return f"{p}{self.n}"
+
+    def op(self, text: str, p: str = "t") -> str:
+        r = self._name(p)
+        self.body.append(f"  {r} = {text}")
+        return r
+
+    def ins(self, text: str) -> None:
+        self.body.append(f"  {text}")
+
+    def label(self, lab: str) -> None:
+        self.body.append(f"{lab}:")
+
+    def br(self, lab: str) -> None:
+        self.ins(f"br label %{lab}")
+
+    def alloca(self, ty: str) -> str:
+        r = self._name("v")
+        self.allocas.append(f"  {r} = alloca {ty}, align 8")
+        return r
+
+    # --- i64 arithmetic with constant folding ---
+    def add(self, a, b):
+        if isinstance(a, int) and isinstance(b, int):
+            return a + b
+        if a == 0:
+            return b
+        if b == 0:
+            return a
+        return self.op(f"add i64 {a}, {b}")
+
+    def sub(self, a, b):
+        if isinstance(a, int) and isinstance(b, int):
+            return a - b
+        if b == 0:
+            return a
+        return self.op(f"sub i64 {a}, {b}")
+
+    def mul(self, a, b):
+        if isinstance(a, int) and isinstance(b, int):
+            return a * b
+        if a == 0 or b == 0:
+            return 0
+        if a == 1:
+            return b
+        if b == 1:
+            return a
+        return self.op(f"mul i64 {a}, {b}")
+
+    def udiv(self, a, b: int):
+        if isinstance(a, int):
+            return a // b
+        return a if b == 1 else self.op(f"udiv i64 {a}, {b}")
+
+    def urem(self, a, b: int):
+        if isinstance(a, int):
+            return a % b
+        return 0 if b == 1 else self.op(f"urem i64 {a}, {b}")
+
+    def smin(self, a, b):
+        if isinstance(a, int) and isinstance(b, int):
+            return min(a, b)
+        c = self.op(f"icmp slt i64 {a}, {b}")
+        return self.op(f"select i1 {c}, i64 {a}, i64 {b}")
+
+    def gep(self, ty: str, p: str, idx, inb: bool = False) -> str:
+        if idx == 0:
+            return p
+        return self.op(f"getelementptr {'inbounds ' if inb else ''}{ty}, ptr {p}, i64 {idx}",
+                       "p")
+
+    # --- structured control flow ---
+    def loop(self, start, end, step: int = 1):
+        return _Loop(self, start, end, step)
+
+    def if_(self, cond: str):
+        return _If(self, cond)
+
+    def render(self) -> str:
+        return "\n".join([self.header + " {", "entry:", *self.allocas, *self.body, "}", ""])
+
+
+class _Loop:
+    def __init__(self, f: _Fn, start, end, step: int):
+        self.f, self.start, self.end, self.step = f, start, end, step
+
+    def __enter__(self):
+        f = self.f
+        self.ctr = f.alloca("i64")
+        self.head, self.bodyl, self.exit = (f.label_name(p) for p in ("lh", "lb", "lx"))
+        f.ins(f"store i64 {self.start}, ptr {self.ctr}")
+        f.br(self.head)
+        f.label(self.head)
+        i = f.op(f"load i64, ptr {self.ctr}", "i")
+        c = f.op(f"icmp slt i64 {i}, {self.end}")
+        f.ins(f"br i1 {c}, label %{self.bodyl}, label %{self.exit}")
+        f.label(self.bodyl)
+        self.i = i
+        return i
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            return False
+        f = self.f
+        nxt = f.op(f"add i64 {self.i}, {self.step}")
+        f.ins(f"store i64 {nxt}, ptr {self.ctr}")
+        f.br(self.head)
+        f.label(self.exit)
+        return False
+
+
+class _If:
+    def __init__(self, f: _Fn, cond: str):
+        self.f, self.cond = f, cond
+
+    def __enter__(self):
+        f = self.f
+        self.then, self.cont = f.label_name("it"), f.label_name("ic")
+        f.ins(f"br i1 {self.cond}, label %{self.then}, label %{self.cont}")
+        f.label(self.then)
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            return False
+        self.f.br(self.cont)
+        self.f.label(self.cont)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel emission
+# ---------------------------------------------------------------------------------------------
+
+class _Emitter:
+    def __init__(self, name: str, spec: GemmSpec, plan: _Plan, isa: str):
+        self.name, self.spec, self.p, self.isa = name, spec, plan, isa
+        self.T, self.es = _DTYPES[spec.dtype]
+        self.VL = plan.VL
+        self.V = f"<{self.VL} x {self.T}>"
+        self.valign = self.VL * self.es
+        self.decls: set[str] = set()
+        self.fma_kind = _ISA_TABLE[isa].fma
+        vt = f"v{self.VL}f{self.es * 8}"
+        if self.fma_kind in ("fma", "fmuladd"):
+            self.fma_fn = f"@llvm.{self.fma_kind}.{vt}"
+            self.decls.add(f"declare {self.V} {self.fma_fn}({self.V}, {self.V}, {self.V})")
+
+    def sym(self, suffix: str) -> str:
+        return _ident(f"{self.name}.{suffix}")
+
+    # --- scalar / vector helpers ---
+    def splat_const(self, x: float) -> str:
+        c = _fconst(x, self.spec.dtype)
+        return "<" + ", ".join(f"{self.T} {c}" for _ in range(self.VL)) + ">"
+
+    def splat(self, f: _Fn, s: str) -> str:
+        v = f.op(f"insertelement {self.V} poison, {self.T} {s}, i64 0")
+        return f.op(f"shufflevector {self.V} {v}, {self.V} poison, "
+                    f"<{self.VL} x i32> zeroinitializer")
+
+    def vfma(self, f: _Fn, a: str, b: str, c: str) -> str:
+        if self.fma_kind == "muladd":
+            m = f.op(f"fmul {_FM} {self.V} {a}, {b}")
+            return f.op(f"fadd {_FM} {self.V} {m}, {c}")
+        return f.op(f"call {_FM} {self.V} {self.fma_fn}({self.V} {a}, {self.V} {b}, "
+                    f"{self.V} {c})")
+
+    # --- packing ---
+    def emit_pack(self, which: str) -> str:
+        """Pack an `outer` x kc block into panels of W = NR (B) or MR (A) outer indices:
+        ``dst[q][k][w] = src[(q*W + w)*so + k*sk]``, zero-padding the last, partial panel.
+
+        B: outer = n (so = sb_n, sk = sb_k), W = NR.  A: outer = m (so = sa_m, sk = sa_k),
+        W = MR.  Three ways to copy a full panel, picked by the (constant) strides:
+        so == 1 (each k is a contiguous W-run: vector copies), sk == 1 (each outer index is a
+        contiguous k-run: load VL x VL blocks and transpose them in registers, so every
+        cache line read is used whole), else scalar gathers.
+        """
+        p, T, es, VL = self.p, self.T, self.es, self.VL
+        if which == "b":
+            W, so, sk = p.NR, p.sb[2], p.sb[1]
+        else:
+            W, so, sk = p.MR, p.sa[1], p.sa[2]
+        f = _Fn(f"define internal void {self.sym('pack' + which)}(ptr noalias %src, "
+                f"ptr noalias %dst, i64 %nouter, i64 %kc) {_FN_ATTRS}")
+        # packed panels start at multiples of W*kc elements of a 64-byte aligned buffer
+        base_al = 64 if W * es % 64 == 0 else math.gcd(W * es, 64)
+
+        def al(elems: int) -> int:
+            return math.gcd(base_al, elems * es) if elems else base_al
+
+        def vty(n: int) -> str:
+            return f"<{n} x {T}>"
+
+        def copy_row_scalar(sr: str, dr: str) -> None:
+            """dst[w] = src[w*so] for w < W (one k)."""
+            if so == 1:
+                for w0 in range(0, W, VL):
+                    n = min(VL, W - w0)
+                    x = f.op(f"load {vty(n)}, ptr {f.gep(T, sr, w0)}, align {es}")
+                    f.ins(f"store {vty(n)} {x}, ptr {f.gep(T, dr, w0, True)}, align {es}")
+                return
+            for w in range(W):
+                x = f.op(f"load {T}, ptr {f.gep(T, sr, w * so)}, align {es}")
+                f.ins(f"store {T} {x}, ptr {f.gep(T, dr, w, True)}, align {es}")
+
+        def full_panel(s: str, d: str) -> None:
+            if sk == 1 and so != 1 and VL > 1:
+                nkb = f.udiv("%kc", VL)
+                with f.loop(0, nkb) as kb:
+                    k0 = f.mul(kb, VL)
+                    sb0 = f.gep(T, s, k0)
+                    db0 = f.gep(T, d, f.mul(k0, W), True)
+                    for w0 in range(0, W, VL):
+                        rows = min(VL, W - w0)
+                        vecs = [f.op(f"load {self.V}, ptr {f.gep(T, sb0, (w0 + r) * so)}, "
+                                     f"align {es}") for r in range(rows)]
+                        cols = self.transpose(f, vecs)
+                        for kk in range(VL):
+                            x = cols[kk]
+                            if rows < VL:
+                                mask = ", ".join(f"i32 {i}" for i in range(rows))
+                                x = f.op(f"shufflevector {self.V} {x}, {self.V} poison, "
+                                         f"<{rows} x i32> <{mask}>")
+                            dst = f.gep(T, db0, kk * W + w0, True)
+                            f.ins(f"store {vty(rows)} {x}, ptr {dst}, "
+                                  f"align {math.gcd(al(W), al(w0)) if W > 0 else es}")
+                kstart = f.mul(nkb, VL)
+            else:
+                kstart = 0
+            with f.loop(kstart, "%kc") as k:
+                copy_row_scalar(f.gep(T, s, f.mul(k, sk)), f.gep(T, d, f.mul(k, W), True))
+
+        nfull = f.udiv("%nouter", W)
+        with f.loop(0, nfull) as q:
+            s = f.gep(T, "%src", f.mul(q, W * so))
+            d = f.gep(T, "%dst", f.mul(f.mul(q, W), "%kc"), inb=True)
+            full_panel(s, d)
+        rem = f.urem("%nouter", W)
+        has = f.op(f"icmp sgt i64 {rem}, 0")
+        with f.if_(has):
+            s = f.gep(T, "%src", f.mul(nfull, W * so))
+            d = f.gep(T, "%dst", f.mul(f.mul(nfull, W), "%kc"), inb=True)
+            with f.loop(0, "%kc") as k:
+                sr = f.gep(T, s, f.mul(k, sk))
+                dr = f.gep(T, d, f.mul(k, W), inb=True)
+                with f.loop(0, rem) as w:
+                    x = f.op(f"load {T}, ptr {f.gep(T, sr, f.mul(w, so))}, align {es}")
+                    f.ins(f"store {T} {x}, ptr {f.gep(T, dr, w, True)}, align {es}")
+                with f.loop(rem, W) as w:
+                    f.ins(f"store {T} 0.0, ptr {f.gep(T, dr, w, True)}, align {es}")
+        f.ins("ret void")
+        return f.render()
+
+    def transpose(self, f: _Fn, rows: list[str]) -> list[str]:
+        """Transpose up to VL row vectors (missing rows are poison) into VL column vectors:
+        log2(VL) stages, each swapping the off-diagonal b x b blocks of row pairs (i, i+b)."""
+        VL, V = self.VL, self.V
+        r = list(rows) + ["poison"] * (VL - len(rows))
+        b = 1
+        while b < VL:
+            lo = [(lane if not lane & b else VL + lane - b) for lane in range(VL)]
+            hi = [(lane + b if not lane & b else VL + lane) for lane in range(VL)]
+            lo_m = "<" + ", ".join(f"i32 {x}" for x in lo) + ">"
+            hi_m = "<" + ", ".join(f"i32 {x}" for x in hi) + ">"
+            out = list(r)
+            for i in range(VL):
+                if i & b:
+                    continue
+                x, y = r[i], r[i + b]
+                if x == "poison" and y == "poison":
+                    continue
+                out[i] = f.op(f"shufflevector {V} {x}, {V} {y}, <{VL} x i32> {lo_m}")
+                out[i + b] = f.op(f"shufflevector {V} {x}, {V} {y}, <{VL} x i32> {hi_m}")
+            r = out
+            b *= 2
+        return r
+
+    # --- micro-kernel + epilogue ---
+    def emit_kernel(self, direct: bool = False, unroll: int = 4) -> str:
+        """The MR x NR micro-kernel over one kc-long A panel and B panel, then the epilogue.
+
+        Packed B advances NR elements per k (aligned vector loads); `direct` reads B in place,
+        advancing a row (sb_k) per k -- used when a B panel would be used only once."""
+        p, T, V, es, VL = self.p, self.T, self.V, self.es, self.VL
+        MR, NV, NR = p.MR, p.NV, p.NR
+        bstep, bal = (p.sb[1], es) if direct else (NR, self.valign)
+        fname = "kernd" if direct else "kern"
+        f = _Fn(f"define internal void {self.sym(fname)}(ptr noalias %a, ptr noalias %b, "
+                f"i64 %kc, ptr %c, i64 %mr, i64 %nr, i1 %first, ptr %bias, "
+                f"ptr noalias %tile) {_FN_ATTRS}")
+        accs0 = [[("zeroinitializer", "entry") for _ in range(NV)] for _ in range(MR)]
+
+        def k_loop(tag: str, count: str, init, pa0, pb0, pred: str, U: int):
+            """Counted loop over `count` iterations of U k-steps; returns final accs, pa, pb."""
+            head, body, done = f.label_name(tag + "h"), f.label_name(tag + "b"), \
+                f.label_name(tag + "x")
+            f.br(head)
+            f.label(head)
+            iv = f._name("k")
+            pa, pb = f._name("pa"), f._name("pb")
+            acc = [[f._name("acc") for _ in range(NV)] for _ in range(MR)]
+            nxt_i, nxt_pa, nxt_pb = f._name("k"), f._name("pa"), f._name("pb")
+            nacc = [[None] * NV for _ in range(MR)]
+            f.ins(f"{iv} = phi i64 [0, %{pred}], [{nxt_i}, %{body}]")
+            f.ins(f"{pa} = phi ptr [{pa0}, %{pred}], [{nxt_pa}, %{body}]")
+            f.ins(f"{pb} = phi ptr [{pb0}, %{pred}], [{nxt_pb}, %{body}]")
+            phis_at = len(f.body)
+            c = f.op(f"icmp ult i64 {iv}, {count}")
+            f.ins(f"br i1 {c}, label %{body}, label %{done}")
+            f.label(body)
+            cur = [row[:] for row in acc]
+            for u in range(U):
+                bv = [f.op(f"load {V}, ptr {f.gep(T, pb, u * bstep + v * VL, not direct)}, "
+                           f"align {bal}") for v in range(NV)]
+                for i in range(MR):
+                    a = f.op(f"load {T}, ptr {f.gep(T, pa, u * MR + i, True)}, align {es}")
+                    ab = self.splat(f, a)
+                    for v in range(NV):
+                        cur[i][v] = self.vfma(f, ab, bv[v], cur[i][v])
+            f.ins(f"{nxt_i} = add i64 {iv}, 1")
+            f.ins(f"{nxt_pa} = getelementptr inbounds {T}, ptr {pa}, i64 {U * MR}")
+            f.ins(f"{nxt_pb} = getelementptr {T}, ptr {pb}, i64 {U * bstep}")
+            f.br(head)
+            phis = []
+            for i in range(MR):
+                for v in range(NV):
+                    v0 = init[i][v]
+                    phis.append(f"  {acc[i][v]} = phi {V} [{v0}, %{pred}], "
+                                f"[{cur[i][v]}, %{body}]")
+                    nacc[i][v] = acc[i][v]
+            f.body[phis_at:phis_at] = phis
+            f.label(done)
+            return nacc, pa, pb, done
+
+        init = [[v for v, _ in row] for row in accs0]
+        if unroll > 1:
+            n_main = f.op(f"lshr i64 %kc, {unroll.bit_length() - 1}")
+            acc, pa, pb, lab = k_loop("ku", n_main, init, "%a", "%b", "entry", unroll)
+            n_rem = f.op(f"and i64 %kc, {unroll - 1}")
+            acc, pa, pb, lab = k_loop("kr", n_rem, acc, pa, pb, lab, 1)
+        else:
+            acc, pa, pb, lab = k_loop("kr", "%kc", init, "%a", "%b", "entry", 1)
+
+        self.emit_epilogue(f, acc)
+        f.ins("ret void")
+        return f.render()
+
+    def emit_epilogue(self, f: _Fn, acc) -> None:
+        p, T, V, es, VL, spec = self.p, self.T, self.V, self.es, self.VL, self.spec
+        MR, NV, NR = p.MR, p.NV, p.NR
+        scm, scn = p.sc[1], p.sc[2]
+        alpha, beta = spec.alpha, spec.beta
+        dt = spec.dtype
+
+        def vload_c(ptr: str) -> str:
+            if scn == 1:
+                return f.op(f"load {V}, ptr {ptr}, align {es}")
+            x = "poison"
+            for lane in range(VL):
+                s = f.op(f"load {T}, ptr {f.gep(T, ptr, lane * scn)}, align {es}")
+                x = f.op(f"insertelement {V} {x}, {T} {s}, i64 {lane}")
+            return x
+
+        def vstore_c(x: str, ptr: str) -> None:
+            if scn == 1:
+                f.ins(f"store {V} {x}, ptr {ptr}, align {es}")
+                return
+            for lane in range(VL):
+                s = f.op(f"extractelement {V} {x}, i64 {lane}")
+                f.ins(f"store {T} {s}, ptr {f.gep(T, ptr, lane * scn)}, align {es}")
+
+        full = f.op(f"icmp eq i64 %mr, {MR}")
+        full_n = f.op(f"icmp eq i64 %nr, {NR}")
+        full = f.op(f"and i1 {full}, {full_n}")
+        L_fast, L_slow, L_end = (f.label_name(s) for s in ("fast", "slow", "done"))
+        f.ins(f"br i1 {full}, label %{L_fast}, label %{L_slow}")
+
+        # Full tile: vector epilogue straight from the registers.
+        f.label(L_fast)
+        L_ff, L_fa = f.label_name("ffirst"), f.label_name("facc")
+        f.ins(f"br i1 %first, label %{L_ff}, label %{L_fa}")
+        for first, lab in ((True, L_ff), (False, L_fa)):
+            f.label(lab)
+            bias_n = []
+            if first and p.bias == "n":
+                bias_n = [f.op(f"load {V}, ptr {f.gep(T, '%bias', v * VL)}, align {es}")
+                          for v in range(NV)]
+            for i in range(MR):
+                row = f.gep(T, "%c", i * scm)
+                bias_m = None
+                if first and p.bias == "m":
+                    bias_m = self.splat(f, f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, "
+                                                f"align {es}"))
+                for v in range(NV):
+                    ptr = f.gep(T, row, v * VL * scn)
+                    x = acc[i][v]
+                    if alpha != 1.0:
+                        x = f.op(f"fmul {_FM} {V} {x}, {self.splat_const(alpha)}")
+                    if not first:
+                        x = f.op(f"fadd {_FM} {V} {x}, {vload_c(ptr)}")
+                    else:
+                        if beta != 0.0:
+                            cv = vload_c(ptr)
+                            if beta != 1.0:
+                                cv = f.op(f"fmul {_FM} {V} {cv}, {self.splat_const(beta)}")
+                            x = f.op(f"fadd {_FM} {V} {x}, {cv}")
+                        if bias_n:
+                            x = f.op(f"fadd {_FM} {V} {x}, {bias_n[v]}")
+                        if bias_m is not None:
+                            x = f.op(f"fadd {_FM} {V} {x}, {bias_m}")
+                    vstore_c(x, ptr)
+            f.br(L_end)
+
+        # Edge tile: spill the registers to the tile buffer, scalar epilogue over mr x nr.
+        f.label(L_slow)
+        for i in range(MR):
+            for v in range(NV):
+                f.ins(f"store {V} {acc[i][v]}, ptr {f.gep(T, '%tile', i * NR + v * VL, True)}, "
+                      f"align {self.valign}")
+        L_sf, L_sa = f.label_name("sfirst"), f.label_name("sacc")
+        f.ins(f"br i1 %first, label %{L_sf}, label %{L_sa}")
+        for first, lab in ((True, L_sf), (False, L_sa)):
+            f.label(lab)
+            with f.loop(0, "%mr") as i:
+                row = f.gep(T, "%c", f.mul(i, scm))
+                trow = f.gep(T, "%tile", f.mul(i, NR), True)
+                bm = None
+                if first and p.bias == "m":
+                    bm = f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, align {es}")
+                with f.loop(0, "%nr") as j:
+                    ptr = f.gep(T, row, f.mul(j, scn))
+                    x = f.op(f"load {T}, ptr {f.gep(T, trow, j, True)}, align {es}")
+                    if alpha != 1.0:
+                        x = f.op(f"fmul {_FM} {T} {x}, {_fconst(alpha, dt)}")
+                    if not first:
+                        cv = f.op(f"load {T}, ptr {ptr}, align {es}")
+                        x = f.op(f"fadd {_FM} {T} {x}, {cv}")
+                    else:
+                        if beta != 0.0:
+                            cv = f.op(f"load {T}, ptr {ptr}, align {es}")
+                            if beta != 1.0:
+                                cv = f.op(f"fmul {_FM} {T} {cv}, {_fconst(beta, dt)}")
+                            x = f.op(f"fadd {_FM} {T} {x}, {cv}")
+                        if p.bias == "n":
+                            bn = f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}")
+                            x = f.op(f"fadd {_FM} {T} {x}, {bn}")
+                        if bm is not None:
+                            x = f.op(f"fadd {_FM} {T} {x}, {bm}")
+                    f.ins(f"store {T} {x}, ptr {ptr}, align {es}")
+            f.br(L_end)
+        f.label(L_end)
+
+    # --- the task entry point ---
+    def scratch_layout(self) -> tuple[int, int, int]:
+        """Byte offsets of the packed B block and packed A block, and the total."""
+        p, es = self.p, self.es
+        tile = _rup(p.MR * p.NR * es, 64)
+        kc = max(p.KC, 1)
+        ncp = p.NR if p.direct_b else _rup(min(p.NC, _rup(p.TN, p.NR)), p.NR)
+        mcp = _rup(min(p.MC, _rup(p.TM, p.MR)), p.MR)
+        b_off = tile
+        a_off = b_off + _rup(kc * ncp * es, 64)
+        total = a_off + _rup(kc * mcp * es, 64)
+        return b_off, a_off, total
+
+    def emit_entry(self) -> str:
+        p, T = self.p, self.T
+        f = _Fn(f"define void {_ident(self.name)}(i64 %task_begin, i64 %task_end, ptr %args, "
+                f"ptr %scratch) {_FN_ATTRS}")
+        if p.batch == 0 or p.M == 0 or p.N == 0:
+            f.ins("ret void")
+            return f.render()
+        b_off, a_off, _ = self.scratch_layout()
+
+        def arg(i: int) -> str:
+            return f.op(f"load ptr, ptr {f.gep('ptr', '%args', i)}, align 8", "arg")
+
+        pA, pB, pC = arg(p.a_arg), arg(p.b_arg), arg(2)
+        pBias = arg(3) if p.bias else "null"
+        tile = "%scratch"
+        Bp = f.gep("i8", "%scratch", b_off, True)
+        Ap = f.gep("i8", "%scratch", a_off, True)
+        per_b = p.mt * p.nt
+        with f.loop("%task_begin", "%task_end") as t:
+            b = f.udiv(t, per_b)
+            r = f.urem(t, per_b)
+            mi = f.udiv(r, p.nt)
+            ni = f.urem(r, p.nt)
+            m0 = f.mul(mi, p.TM)
+            m1 = f.smin(f.add(m0, p.TM), p.M)
+            n0 = f.mul(ni, p.TN)
+            n1 = f.smin(f.add(n0, p.TN), p.N)
+            Ab = f.gep(T, pA, f.mul(b, p.sa[0]))
+            Bb = f.gep(T, pB, f.mul(b, p.sb[0]))
+            Cb = f.gep(T, pC, f.mul(b, p.sc[0]))
+            biasb = f.gep(T, pBias, f.mul(b, self.spec.bias_stride_batch)) if p.bias else "null"
+            with f.loop(n0, n1, p.NC) as jc:
+                nc = f.smin(p.NC, f.sub(n1, jc))
+                with f.loop(0, max(p.K, 1), p.KC) as pc:
+                    kc = f.smin(p.KC, f.sub(p.K, pc))
+                    first = f.op(f"icmp eq i64 {pc}, 0")
+                    src_b = f.gep(T, Bb, f.add(f.mul(pc, p.sb[1]), f.mul(jc, p.sb[2])))
+                    if p.direct_b:
+                        # full panels are read in place; only the ragged last one is packed
+                        ncf = f.mul(f.udiv(nc, p.NR), p.NR)
+                        with f.if_(f.op(f"icmp slt i64 {ncf}, {nc}")):
+                            f.ins(f"call void {self.sym('packb')}(ptr {f.gep(T, src_b, ncf)}, "
+                                  f"ptr {Bp}, i64 {f.sub(nc, ncf)}, i64 {kc})")
+                    else:
+                        f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
+                              f"i64 {nc}, i64 {kc})")
+                    with f.loop(m0, m1, p.MC) as ic:
+                        mc = f.smin(p.MC, f.sub(m1, ic))
+                        src_a = f.gep(T, Ab, f.add(f.mul(ic, p.sa[1]), f.mul(pc, p.sa[2])))
+                        f.ins(f"call void {self.sym('packa')}(ptr {src_a}, ptr {Ap}, "
+                              f"i64 {mc}, i64 {kc})")
+                        with f.loop(0, nc, p.NR) as jr:
+                            nr = f.smin(p.NR, f.sub(nc, jr))
+                            col = f.add(jc, jr)
+                            if p.direct_b:
+                                bpan = Bp
+                                full_n = f.op(f"icmp eq i64 {nr}, {p.NR}")
+                                bdir = f.gep(T, src_b, jr)
+                            else:
+                                bpan = f.gep(T, Bp, f.mul(jr, kc), True)
+                            with f.loop(0, mc, p.MR) as ir:
+                                mr = f.smin(p.MR, f.sub(mc, ir))
+                                apan = f.gep(T, Ap, f.mul(ir, kc), True)
+                                row = f.add(ic, ir)
+                                cptr = f.gep(T, Cb, f.add(f.mul(row, p.sc[1]),
+                                                          f.mul(col, p.sc[2])))
+                                bptr = "null"
+                                if p.bias == "m":
+                                    bptr = f.gep(T, biasb, row)
+                                elif p.bias == "n":
+                                    bptr = f.gep(T, biasb, col)
+                                rest = (f"i64 {kc}, ptr {cptr}, i64 {mr}, i64 {nr}, "
+                                        f"i1 {first}, ptr {bptr}, ptr {tile})")
+                                if p.direct_b:
+                                    lk, lp, lj = (f.label_name(x) for x in ("kd", "kp", "kj"))
+                                    f.ins(f"br i1 {full_n}, label %{lk}, label %{lp}")
+                                    f.label(lk)
+                                    f.ins(f"call void {self.sym('kernd')}(ptr {apan}, "
+                                          f"ptr {bdir}, {rest}")
+                                    f.br(lj)
+                                    f.label(lp)
+                                    f.ins(f"call void {self.sym('kern')}(ptr {apan}, "
+                                          f"ptr {bpan}, {rest}")
+                                    f.br(lj)
+                                    f.label(lj)
+                                else:
+                                    f.ins(f"call void {self.sym('kern')}(ptr {apan}, "
+                                          f"ptr {bpan}, {rest}")
+        f.ins("ret void")
+        return f.render()
+
+    # --- dot-product schedule (few rows, K-contiguous B) ---
+    def dot_a_packed(self) -> bool:
+        return self.p.sa[2] != 1
+
+    def emit_dot_tile(self, nb: int) -> str:
+        """C[0:M, j0:j0+nb] from M rows of A and nb K-contiguous columns of B."""
+        p, T, V, es, VL, spec = self.p, self.T, self.V, self.es, self.VL, self.spec
+        M, K = p.M, p.K
+        ars = K if self.dot_a_packed() else p.sa[1]
+        bcs = p.sb[2]
+        f = _Fn(f"define internal void {self.sym(f'dot{nb}')}(ptr noalias %a, ptr noalias %b, "
+                f"ptr %c, ptr %bias) {_FN_ATTRS}")
+        nvec = K // VL
+        head, body, done = f.label_name("dh"), f.label_name("db"), f.label_name("dx")
+        f.br(head)
+        f.label(head)
+        kk, kn = f._name("k"), f._name("k")
+        acc = [[f._name("acc") for _ in range(nb)] for _ in range(M)]
+        f.ins(f"{kk} = phi i64 [0, %entry], [{kn}, %{body}]")
+        phis_at = len(f.body)
+        c = f.op(f"icmp ult i64 {kk}, {nvec * VL}")
+        f.ins(f"br i1 {c}, label %{body}, label %{done}")
+        f.label(body)
+        av = [f.op(f"load {V}, ptr {f.gep(T, f.gep(T, '%a', m * ars), kk)}, align {es}")
+              for m in range(M)]
+        new = [[None] * nb for _ in range(M)]
+        for j in range(nb):
+            bv = f.op(f"load {V}, ptr {f.gep(T, f.gep(T, '%b', j * bcs), kk)}, align {es}")
+            for m in range(M):
+                new[m][j] = self.vfma(f, av[m], bv, acc[m][j])
+        f.ins(f"{kn} = add i64 {kk}, {VL}")
+        f.br(head)
+        f.body[phis_at:phis_at] = [
+            f"  {acc[m][j]} = phi {V} [zeroinitializer, %entry], [{new[m][j]}, %{body}]"
+            for m in range(M) for j in range(nb)]
+        f.label(done)
+
+        def reduce(x: str) -> str:   # fixed-order tree: same bits whichever task runs it
+            w = VL
+            while w > 1:
+                h = w // 2
+                lo = ", ".join(f"i32 {i}" for i in range(h))
+                hi = ", ".join(f"i32 {i}" for i in range(h, w))
+                vt = f"<{w} x {T}>"
+                a = f.op(f"shufflevector {vt} {x}, {vt} poison, <{h} x i32> <{lo}>")
+                b = f.op(f"shufflevector {vt} {x}, {vt} poison, <{h} x i32> <{hi}>")
+                x = f.op(f"fadd {_FM} <{h} x {T}> {a}, {b}")
+                w = h
+            return f.op(f"extractelement <1 x {T}> {x}, i64 0")
+
+        sums = [[reduce(acc[m][j]) for j in range(nb)] for m in range(M)]
+        for k in range(nvec * VL, K):   # K tail (< VL steps), scalar
+            a_s = [f.op(f"load {T}, ptr {f.gep(T, '%a', m * ars + k)}, align {es}")
+                   for m in range(M)]
+            for j in range(nb):
+                b_s = f.op(f"load {T}, ptr {f.gep(T, '%b', j * bcs + k)}, align {es}")
+                for m in range(M):
+                    pr = f.op(f"fmul {_FM} {T} {a_s[m]}, {b_s}")
+                    sums[m][j] = f.op(f"fadd {_FM} {T} {sums[m][j]}, {pr}")
+        dt = spec.dtype
+        for m in range(M):
+            for j in range(nb):
+                x = sums[m][j]
+                ptr = f.gep(T, "%c", m * p.sc[1] + j * p.sc[2])
+                if spec.alpha != 1.0:
+                    x = f.op(f"fmul {_FM} {T} {x}, {_fconst(spec.alpha, dt)}")
+                if spec.beta != 0.0:
+                    cv = f.op(f"load {T}, ptr {ptr}, align {es}")
+                    if spec.beta != 1.0:
+                        cv = f.op(f"fmul {_FM} {T} {cv}, {_fconst(spec.beta, dt)}")
+                    x = f.op(f"fadd {_FM} {T} {x}, {cv}")
+                if p.bias:
+                    bi = m if p.bias == "m" else j
+                    bv = f.op(f"load {T}, ptr {f.gep(T, '%bias', bi)}, align {es}")
+                    x = f.op(f"fadd {_FM} {T} {x}, {bv}")
+                f.ins(f"store {T} {x}, ptr {ptr}, align {es}")
+        f.ins("ret void")
+        return f.render()
+
+    def dot_scratch(self) -> int:
+        return _rup(self.p.M * self.p.K * self.es, 64) if self.dot_a_packed() else 0
+
+    def emit_dot_entry(self) -> str:
+        p, T, es = self.p, self.T, self.es
+        f = _Fn(f"define void {_ident(self.name)}(i64 %task_begin, i64 %task_end, ptr %args, "
+                f"ptr %scratch) {_FN_ATTRS}")
+
+        def arg(i: int) -> str:
+            return f.op(f"load ptr, ptr {f.gep('ptr', '%args', i)}, align 8", "arg")
+
+        pA, pB, pC = arg(p.a_arg), arg(p.b_arg), arg(2)
+        pBias = arg(3) if p.bias else "null"
+        NB = p.dot_nb
+        with f.loop("%task_begin", "%task_end") as t:
+            b = f.udiv(t, p.nt)
+            n0 = f.mul(f.urem(t, p.nt), p.TN)
+            n1 = f.smin(f.add(n0, p.TN), p.N)
+            Ab = f.gep(T, pA, f.mul(b, p.sa[0]))
+            Bb = f.gep(T, pB, f.mul(b, p.sb[0]))
+            Cb = f.gep(T, pC, f.mul(b, p.sc[0]))
+            biasb = f.gep(T, pBias, f.mul(b, self.spec.bias_stride_batch)) if p.bias else "null"
+            if self.dot_a_packed():   # gather the M rows of A into K-contiguous rows
+                for m in range(p.M):
+                    with f.loop(0, p.K) as k:
+                        src = f.gep(T, Ab, f.add(m * p.sa[1], f.mul(k, p.sa[2])))
+                        x = f.op(f"load {T}, ptr {src}, align {es}")
+                        dst = f.gep(T, "%scratch", f.add(m * p.K, k), True)
+                        f.ins(f"store {T} {x}, ptr {dst}, align {es}")
+                Ab = "%scratch"
+
+            def call(nb: int, j) -> None:
+                bp = f.gep(T, Bb, f.mul(j, p.sb[2]))
+                cp = f.gep(T, Cb, f.mul(j, p.sc[2]))
+                biasp = f.gep(T, biasb, j) if p.bias == "n" else biasb
+                f.ins(f"call void {self.sym(f'dot{nb}')}(ptr {Ab}, ptr {bp}, ptr {cp}, "
+                      f"ptr {biasp})")
+
+            nfull = f.udiv(f.sub(n1, n0), NB)
+            with f.loop(0, nfull) as q:
+                call(NB, f.add(n0, f.mul(q, NB)))
+            if NB > 1:
+                with f.loop(f.add(n0, f.mul(nfull, NB)), n1) as j:
+                    call(1, j)
+        f.ins("ret void")
+        return f.render()
+
+    def render(self) -> tuple[str, int]:
+        p = self.p
+        if p.batch == 0 or p.M == 0 or p.N == 0:
+            return self.emit_entry(), 0
+        if p.dot_nb:
+            parts = [self.emit_dot_tile(p.dot_nb)]
+            if p.dot_nb > 1:
+                parts.append(self.emit_dot_tile(1))
+            parts.append(self.emit_dot_entry())
+            return "\n".join(sorted(self.decls) + [""] + parts), max(64, self.dot_scratch())
+        parts = [self.emit_pack("b"), self.emit_pack("a"), self.emit_kernel()]
+        if p.direct_b:
+            parts.append(self.emit_kernel(direct=True))
+        parts.append(self.emit_entry())
+        return "\n".join(sorted(self.decls) + [""] + parts), self.scratch_layout()[2]
+
+
+def gemm_kernel(name: str, spec: GemmSpec, isa: str, *, _params: dict | None = None
+                ) -> GemmKernel:
+    """Render ``spec`` as a task-parallel kernel named ``name`` for ``isa``.
+
+    ``_params`` overrides fields of the ISA table (tile and cache blocks) for tuning runs.
+    """
+    plan = _plan(spec, isa, _params)
+    ir, scratch = _Emitter(name, spec, plan, isa).render()
+    empty = spec.batch == 0 or spec.M == 0 or spec.N == 0
+    return GemmKernel(name=name, ir=ir, n_tasks=1 if empty else plan.n_tasks,
+                      scratch_bytes=scratch,
+                      flops=2 * spec.batch * spec.M * spec.N * spec.K)

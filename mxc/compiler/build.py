@@ -1,0 +1,209 @@
+"""Build a graph into a runnable :class:`~mxc.runtime.program.Program`.
+
+The pipeline, in order (each step a small module of its own):
+
+1. ``infer``     shapes and dtypes of every entry;
+2. ``gradient``  (training binds) the backward graph for the requested arguments;
+3. ``lower``     every node to kernels over storage slots (views share their input's slot);
+4. ``codegen``   kernels to one LLVM module, JIT-compiled through the object cache;
+5. the Program: slots + calls, split into ``forward`` and ``backward`` sections.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..base import CompileError, MXNetError
+from ..ir import kernel as K
+from ..ir.dtypes import as_dtype
+from ..ir.graph import Entry, Graph, Node, topo_order, variable
+from ..runtime.program import KernelCall, Program, SlotInfo
+from . import infer
+from .gradient import gradient
+from .lower import LowerCtx, LoweredKernel, SlotTable
+
+
+@dataclass
+class CompiledGraph:
+    program: Program
+    graph: Graph
+    shapes: dict
+    types: dict
+    var_slots: dict                       # variable name -> slot
+    head_slots: list                      # slot per graph output
+    head_grad_slots: list = field(default_factory=list)
+    grad_slots: dict = field(default_factory=dict)   # variable name -> slot of its grad array
+    entry_slot: dict = field(default_factory=dict)
+    kernels: list = field(default_factory=list)      # LoweredKernel, for inspection
+    llvm_ir: str = ""
+
+
+def _entry_key(e: Entry) -> tuple:
+    return (e.node.uid, e.index)
+
+
+def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None, *,
+                  is_train: bool = False, grad_req: dict | None = None) -> CompiledGraph:
+    """Compile ``graph``. ``grad_req`` maps variable names to 'write' | 'add' | 'null'; when
+    any is not 'null', the backward graph is built and compiled into section 'backward'."""
+    arg_types = arg_types or {}
+    fwd_shapes = infer.infer_shapes(graph, arg_shapes)
+    fwd_types = infer.infer_types(graph, arg_types)
+    wanted = {n: r for n, r in (grad_req or {}).items() if r != "null"}
+    head_grad_vars: list[Node] = []
+    grad_entries: dict = {}
+    full = graph
+    shapes, types = fwd_shapes, fwd_types
+    if wanted:
+        for i, h in enumerate(graph.outputs):
+            v = variable(f"__head_grad_{i}__")
+            head_grad_vars.append(v)
+        var_by_name = {n.name: n for n in graph.variables()}
+        xs = [var_by_name[n] for n in wanted if n in var_by_name]
+        grads = gradient(graph, [Entry(v, 0) for v in head_grad_vars], xs)
+        grad_entries = {x.name: g for x, g in zip(xs, grads)}
+        extra = [g for g in grads if g is not None]
+        full = Graph(list(graph.outputs) + extra + [Entry(v, 0) for v in head_grad_vars])
+        hs = dict(arg_shapes)
+        ht = dict(arg_types)
+        for v, h in zip(head_grad_vars, graph.outputs):
+            hs[v.name] = fwd_shapes[_entry_key(h)]
+            ht[v.name] = fwd_types[_entry_key(h)]
+        for n in graph.variables():
+            hs.setdefault(n.name, fwd_shapes[(n.uid, 0)])
+            ht.setdefault(n.name, fwd_types[(n.uid, 0)])
+        shapes = infer.infer_shapes(full, hs)
+        types = infer.infer_types(full, ht)
+
+    slots = SlotTable()
+    entry_slot: dict = {}
+    buf_slot: dict = {}
+    var_slots: dict = {}
+    aux_uids = graph.mutable_variables()
+    for n in full.variables():
+        s = shapes[(n.uid, 0)]
+        d = as_dtype(types[(n.uid, 0)])
+        kind = "aux" if n.uid in aux_uids else "input"
+        slot = slots.new(math.prod(s) * d.itemsize, kind, n.name)
+        entry_slot[(n.uid, 0)] = slot
+        var_slots[n.name] = slot
+
+    # forward nodes first (in the forward graph's order), then the backward-only nodes
+    fwd_nodes = [n for n in graph.nodes if not n.is_variable]
+    fwd_ids = {n.uid for n in fwd_nodes}
+    bwd_nodes = [n for n in full.nodes if not n.is_variable and n.uid not in fwd_ids]
+    lowered: list[LoweredKernel] = []
+    n_fwd_kernels = 0
+    for phase, nodes in (("forward", fwd_nodes), ("backward", bwd_nodes)):
+        for node in nodes:
+            _lower_node(node, shapes, types, is_train, slots, entry_slot, buf_slot, lowered)
+        if phase == "forward":
+            n_fwd_kernels = len(lowered)
+
+    # gradient outputs: write/add into the bound gradient arrays
+    grad_slots: dict = {}
+    for name, req in wanted.items():
+        var = next((n for n in graph.variables() if n.name == name), None)
+        if var is None:
+            continue
+        s = shapes[(var.uid, 0)]
+        d = as_dtype(types[(var.uid, 0)])
+        gslot = slots.new(math.prod(s) * d.itemsize, "grad", f"{name}_grad")
+        grad_slots[name] = gslot
+        gbuf = K.Buffer("g", d, math.prod(s))
+        dst = K.TensorRef(gbuf, tuple(s))
+        ge = grad_entries.get(name)
+        fake = Node("_grad_out", f"{name}_grad")
+        ctx = LowerCtx(fake, {}, [], [dst], True, slots, {gbuf: gslot}, lowered)
+        if ge is None:
+            if req == "write":
+                ctx.compute(dst, lambda *i: K.const(0, d), "zero_grad")
+            continue
+        gd = as_dtype(types[_entry_key(ge)])
+        sbuf = K.Buffer("s", gd, math.prod(s))
+        ctx._buf_slot[sbuf] = entry_slot[_entry_key(ge)]
+        src = K.TensorRef(sbuf, tuple(s))
+        if req == "add":
+            ctx.compute(dst, lambda *i: dst[i] + K.cast(d, src[i]), "grad_add")
+        else:
+            ctx.compute(dst, lambda *i: K.cast(d, src[i]), "grad_write")
+
+    program = _codegen(lowered, slots, n_fwd_kernels)
+    head_slots = [entry_slot[_entry_key(h)] for h in graph.outputs]
+    return CompiledGraph(program, full, shapes, types, var_slots, head_slots,
+                         [var_slots[v.name] for v in head_grad_vars], grad_slots, entry_slot,
+                         lowered, program.owner.ir_text if program.owner else "")
+
+
+def _lower_node(node: Node, shapes, types, is_train, slots: SlotTable, entry_slot, buf_slot,
+                lowered) -> None:
+    op = node.opdef
+    attrs = node.parsed
+    in_refs = []
+    for i, e in enumerate(node.inputs):
+        k = _entry_key(e)
+        d = as_dtype(types[k])
+        s = shapes[k]
+        buf = K.Buffer(f"in{i}_{slots_len(slots)}", d, math.prod(s))
+        buf_slot[buf] = entry_slot[k]
+        in_refs.append(K.TensorRef(buf, tuple(s)))
+    out_refs = []
+    for i in range(node.num_outputs):
+        k = (node.uid, i)
+        d = as_dtype(types[k])
+        s = shapes[k]
+        if (op.inplace_identity and i == 0 and node.inputs
+                and math.prod(s) == in_refs[0].size and d == in_refs[0].dtype):
+            # a view: the output is the input's bytes, no kernel needed
+            entry_slot[k] = entry_slot[_entry_key(node.inputs[0])]
+            out_refs.append(None)
+            continue
+        slot = slots.new(math.prod(s) * d.itemsize, "temp", f"{node.name}_output{i}")
+        entry_slot[k] = slot
+        buf = K.Buffer(f"out{i}_{slot}", d, math.prod(s))
+        buf_slot[buf] = slot
+        out_refs.append(K.TensorRef(buf, tuple(s)))
+    if all(r is None for r in out_refs):
+        return
+    ctx = LowerCtx(node, attrs, in_refs, out_refs, is_train, slots, buf_slot, lowered)
+    try:
+        op.lower(ctx)
+    except MXNetError:
+        raise
+    except NotImplementedError as e:
+        raise CompileError(f"cannot compile node '{node.name}': {e}") from None
+
+
+def slots_len(slots: SlotTable) -> int:
+    return len(slots.nbytes)
+
+
+def _codegen(lowered: list, slots: SlotTable, n_fwd: int) -> Program:
+    from ..codegen.jit import compile_ir
+    from ..codegen.llvm_render import render_module
+
+    infos = [SlotInfo(nb, kd, nm) for nb, kd, nm in zip(slots.nbytes, slots.kinds, slots.names)]
+    if not lowered:
+        return Program(infos, [], None, sections={"forward": (0, 0), "backward": (0, 0)})
+    text, names = render_module([lk.kernel for lk in lowered])
+    uniq = list(dict.fromkeys(names))
+    try:
+        cm = compile_ir(text, uniq)
+    except CompileError:
+        raise
+    except RuntimeError as e:
+        raise CompileError(f"LLVM failed to compile the graph: {e}") from None
+    cm.ir_text = text
+    calls = []
+    for lk, fname in zip(lowered, names):
+        k = lk.kernel
+        offs = getattr(k, "offsets", None)
+        byte_offs = [o * b.dtype.itemsize for o, b in zip(offs, k.buffers)] if offs else \
+            [0] * len(k.buffers)
+        calls.append(KernelCall(cm.functions[fname], fname, lk.slots, byte_offs, k.n_tasks,
+                                k.scratch_bytes, k.cost, lk.node))
+    return Program(infos, calls, cm, sections={"forward": (0, n_fwd),
+                                              "backward": (n_fwd, len(calls))})
+
+
+__all__ = ["compile_graph", "CompiledGraph", "topo_order"]

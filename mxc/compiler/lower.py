@@ -1,0 +1,171 @@
+"""Lowering: graph nodes to kernels over storage slots.
+
+Each op's ``lower(ctx)`` receives a :class:`LowerCtx` with its inputs and outputs as
+:class:`~mxc.ir.kernel.TensorRef` views and emits kernels through ``ctx.compute`` (tensor
+expressions, scheduled by ``compiler.schedule``) or ``ctx.gemm`` (the GEMM template). The
+context records which storage slot every buffer lives in, so the result is a flat list of
+kernel calls the runtime can run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..base import CompileError
+from ..ir import kernel as K
+from ..ir.dtypes import as_dtype
+from .schedule import schedule
+
+
+@dataclass
+class LoweredKernel:
+    kernel: object             # K.Kernel | K.TemplateKernel
+    slots: list                # slot per kernel buffer
+    node: str
+
+
+@dataclass
+class SlotTable:
+    """Storage slots: byte sizes and what they hold."""
+
+    nbytes: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)
+    names: list = field(default_factory=list)
+
+    def new(self, nbytes: int, kind: str = "temp", name: str = "") -> int:
+        self.nbytes.append(int(nbytes))
+        self.kinds.append(kind)
+        self.names.append(name)
+        return len(self.nbytes) - 1
+
+
+class LowerCtx:
+    """What an op's ``lower`` sees: typed attrs, input/output views, kernel emitters."""
+
+    def __init__(self, node, attrs, in_refs: list, out_refs: list, is_train: bool,
+                 slots: SlotTable, buf_slot: dict, out: list) -> None:
+        self.node = node
+        self.attrs = attrs
+        self.inputs = in_refs
+        self.outputs = out_refs
+        self.is_train = is_train
+        self._slots = slots
+        self._buf_slot = buf_slot
+        self._out = out
+        self._n = 0
+
+    # -- shapes/dtypes shortcuts ---------------------------------------------------------------
+    @property
+    def in_shapes(self) -> list:
+        return [r.shape for r in self.inputs]
+
+    @property
+    def out_shapes(self) -> list:
+        return [r.shape for r in self.outputs]
+
+    def temp(self, shape, dtype) -> K.TensorRef:
+        d = as_dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        slot = self._slots.new(math.prod(shape) * d.itemsize, "temp", f"{self.node.name}_tmp")
+        buf = K.Buffer(f"t{slot}", d, math.prod(shape))
+        self._buf_slot[buf] = slot
+        return K.TensorRef(buf, shape)
+
+    def rng_seed(self) -> K.TensorRef:
+        """A 1-element uint64 buffer the runtime refills with a fresh random seed before every
+        run (slot kind 'rng'), for counter-based random numbers (Dropout masks)."""
+        d = as_dtype("uint64")
+        slot = self._slots.new(8, "rng", f"{self.node.name}_seed")
+        buf = K.Buffer(f"rng{slot}", d, 1)
+        self._buf_slot[buf] = slot
+        return K.TensorRef(buf, (1,))
+
+    def compute(self, out: K.TensorRef, fn, name: str = "compute") -> None:
+        op = K.compute(out, fn, name)
+        bufs = _buffers_of(op.body) + [out.buf]
+        bufs = list(dict.fromkeys(bufs))
+        kern = schedule(op, "__K__", bufs)
+        self.emit(kern)
+
+    def emit(self, kern) -> None:
+        try:
+            slots = [self._buf_slot[b] for b in kern.buffers]
+        except KeyError as e:
+            raise CompileError(f"{self.node.op} '{self.node.name}': kernel uses a buffer that "
+                               f"is not an input, output or temp: {e}") from None
+        self._out.append(LoweredKernel(kern, slots, self.node.name))
+
+    def copy(self, dst: K.TensorRef, src: K.TensorRef) -> None:
+        """dst = src elementwise (shapes must match; views allowed)."""
+        if tuple(dst.shape) != tuple(src.shape):
+            raise CompileError(f"copy {src.shape} -> {dst.shape}")
+        self.compute(dst, lambda *i: K.cast(dst.dtype, src[i]), "copy")
+
+    def gemm(self, a: K.TensorRef, b: K.TensorRef, c: K.TensorRef, *, trans_a: bool = False,
+             trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
+             bias: K.TensorRef | None = None, bias_axis: str | None = None) -> None:
+        """C[batch, m, n] = alpha * op(A) @ op(B) + beta*C (+ bias along m or n).
+
+        ``a``, ``b``, ``c`` are 2-D (m, k) / 3-D (batch, m, k) views; strides express the
+        transposes, so no data is moved before the template's own packing.
+        """
+        from ..codegen.gemm import GemmSpec, gemm_kernel, host_isa
+
+        def three(r: K.TensorRef):
+            if r.ndim == 2:
+                return (1,) + tuple(r.shape), (0,) + tuple(r.strides)
+            if r.ndim == 3:
+                return tuple(r.shape), tuple(r.strides)
+            raise CompileError(f"gemm operand must be 2-D or 3-D, got {r.shape}")
+
+        (ba, a0, a1), sa = three(a)
+        (bb, b0, b1), sb = three(b)
+        (bc, M, N), sc = three(c)
+        if trans_a:
+            a0, a1, sa = a1, a0, (sa[0], sa[2], sa[1])
+        if trans_b:
+            b0, b1, sb = b1, b0, (sb[0], sb[2], sb[1])
+        Kd = a1
+        if a0 != M or b1 != N or b0 != Kd:
+            raise CompileError(f"gemm shapes: A{a.shape}{'T' if trans_a else ''} "
+                               f"B{b.shape}{'T' if trans_b else ''} C{c.shape}")
+        batch = bc
+        if ba == 1 and batch > 1:
+            sa = (0, sa[1], sa[2])
+        if bb == 1 and batch > 1:
+            sb = (0, sb[1], sb[2])
+        dt = c.dtype.name
+        if dt not in ("float32", "float64") or a.dtype != c.dtype or b.dtype != c.dtype:
+            raise CompileError(f"{self.node.op} '{self.node.name}': matrix product of "
+                               f"{a.dtype.name}/{b.dtype.name} -> {dt} is not supported yet "
+                               "(float32 and float64 only)")
+        bias_stride = 0
+        spec = GemmSpec(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
+                        c_strides=sc, alpha=float(alpha), beta=float(beta),
+                        bias=bias_axis if bias is not None else None,
+                        bias_stride_batch=bias_stride)
+        # pointers are passed already offset; views with element offsets become slot offsets
+        gk = gemm_kernel("__K__", spec, host_isa())
+        bufs = [a.buf, b.buf, c.buf] + ([bias.buf] if bias is not None else [])
+        offs = [a.offset, b.offset, c.offset] + ([bias.offset] if bias is not None else [])
+        kern = K.TemplateKernel("__K__", bufs, gk.ir, gk.n_tasks, gk.scratch_bytes,
+                                cost=gk.flops, note="gemm")
+        kern.offsets = offs  # type: ignore[attr-defined]
+        self.emit(kern)
+
+
+def _buffers_of(e: K.Expr) -> list:
+    out: list = []
+    seen: set = set()
+
+    def go(x):
+        if id(x) in seen:
+            return
+        seen.add(id(x))
+        if isinstance(x, K.Load):
+            out.append(x.buf)
+        for c in K.children(x):
+            go(c)
+
+    go(e)
+    return out

@@ -1,0 +1,120 @@
+"""The CPU thread pool that runs a kernel's task range on every core.
+
+Kernels are ctypes functions ``k(task_begin, task_end, args, scratch)``; a ctypes call releases
+the GIL, so Python threads calling different ranges really run in parallel. Each thread owns a
+64-byte aligned scratch arena that template kernels (GEMM packing) use.
+
+The thread count follows MXNet's conventions: ``MXC_NUM_THREADS``, then ``OMP_NUM_THREADS``,
+then ``MXNET_CPU_WORKER_NTHREADS``, else the number of cores.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+# below this much work (roughly element-operations) a second thread costs more than it saves
+PARALLEL_THRESHOLD = 1 << 15
+
+
+def default_num_threads() -> int:
+    for var in ("MXC_NUM_THREADS", "OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS"):
+        v = os.environ.get(var)
+        if v:
+            try:
+                return max(1, int(v))
+            except ValueError:
+                pass
+    return max(1, os.cpu_count() or 1)
+
+
+class _Scratch:
+    def __init__(self) -> None:
+        self.buf = np.zeros(0, np.uint8)
+        self.ptr = 0
+
+    def get(self, nbytes: int) -> int:
+        if nbytes <= 0:
+            return 0
+        if self.buf.size < nbytes + 64:
+            self.buf = np.zeros(nbytes + 64, np.uint8)
+            base = self.buf.ctypes.data
+            self.ptr = (base + 63) // 64 * 64
+        return self.ptr
+
+
+class ThreadPool:
+    """Split [0, n_tasks) of a kernel call over ``num_threads`` threads (caller included)."""
+
+    def __init__(self, num_threads: int | None = None) -> None:
+        self.num_threads = num_threads or default_num_threads()
+        self._main_scratch = _Scratch()
+        self._workers: list[_Worker] = [_Worker(i) for i in range(self.num_threads - 1)]
+
+    def run(self, fn, n_tasks: int, args, scratch_bytes: int = 0, cost: int = 0) -> None:
+        if n_tasks <= 0:
+            return
+        nt = min(self.num_threads, n_tasks)
+        if nt <= 1 or cost < PARALLEL_THRESHOLD:
+            fn(0, n_tasks, args, self._main_scratch.get(scratch_bytes))
+            return
+        bounds = [n_tasks * i // nt for i in range(nt + 1)]
+        for w, (b, e) in zip(self._workers, zip(bounds[1:-1], bounds[2:])):
+            w.submit(fn, b, e, args, scratch_bytes)
+        err = None
+        try:
+            fn(bounds[0], bounds[1], args, self._main_scratch.get(scratch_bytes))
+        except BaseException as ex:  # pragma: no cover - ctypes kernels do not raise
+            err = ex
+        for w in self._workers[: nt - 1]:
+            w.wait()
+        if err is not None:
+            raise err
+
+
+class _Worker:
+    def __init__(self, i: int) -> None:
+        self.scratch = _Scratch()
+        self.job = None
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"mxc-cpu-{i}", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn, b, e, args, scratch_bytes) -> None:
+        self.done.clear()
+        self.job = (fn, b, e, args, scratch_bytes)
+        self.ready.set()
+
+    def wait(self) -> None:
+        self.done.wait()
+
+    def _loop(self) -> None:
+        while True:
+            self.ready.wait()
+            self.ready.clear()
+            fn, b, e, args, sb = self.job
+            try:
+                fn(b, e, args, self.scratch.get(sb))
+            finally:
+                self.done.set()
+
+
+_pool: ThreadPool | None = None
+_pool_lock = threading.Lock()
+
+
+def get_pool() -> ThreadPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPool()
+        return _pool
+
+
+def set_num_threads(n: int) -> None:
+    """Replace the global pool (mxc setting; also honoured through MXC_NUM_THREADS)."""
+    global _pool
+    with _pool_lock:
+        _pool = ThreadPool(max(1, int(n)))

@@ -1,0 +1,292 @@
+"""The GEMM template against numpy: sizes, strides, epilogues, dtypes, ISAs, task splits,
+and cross builds that must stay freestanding."""
+from __future__ import annotations
+
+import ctypes
+import random
+import struct
+
+import numpy as np
+import pytest
+
+llvm = pytest.importorskip("llvmlite.binding")
+
+from mxc.codegen.gemm import GemmSpec, gemm_kernel, host_isa  # noqa: E402
+
+llvm.initialize_native_target()
+llvm.initialize_native_asmprinter()
+
+_FT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+_ENGINES = []   # keep the JIT engines (and so the machine code) alive
+
+
+def _host_tm():
+    # a fresh one per engine: an MCJIT engine takes ownership of its target machine
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                        features=llvm.get_host_cpu_features().flatten(),
+                                        opt=3, jit=True)
+
+
+def _optimize(mod, tm):
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+
+
+def _jit(kernel):
+    tm = _host_tm()
+    mod = llvm.parse_assembly(kernel.ir)
+    mod.verify()
+    _optimize(mod, tm)
+    ee = llvm.create_mcjit_compiler(mod, tm)
+    ee.finalize_object()
+    _ENGINES.append(ee)
+    return _FT(ee.get_function_address(kernel.name))
+
+
+def _host_can(isa: str) -> bool:
+    feats = llvm.get_host_cpu_features()
+    if isa == "generic":
+        return True
+    if isa == "avx512":
+        return bool(feats.get("avx512f"))
+    if isa == "avx2":
+        return bool(feats.get("avx2")) and bool(feats.get("fma"))
+    return host_isa() == isa
+
+
+ISAS_HERE = [i for i in ("avx512", "avx2", "neon", "generic") if _host_can(i)]
+BEST = host_isa()
+
+
+class _Scratch:
+    def __init__(self, nbytes: int):
+        self.raw = np.zeros(nbytes + 128, np.uint8)
+        self.ptr = (self.raw.ctypes.data + 63) // 64 * 64
+
+
+def _stored(x: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """A view equal to x whose memory is laid out with axes in `order` (outermost first)."""
+    inv = np.argsort(order)
+    return np.ascontiguousarray(x.transpose(order)).transpose(inv)
+
+
+def _estrides(v: np.ndarray) -> tuple[int, ...]:
+    return tuple(s // v.itemsize for s in v.strides)
+
+
+def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=False,
+         alpha=1.0, beta=0.0, bias=None, shared_b=False, shared_bias=False, task_order=None,
+         seed=0, params=None):
+    """Build, run and check one GEMM; returns (C result, kernel) for further checks."""
+    isa = isa or BEST
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    A = _stored(rng.uniform(-1, 1, (batch, M, K)).astype(dt), (0, 2, 1) if ta else (0, 1, 2))
+    if shared_b:
+        B1 = _stored(rng.uniform(-1, 1, (1, K, N)).astype(dt), (0, 2, 1) if tb else (0, 1, 2))
+        B = np.broadcast_to(B1, (batch, K, N))
+    else:
+        B = _stored(rng.uniform(-1, 1, (batch, K, N)).astype(dt), (0, 2, 1) if tb else (0, 1, 2))
+    C0 = rng.uniform(-1, 1, (batch, M, N)).astype(dt)
+    if beta == 0.0:
+        C0[...] = np.nan   # beta == 0 must never read C
+    C = _stored(C0.copy(), (0, 2, 1) if tc else (0, 1, 2))
+    nb = 1 if shared_bias else batch
+    bias_arr = None
+    if bias:
+        bias_arr = rng.uniform(-1, 1, (nb, M if bias == "m" else N)).astype(dt)
+    spec = GemmSpec(batch=batch, M=M, N=N, K=K, dtype=dtype, a_strides=_estrides(A),
+                    b_strides=_estrides(B), c_strides=_estrides(C), alpha=alpha, beta=beta,
+                    bias=bias, bias_stride_batch=0 if (shared_bias or not bias)
+                    else bias_arr.shape[1])
+    kern = gemm_kernel("gemm_test", spec, isa, _params=params)
+    fn = _jit(kern)
+    ptrs = [A.ctypes.data, B.ctypes.data, C.ctypes.data]
+    if bias:
+        ptrs.append(bias_arr.ctypes.data)
+    args = (ctypes.c_void_p * len(ptrs))(*ptrs)
+    scratch = _Scratch(kern.scratch_bytes)
+    if task_order is None:
+        fn(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+    else:
+        for begin, end in task_order(kern.n_tasks):
+            fn(begin, end, ctypes.addressof(args), scratch.ptr)
+
+    ref = alpha * np.matmul(A.astype(np.float64), B.astype(np.float64))
+    if beta != 0.0:
+        ref = ref + beta * C0.astype(np.float64)
+    if bias == "m":
+        ref = ref + bias_arr.astype(np.float64)[:, :, None]
+    elif bias == "n":
+        ref = ref + bias_arr.astype(np.float64)[:, None, :]
+    tol = (2e-6 if dtype == "float32" else 1e-14) * (max(K, 1) + 4) * max(1.0, abs(alpha))
+    np.testing.assert_allclose(C, ref, rtol=0, atol=tol,
+                               err_msg=f"{M}x{N}x{K} batch={batch} {dtype} {isa}")
+    return np.array(C), kern
+
+
+# --- sizes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("M,N,K", [
+    (1, 1, 1), (7, 13, 17), (33, 65, 129), (2, 3, 1), (1, 1000, 512), (8, 100, 300),
+    (100, 1, 50), (5, 300, 600), (257, 130, 520), (64, 64, 64), (19, 47, 1031), (3, 5, 2),
+])
+def test_sizes(M, N, K):
+    _run(M, N, K)
+
+
+def test_big_square():
+    _run(300, 700, 280, seed=3)
+
+
+def test_small_blocks():
+    # tiny cache blocks: several NC, KC and MC blocks inside one task, with ragged ends
+    small = {"kc": 20, "mc": 24, "nc": 70}
+    _run(101, 333, 77, params=small, beta=0.5, bias="n")
+    _run(101, 333, 77, params=small, ta=True, tb=True, bias="m", dtype="float64")
+
+
+# --- transposes, batches, epilogues -------------------------------------------------------------
+
+@pytest.mark.parametrize("ta,tb", [(False, True), (True, False), (True, True)])
+def test_transposed(ta, tb):
+    _run(37, 53, 71, ta=ta, tb=tb)
+    _run(1, 129, 300, ta=ta, tb=tb, seed=1)
+
+
+def test_transposed_output():
+    _run(45, 23, 31, tc=True, beta=0.5)
+
+
+def test_batched():
+    _run(17, 33, 29, batch=3)
+    _run(9, 40, 70, batch=5, tb=True, shared_b=True, bias="n", seed=2)
+    _run(6, 7, 300, batch=4, ta=True, bias="m", shared_bias=True, seed=4)
+
+
+@pytest.mark.parametrize("alpha,beta,bias", [
+    (1.0, 0.0, "m"), (1.0, 0.0, "n"), (2.0, 1.0, None), (-0.5, 0.25, "n"), (1.0, 1.0, "m"),
+])
+def test_epilogue(alpha, beta, bias):
+    _run(29, 71, 300, alpha=alpha, beta=beta, bias=bias, batch=2)
+
+
+def test_zero_sizes():
+    # K == 0: C = beta * C + bias
+    _run(5, 9, 0, beta=0.5, bias="n")
+    _run(5, 9, 0, bias="m")
+    for M, N in ((0, 9), (5, 0)):
+        spec = GemmSpec(1, M, N, 4, "float32", (0, 4, 1), (0, max(N, 1), 1), (0, max(N, 1), 1))
+        kern = gemm_kernel("gemm_empty", spec, BEST)
+        fn = _jit(kern)
+        fn(0, kern.n_tasks, None, None)   # touches nothing
+
+
+def test_float64():
+    _run(7, 13, 17, dtype="float64")
+    _run(33, 65, 129, dtype="float64", tb=True, alpha=1.5, beta=1.0, bias="n")
+    _run(1, 300, 200, dtype="float64", ta=True, batch=2)
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS_HERE if i != BEST])
+def test_other_isas(isa):
+    _run(7, 13, 17, isa=isa)
+    _run(33, 65, 300, isa=isa, tb=True, bias="m", beta=0.5)
+    _run(1, 77, 40, isa=isa, ta=True, dtype="float64")
+
+
+# --- task splits ------------------------------------------------------------------------------
+
+def test_task_splits_identical():
+    ref, kern = _run(150, 170, 310, batch=2, bias="n")
+    assert kern.n_tasks >= 2
+
+    def shuffled(n):
+        order = [(i, i + 1) for i in range(n)]
+        random.Random(7).shuffle(order)
+        return order
+
+    def halves(n):
+        return [(n // 2, n), (0, n // 2)]
+
+    for split in (shuffled, halves):
+        out, _ = _run(150, 170, 310, batch=2, bias="n", task_order=split)
+        assert np.array_equal(out, ref)
+
+
+def test_skinny_split_over_n():
+    # FullyConnected at batch 1: the two threads must get work even though M == 1.
+    spec = GemmSpec(1, 1, 1000, 512, "float32", (0, 512, 1), (0, 1, 512), (0, 1000, 1))
+    assert gemm_kernel("fc", spec, BEST).n_tasks >= 2
+    spec = GemmSpec(1, 1024, 1024, 1024, "float32", (0, 1024, 1), (0, 1024, 1), (0, 1024, 1))
+    assert gemm_kernel("sq", spec, BEST).n_tasks % 2 == 0
+
+
+# --- cross builds -----------------------------------------------------------------------------
+
+def _undefined_symbols(obj: bytes) -> list[str]:
+    """Undefined global symbols of an ELF object (32- or 64-bit, little endian)."""
+    is64 = obj[4] == 2
+    if is64:
+        shoff, = struct.unpack_from("<Q", obj, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+    else:
+        shoff, = struct.unpack_from("<I", obj, 0x20)
+        shentsize, shnum = struct.unpack_from("<HH", obj, 0x2E)
+    sections = []
+    for i in range(shnum):
+        base = shoff + i * shentsize
+        if is64:
+            _, typ, _, _, off, size, link, _, _, entsize = struct.unpack_from("<IIQQQQIIQQ",
+                                                                                obj, base)
+        else:
+            _, typ, _, _, off, size, link, _, _, entsize = struct.unpack_from("<IIIIIIIIII",
+                                                                                obj, base)
+        sections.append((typ, off, size, link, entsize))
+    names = []
+    for typ, off, size, link, entsize in sections:
+        if typ != 2:   # SHT_SYMTAB
+            continue
+        stroff = sections[link][1]
+        for k in range(1, size // entsize):
+            e = off + k * entsize
+            if is64:
+                name, info, _, shndx = struct.unpack_from("<IBBH", obj, e)
+            else:
+                name, _, _, info, _, shndx = struct.unpack_from("<IIIBBH", obj, e)
+            if shndx == 0 and name:
+                end = obj.index(b"\0", stroff + name)
+                names.append(obj[stroff + name:end].decode())
+    return names
+
+
+@pytest.mark.parametrize("triple,features", [
+    ("aarch64-linux-android", ""),
+    ("armv7a-linux-androideabi", "+neon,+vfp4"),
+])
+def test_cross_object_freestanding(triple, features):
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    tm = llvm.Target.from_triple(triple).create_target_machine(features=features, opt=3,
+                                                               reloc="pic")
+    bodies = []
+    for i, (dtype, tb, bias) in enumerate((("float32", False, "n"), ("float32", True, None),
+                                           ("float64", False, "m"))):
+        spec = GemmSpec(2, 37, 75, 300, dtype, (37 * 300, 300, 1),
+                        (300 * 75, 1, 300) if tb else (300 * 75, 75, 1), (37 * 75, 75, 1),
+                        alpha=1.0, beta=0.5, bias=bias, bias_stride_batch=0)
+        bodies.append(gemm_kernel(f"k{i}", spec, "neon").ir)
+    # declarations are one line each and identical across kernels: dedupe when concatenating
+    decls = sorted({ln for b in bodies for ln in b.splitlines() if ln.startswith("declare ")})
+    defs = [("\n".join(ln for ln in b.splitlines() if not ln.startswith("declare "))) for b in
+            bodies]
+    mod = llvm.parse_assembly("\n".join(decls + defs))
+    mod.triple = triple
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    _optimize(mod, tm)
+    obj = tm.emit_object(mod)
+    assert obj[:4] == b"\x7fELF"
+    assert _undefined_symbols(obj) == []
