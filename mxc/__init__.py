@@ -1,0 +1,46 @@
+"""mxc: Apache MXNet 1.x's programming model on an LLVM-based compiler.
+
+``import mxc as mx`` runs MXNet 1.x user code: ``mx.nd``, ``mx.sym``, ``mx.cpu()``,
+``mx.model.load_checkpoint`` ... Heavy modules (the operator registry, the compiler) load on
+first use, so ``import mxc`` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+from . import base
+from .base import MXNetError
+from .frontend import attribute, context, name, util
+from .frontend.attribute import AttrScope
+from .frontend.context import Context, cpu, cpu_pinned, current_context, gpu, num_gpus
+
+__version__ = "1.9.1"          # the MXNet version whose API and formats mxc follows
+__mxc_version__ = "0.1.0"      # mxc's own version
+
+# attribute -> module, imported on first access
+_LAZY = {
+    "nd": "mxc.frontend.ndarray",
+    "ndarray": "mxc.frontend.ndarray",
+    "sym": "mxc.frontend.symbol",
+    "symbol": "mxc.frontend.symbol",
+    "executor": "mxc.frontend.executor",
+    "model": "mxc.frontend.model",
+    "random": "mxc.frontend.random",
+}
+
+__all__ = ["base", "MXNetError", "attribute", "AttrScope", "context", "name", "util",
+           "Context", "cpu", "cpu_pinned", "gpu", "num_gpus", "current_context",
+           "__version__", "__mxc_version__", *_LAZY]
+
+
+def __getattr__(attr: str):
+    mod = _LAZY.get(attr)
+    if mod is None:
+        raise AttributeError(f"module 'mxc' has no attribute '{attr}'")
+    m = importlib.import_module(mod)
+    globals()[attr] = m
+    return m
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

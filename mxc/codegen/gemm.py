@@ -30,13 +30,25 @@ columns)::
               edge tiles go through a scratch tile buffer and scalar stores
 
 Packing zero-pads partial panels, so the micro-kernel always computes a full tile; only the
-epilogue knows the real tile size.  Packing copes with arbitrary (also negative or
-transposed) strides; contiguous rows of B are copied with vector loads.
+epilogue knows the real tile size.  Packing copes with arbitrary (also negative) strides:
+N-contiguous rows are copied with vector loads, K-contiguous ones (transposed operands,
+FullyConnected weights) are read in VL x VL blocks and transposed in registers.
+
+Everything is planned at compile time (:func:`_plan`):
+
+* orientation -- C^T = B^T A^T when that wastes less of the register tile (N < a vector)
+  or only C's columns are contiguous;
+* register tile -- MR x NV vectors per ISA, narrowed to tiny M or N and widened the other way;
+* task split -- batch x row blocks x column blocks from a small cost model, so 2 threads
+  get balanced work also for batch 1 and skinny shapes (M = 1: split over N);
+* "direct B" -- when a task has a single row of tiles (small M) and B rows are contiguous,
+  full B panels are read in place instead of packed (each would be used once);
+* "dot" -- a few rows (M <= 4) against K-contiguous B (FullyConnected at small batch):
+  vector dot products along K with M x NB accumulators, B streamed once, no packing.
 
 Known next steps: share one packed B block between threads (today every task packs its own
-B panel, which costs ~K*N/(MC) extra element moves per task); a register-transposing pack
-for K-contiguous B (FullyConnected weights); masked-store N edges instead of the scalar
-edge path; fusing activations into the epilogue.
+B columns, ~K*TN element moves per task); masked-store N edges instead of the scalar edge
+path; fusing activations into the epilogue; software prefetch for the direct-B stream.
 """
 from __future__ import annotations
 
@@ -44,7 +56,7 @@ import math
 import struct
 from dataclasses import dataclass
 
-__all__ = ["GemmSpec", "GemmKernel", "gemm_kernel", "host_isa", "ISAS"]
+__all__ = ["ISAS", "GemmKernel", "GemmSpec", "gemm_kernel", "host_isa"]
 
 # Fast-math flags for every float op: no `fast`/`nnan`, so NaN semantics survive.
 _FM = "nsz arcp contract afn"
@@ -71,13 +83,25 @@ class GemmSpec:
     N: int
     K: int
     dtype: str = "float32"
-    a_strides: tuple[int, int, int] = (0, 0, 1)
-    b_strides: tuple[int, int, int] = (0, 0, 1)
-    c_strides: tuple[int, int, int] = (0, 0, 1)
+    a_strides: tuple[int, int, int] | None = None   # None: contiguous (M*K, K, 1)
+    b_strides: tuple[int, int, int] | None = None   # None: contiguous (K*N, N, 1)
+    c_strides: tuple[int, int, int] | None = None   # None: contiguous (M*N, N, 1)
     alpha: float = 1.0
     beta: float = 0.0
     bias: str | None = None
     bias_stride_batch: int = 0
+
+    def __post_init__(self) -> None:
+        dense = {"a_strides": (self.M * self.K, self.K, 1),
+                 "b_strides": (self.K * self.N, self.N, 1),
+                 "c_strides": (self.M * self.N, self.N, 1)}
+        for field, default in dense.items():
+            val = getattr(self, field)
+            val = default if val is None else tuple(int(x) for x in val)
+            if len(val) != 3:
+                raise ValueError(f"GemmSpec.{field} needs 3 strides (batch, row, column), "
+                                 f"got {val}")
+            object.__setattr__(self, field, val)
 
 
 @dataclass(frozen=True)
@@ -214,15 +238,21 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
                  NC: int) -> tuple[int, int, int, int]:
     """Rows/columns per task (TM, TN) and block counts (mt, nt).
 
-    Model: a task costs its FMAs (2 vector FMAs per cycle), packing B (K x TN) and A (TM x K
-    per NC block) and a fixed overhead; the runtime hands each thread a contiguous range of
-    tasks.  Pick the split with the smallest makespan on 2 threads, with a smaller weight for
-    4 threads so other machines are not badly served.
+    Model (cycles): a task costs its FMAs on tile-padded sizes (2 vector FMAs per cycle),
+    packing its B columns (K x TN) and A rows (TM x K per NC block), and a fixed overhead.
+    The runtime hands each thread a contiguous range of tasks, so with P threads the slowest
+    one runs about ceil(tasks / P) average tasks.  Minimise that on 2 threads (this project's
+    machines), with a smaller weight on 4 threads so phones are not badly served.
     """
     if batch == 0 or M == 0 or N == 0:
         return max(M, 1), max(N, 1), 1, 1
     m_tiles, n_tiles = _cdiv(M, MR), _cdiv(N, NR)
     Ke = max(K, 1)
+
+    def cost(tm: int, tn: int) -> float:
+        return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL) + 0.5 * Ke * tn
+                + 0.5 * tm * Ke * _cdiv(tn, NC) + 500.0)
+
     best = None
     seen = set()
     for mt0 in range(1, min(m_tiles, 64) + 1):
@@ -237,11 +267,11 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
             tasks = batch * mt * nt
             if tasks > 1 << 16 and (mt, nt) != (1, 1):
                 continue
-            t_task = (TM * TN * Ke / (2.0 * VL) + 0.5 * Ke * TN
-                      + 0.5 * TM * Ke * _cdiv(TN, NC) + 3000.0)
-            score = 0.0
-            for threads, weight in ((2, 1.0), (4, 0.25)):
-                score += weight * threads * _cdiv(tasks, threads) * t_task
+            lm, ln = M - (mt - 1) * TM, N - (nt - 1) * TN     # the ragged last blocks
+            total = batch * ((mt - 1) * (nt - 1) * cost(TM, TN) + (mt - 1) * cost(TM, ln)
+                             + (nt - 1) * cost(lm, TN) + cost(lm, ln))
+            avg = total / tasks
+            score = sum(w * p * _cdiv(tasks, p) * avg for p, w in ((2, 1.0), (4, 0.25)))
             key = (score, tasks)
             if best is None or key < best[0]:
                 best = (key, (TM, TN, mt, nt))
@@ -302,13 +332,17 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     KC = max(16, min(2048, isa.kc * (isa.nv * (isa.vbytes // 4)) // NR))
     KC = _rup(KC, 4)
     TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, MR, NR, VL, isa.nc)
+    # A task with a single row of tiles uses each B panel once: packing would only add a copy.
+    direct_b = sb[2] == 1 and TM <= MR and not opts.get("no_direct")
+    if direct_b:
+        # B rows are read in place, NR wide: short K blocks keep neighbouring panels on the
+        # same DRAM pages / prefetch streams (measured: 64 beats 256 by ~1.3x at M <= 8).
+        KC = min(KC, 64)
     # Even cache blocks inside a task, rounded to the tile.
     kb = _cdiv(max(K, 1), KC)
     KCe = max(1, _cdiv(max(K, 1), kb))
     MCe = _rup(_cdiv(TM, _cdiv(TM, isa.mc)), MR)
     NCe = _rup(_cdiv(TN, _cdiv(TN, isa.nc)), NR)
-    # A task with a single row of tiles uses each B panel once: packing would only add a copy.
-    direct_b = sb[2] == 1 and TM <= MR and not (params or {}).get("no_direct")
     return _Plan(batch=spec.batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb), sc=tuple(sc),
                  a_arg=a_arg, b_arg=b_arg, bias=bias, MR=MR, NV=NV, VL=VL, KC=KCe, MC=MCe,
                  NC=NCe, TM=TM, TN=TN, mt=mt, nt=nt, direct_b=direct_b)
@@ -321,8 +355,12 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
 def _fconst(x: float, dtype: str) -> str:
     """A float constant as LLVM hex (exact; floats are written as their double value)."""
     if dtype == "float32":
-        x = struct.unpack("<f", struct.pack("<f", float(x)))[0]
-    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", float(x)))[0]
+        try:
+            x = struct.unpack("<f", struct.pack("<f", float(x)))[0]
+        except OverflowError:   # beyond float range
+            x = math.copysign(math.inf, x)
+    bits = struct.unpack("<Q", struct.pack("<d", float(x)))[0]
+    return f"0x{bits:016X}"
 
 
 def _ident(name: str) -> str:
@@ -330,12 +368,10 @@ def _ident(name: str) -> str:
     return f"@{name}" if ok else '@"' + name.replace("\\", "\\5C").replace('"', "\\22") + '"'
 
 
-Val = "int | str"   # an i64 value: a Python int (constant) or an SSA name
-
-
 class _Fn:
-    """Builds one function's body.  i64 helpers fold constants; loop counters live in allocas
-    (hoisted to the entry block) that mem2reg/SROA promote to registers."""
+    """Builds one function's body.  i64 values are Python ints (constants, folded) or SSA
+    names; loop counters live in allocas (hoisted to the entry block) that mem2reg/SROA
+    promote to registers."""
 
     def __init__(self, header: str):
         self.header = header
@@ -575,7 +611,7 @@ class _Emitter:
                                          f"<{rows} x i32> <{mask}>")
                             dst = f.gep(T, db0, kk * W + w0, True)
                             f.ins(f"store {vty(rows)} {x}, ptr {dst}, "
-                                  f"align {math.gcd(al(W), al(w0)) if W > 0 else es}")
+                                  f"align {math.gcd(al(W), al(w0))}")
                 kstart = f.mul(nkb, VL)
             else:
                 kstart = 0
@@ -640,7 +676,6 @@ class _Emitter:
         f = _Fn(f"define internal void {self.sym(fname)}(ptr noalias %a, ptr noalias %b, "
                 f"i64 %kc, ptr %c, i64 %mr, i64 %nr, i1 %first, ptr %bias, "
                 f"ptr noalias %tile) {_FN_ATTRS}")
-        accs0 = [[("zeroinitializer", "entry") for _ in range(NV)] for _ in range(MR)]
 
         def k_loop(tag: str, count: str, init, pa0, pb0, pred: str, U: int):
             """Counted loop over `count` iterations of U k-steps; returns final accs, pa, pb."""
@@ -684,7 +719,7 @@ class _Emitter:
             f.label(done)
             return nacc, pa, pb, done
 
-        init = [[v for v, _ in row] for row in accs0]
+        init = [["zeroinitializer"] * NV for _ in range(MR)]
         if unroll > 1:
             n_main = f.op(f"lshr i64 %kc, {unroll.bit_length() - 1}")
             acc, pa, pb, lab = k_loop("ku", n_main, init, "%a", "%b", "entry", unroll)

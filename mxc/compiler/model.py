@@ -22,6 +22,8 @@ def load_params(path: str | Path) -> tuple[dict, dict]:
     from ..ir.formats import SparseRecord, load_nd
 
     names, records = load_nd(str(path))
+    if names is None and not records:
+        return {}, {}  # MXNet writes an empty dict as an empty list
     if names is None:
         raise MXNetError(f"{path}: a parameter file must hold named arrays (a dict), "
                          "this one holds a list")

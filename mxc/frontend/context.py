@@ -1,0 +1,121 @@
+"""Device contexts (MXNet's ``mxnet.context``): ``mx.cpu()``, ``mx.gpu(i)``, ``with ctx:``.
+
+A :class:`Context` names where arrays live and where ops run. CPU is the only back end that
+runs today; GPU contexts can be created, compared and printed, and anything that would put
+data or run code on them raises :class:`~mxc.base.MXNetError` ("no GPU back end yet").
+"""
+from __future__ import annotations
+
+import threading
+
+from ..base import MXNetError
+
+__all__ = ["Context", "cpu", "gpu", "cpu_pinned", "current_context", "num_gpus"]
+
+
+class Context:
+    """A device: type ('cpu', 'gpu', 'cpu_pinned', 'cpu_shared') and id.
+
+    ``with mx.gpu(1):`` makes it the default for array creation in the block.
+    """
+
+    devtype2str = {1: "cpu", 2: "gpu", 3: "cpu_pinned", 5: "cpu_shared"}
+    devstr2type = {"cpu": 1, "gpu": 2, "cpu_pinned": 3, "cpu_shared": 5}
+    _default = threading.local()
+
+    __slots__ = ("device_typeid", "device_id", "_old_ctx")
+
+    def __init__(self, device_type, device_id: int = 0) -> None:
+        if isinstance(device_type, Context):
+            self.device_typeid = device_type.device_typeid
+            self.device_id = device_type.device_id
+        else:
+            if device_type not in self.devstr2type:
+                raise MXNetError(f"unknown device type {device_type!r}; expected one of "
+                                 f"{sorted(self.devstr2type)}")
+            self.device_typeid = self.devstr2type[device_type]
+            self.device_id = int(device_id)
+        self._old_ctx = None
+
+    @property
+    def device_type(self) -> str:
+        return self.devtype2str[self.device_typeid]
+
+    def __hash__(self) -> int:
+        return hash((self.device_typeid, self.device_id))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Context) and self.device_typeid == other.device_typeid \
+            and self.device_id == other.device_id
+
+    def __ne__(self, other) -> bool:
+        return not self.__eq__(other)
+
+    def __str__(self) -> str:
+        return f"{self.device_type}({self.device_id})"
+
+    __repr__ = __str__
+
+    def __enter__(self) -> "Context":
+        self._old_ctx = current_context()
+        Context._default.value = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        Context._default.value = self._old_ctx
+
+    def empty_cache(self) -> None:
+        """Release cached memory (a no-op: the CPU back end has no pool to empty)."""
+
+    # MXNet exposes the default as a class attribute read through a property-like access
+    @classmethod
+    def _current(cls) -> "Context":
+        v = getattr(cls._default, "value", None)
+        if v is None:
+            v = cls._default.value = Context("cpu", 0)
+        return v
+
+
+def cpu(device_id: int = 0) -> Context:
+    """The CPU context (``device_id`` is kept for MXNet compatibility; all CPUs are one)."""
+    return Context("cpu", device_id)
+
+
+def cpu_pinned(device_id: int = 0) -> Context:
+    return Context("cpu_pinned", device_id)
+
+
+def gpu(device_id: int = 0) -> Context:
+    """A GPU context. It can be created; running on it raises until a GPU back end exists."""
+    return Context("gpu", device_id)
+
+
+def current_context() -> Context:
+    """The default context of this thread (``mx.cpu()`` unless inside ``with ctx:``)."""
+    return Context._current()
+
+
+def num_gpus() -> int:
+    """Number of GPUs mxc can run on (0: no GPU back end yet)."""
+    return 0
+
+
+def check_runnable(ctx: Context) -> None:
+    """Raise unless data can live and code can run on ``ctx``."""
+    if ctx.device_typeid == 2:
+        raise MXNetError(f"cannot use context {ctx}: mxc has no GPU back end yet; use mx.cpu()")
+
+
+def as_context(ctx) -> Context:
+    """Accept a Context, a string such as 'cpu(0)'/'gpu', or None (the current context)."""
+    if ctx is None:
+        return current_context()
+    if isinstance(ctx, Context):
+        return ctx
+    if isinstance(ctx, str):
+        s = ctx.strip()
+        if "(" in s and s.endswith(")"):
+            t, i = s[:-1].split("(", 1)
+            return Context(t.strip(), int(i or 0))
+        return Context(s, 0)
+    raise MXNetError(f"expected a Context, got {type(ctx).__name__}")

@@ -1,0 +1,460 @@
+"""``Executor``: a Symbol bound to arrays (MXNet's ``simple_bind``/``bind`` result).
+
+The executor owns (or, for ``bind``, borrows) one NDArray per argument, gradient, auxiliary
+state and output. It compiles lazily and keeps two compiled graphs: one for inference
+(``forward(is_train=False)``, no gradients) and one for training (``is_train=True`` with the
+backward graph for the requested ``grad_req``). Both are bound to the SAME NDArray storage,
+so parameters, statistics, gradients and outputs are shared between them, and the training
+program's forward temporaries stay alive for ``backward``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..base import MXNetError, ShapeError
+from ..ir.graph import Graph
+from .context import Context, as_context, check_runnable
+from .ndarray import NDArray, _aligned, _wrap, to_dtype, zeros as nd_zeros
+
+__all__ = ["Executor", "simple_bind", "bind"]
+
+_REQS = ("write", "add", "null", "inplace")
+
+
+def _norm_req(r) -> str:
+    if r not in _REQS:
+        raise MXNetError(f"grad_req must be one of {list(_REQS)}, got {r!r}")
+    return "write" if r == "inplace" else r
+
+
+def _grad_req_dict(grad_req, arg_names: list) -> dict:
+    if isinstance(grad_req, str):
+        r = _norm_req(grad_req)
+        return {n: r for n in arg_names}
+    if isinstance(grad_req, (list, tuple)):
+        if len(grad_req) != len(arg_names):
+            raise MXNetError(f"grad_req list has {len(grad_req)} entries for "
+                             f"{len(arg_names)} arguments {arg_names}")
+        return {n: _norm_req(r) for n, r in zip(arg_names, grad_req)}
+    if isinstance(grad_req, dict):
+        for k in grad_req:
+            if k not in arg_names:
+                raise MXNetError(f"grad_req names '{k}', which is not an argument; arguments "
+                                 f"are {arg_names}")
+        return {n: _norm_req(grad_req.get(n, "null")) for n in arg_names}
+    raise MXNetError(f"grad_req must be a str, list or dict, got {type(grad_req).__name__}")
+
+
+class _Bound:
+    """One compiled graph and a program instance bound to the executor's arrays."""
+
+    def __init__(self, exe: "Executor", is_train: bool, grad_req: dict | None) -> None:
+        from ..compiler.build import compile_graph
+
+        g = exe._graph
+        cg = compile_graph(g, exe._shapes, exe._types, is_train=is_train, grad_req=grad_req)
+        self.cg = cg
+        prog = cg.program.clone()
+        bound: dict = {}
+        for name, arr in list(exe.arg_dict.items()) + list(exe.aux_dict.items()):
+            slot = cg.var_slots.get(name)
+            if slot is not None:
+                bound[slot] = arr._data
+        for name, slot in cg.grad_slots.items():
+            garr = exe.grad_dict.get(name)
+            if garr is None:
+                raise MXNetError(f"internal: no gradient array for '{name}'")
+            bound[slot] = garr._data
+        # outputs: bind a head slot to its output array unless the slot is also an input,
+        # aux, grad or another head's (then copy after the run)
+        self.copy_out = []
+        used = set(bound)
+        seen = set()
+        for i, slot in enumerate(cg.head_slots):
+            out = exe.outputs[i]
+            if slot in used or slot in seen:
+                self.copy_out.append((i, slot))
+            else:
+                bound[slot] = out._data
+            seen.add(slot)
+        prog.allocate(bound)
+        self.prog = prog
+        self.head_grad_views = [self._view(s, exe.outputs[i].shape, exe.outputs[i]._dt)
+                                for i, s in enumerate(cg.head_grad_slots)]
+        self.copy_out = [(i, self._view(s, exe.outputs[i].shape, exe.outputs[i]._dt))
+                         for i, s in self.copy_out]
+
+    def _view(self, slot: int, shape, dt) -> np.ndarray:
+        st = self.prog.storage[slot]
+        n = math.prod(shape) * dt.itemsize
+        return st[:n].view(dt.np).reshape(shape)
+
+    def run_forward(self, exe: "Executor") -> None:
+        self.prog.run("forward")
+        for i, v in self.copy_out:
+            np.copyto(exe.outputs[i]._data, v)
+
+
+class Executor:
+    """A bound symbol: run ``forward``/``backward`` on its arrays."""
+
+    def __init__(self, symbol, ctx: Context, arg_arrays: list, grad_arrays: list,
+                 grad_req: dict, aux_arrays: list, shapes: dict, types: dict) -> None:
+        self._symbol = symbol
+        self._ctx = ctx
+        self._graph = Graph(symbol._outputs)
+        self._arg_names = symbol.list_arguments()
+        self._aux_names = symbol.list_auxiliary_states()
+        self.arg_arrays = list(arg_arrays)
+        self.grad_arrays = list(grad_arrays)
+        self.aux_arrays = list(aux_arrays)
+        self._grad_req = dict(grad_req)
+        self.arg_dict = dict(zip(self._arg_names, self.arg_arrays))
+        self.grad_dict = {n: g for n, g in zip(self._arg_names, self.grad_arrays)
+                          if g is not None}
+        self.aux_dict = dict(zip(self._aux_names, self.aux_arrays))
+        self._shapes = shapes
+        self._types = types
+        from ..compiler import infer
+        fshapes = infer.infer_shapes(self._graph, shapes)
+        ftypes = infer.infer_types(self._graph, types)
+        self.outputs = []
+        for e in symbol._outputs:
+            k = (e.node.uid, e.index)
+            dt = to_dtype(ftypes[k])
+            arr = _aligned(fshapes[k], dt)
+            arr[...] = 0
+            self.outputs.append(_wrap(arr, dt, ctx))
+        self._output_names = symbol.list_outputs()
+        self._bound: dict = {}
+        self._train_ran = False
+        self._monitor = None
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def output_dict(self) -> dict:
+        return dict(zip(self._output_names, self.outputs))
+
+    @property
+    def symbol(self):
+        return self._symbol
+
+    def _program(self, is_train: bool) -> _Bound:
+        key = bool(is_train)
+        b = self._bound.get(key)
+        if b is None:
+            req = {n: r for n, r in self._grad_req.items() if r != "null"} if is_train \
+                else None
+            b = self._bound[key] = _Bound(self, is_train, req or None)
+        return b
+
+    # -- running --------------------------------------------------------------------------------
+    def forward(self, is_train: bool = False, **kwargs) -> list:
+        """Run the forward pass; keyword arguments are copied into the argument arrays."""
+        for name, value in kwargs.items():
+            dst = self.arg_dict.get(name)
+            if dst is None:
+                raise MXNetError(f"forward: unknown argument '{name}'; arguments are "
+                                 f"{self._arg_names}")
+            src = value._float_view() if isinstance(value, NDArray) else np.asarray(value)
+            if tuple(src.shape) != dst.shape:
+                raise MXNetError(f"Shape not match! Argument {name}, need: {dst.shape}, "
+                                 f"received: {tuple(src.shape)}")
+            dst[:] = value
+        b = self._program(is_train)
+        b.run_forward(self)
+        if is_train:
+            self._train_ran = True
+        if self._monitor is not None:
+            for n, o in zip(self._output_names, self.outputs):
+                self._monitor(n, o)
+        return self.outputs
+
+    def backward(self, out_grads=None, is_train: bool = True) -> None:
+        """Run the backward pass of the last ``forward(is_train=True)``: gradients are
+        written (or added, grad_req 'add') into ``grad_arrays``. ``out_grads`` are the head
+        gradients (default ones; loss heads ignore them)."""
+        if not any(r != "null" for r in self._grad_req.values()):
+            return
+        if not self._train_ran:
+            raise MXNetError("backward: call forward(is_train=True) first")
+        b = self._program(True)
+        if out_grads is None:
+            out_grads = []
+        elif isinstance(out_grads, NDArray):
+            out_grads = [out_grads]
+        elif isinstance(out_grads, dict):
+            out_grads = [out_grads.get(n) for n in self._output_names]
+        if out_grads and len(out_grads) != len(self.outputs):
+            raise MXNetError(f"backward: {len(out_grads)} head gradients for "
+                             f"{len(self.outputs)} outputs")
+        for i, view in enumerate(b.head_grad_views):
+            g = out_grads[i] if i < len(out_grads) else None
+            if g is None:
+                view[...] = 1
+                continue
+            src = g._float_view() if isinstance(g, NDArray) else np.asarray(g)
+            if tuple(src.shape) != view.shape:
+                raise MXNetError(f"backward: head gradient {i} has shape {tuple(src.shape)}, "
+                                 f"output '{self._output_names[i]}' has {view.shape}")
+            np.copyto(view, src, casting="unsafe")
+        b.prog.run("backward")
+
+    # -- parameters -----------------------------------------------------------------------------
+    def copy_params_from(self, arg_params: dict, aux_params: dict | None = None,
+                         allow_extra_params: bool = False) -> None:
+        for name, array in arg_params.items():
+            if name in self.arg_dict:
+                dst = self.arg_dict[name]
+                _copy_param(array, dst, name)
+            elif not allow_extra_params:
+                raise ValueError(f'Find name "{name}" that is not in the arguments')
+        if aux_params is None:
+            return
+        for name, array in aux_params.items():
+            if name in self.aux_dict:
+                _copy_param(array, self.aux_dict[name], name)
+            elif not allow_extra_params:
+                raise ValueError(f'Find name {name} that is not in the auxiliary states')
+
+    def reshape(self, partial_shaping: bool = False, allow_up_sizing: bool = False,
+                **kwargs) -> "Executor":
+        """A new executor for new input shapes, sharing the parameter arrays."""
+        arg_shapes, _, aux_shapes = self._symbol.infer_shape(**kwargs)
+        if arg_shapes is None:
+            raise MXNetError(f"reshape: cannot infer all shapes from {kwargs}")
+        new_args, new_grads, new_aux = {}, {}, {}
+        for i, name in enumerate(self._arg_names):
+            new_shape = tuple(arg_shapes[i])
+            arr = self.arg_arrays[i]
+            darr = self.grad_arrays[i]
+            if partial_shaping or name in kwargs or new_shape == arr.shape:
+                new_args[name] = _resized(arr, new_shape, allow_up_sizing, name)
+                if darr is not None:
+                    new_grads[name] = _resized(darr, new_shape, allow_up_sizing, name)
+            else:
+                raise AssertionError(
+                    f"Shape of unspecified array arg:{name} changed. This can cause the new "
+                    "executor to not share parameters with the old one. Please check for "
+                    "error in network. If this is intended, set partial_shaping=True to "
+                    "suppress this warning.")
+        for i, name in enumerate(self._aux_names):
+            new_shape = tuple(aux_shapes[i])
+            arr = self.aux_arrays[i]
+            if partial_shaping or new_shape == arr.shape:
+                new_aux[name] = _resized(arr, new_shape, allow_up_sizing, name)
+            else:
+                raise AssertionError(
+                    f"Shape of unspecified array aux:{name} changed. This can cause the new "
+                    "executor to not share parameters with the old one. Please check for "
+                    "error in network. If this is intended, set partial_shaping=True to "
+                    "suppress this warning.")
+        return bind(self._symbol, self._ctx, new_args, new_grads, self._grad_req, new_aux)
+
+    def set_monitor_callback(self, callback, monitor_all: bool = False) -> None:
+        self._monitor = callback
+
+    def debug_str(self) -> str:
+        lines = [f"Symbol outputs: {self._output_names}"]
+        for n in self._graph.nodes:
+            if n.is_variable:
+                arr = self.arg_dict.get(n.name) or self.aux_dict.get(n.name)
+                shape = arr.shape if arr is not None else "?"
+                lines.append(f"Variable:{n.name} shape={shape}")
+            else:
+                ins = ", ".join(f"{e.node.name}[{e.index}]" for e in n.inputs)
+                lines.append(f"Op:{n.op}, Name={n.name} <- ({ins})")
+        total = sum(a.size * a._dt.itemsize for a in self.arg_arrays + self.aux_arrays)
+        lines.append(f"Total {total / 1048576:.3f} MB of arguments and auxiliary states")
+        for key, b in self._bound.items():
+            nb = sum(s.nbytes for s in b.cg.program.slots)
+            lines.append(f"{'train' if key else 'inference'} program: "
+                         f"{len(b.cg.program.calls)} kernel calls, {nb / 1048576:.3f} MB "
+                         "of slots")
+        return "\n".join(lines) + "\n"
+
+
+def _copy_param(array, dst: NDArray, name: str) -> None:
+    if isinstance(array, NDArray):
+        if array.stype != "default":
+            array = array.tostype("default")
+        if array.shape != dst.shape:
+            raise MXNetError(f"copy_params_from: '{name}' has shape {array.shape}, the "
+                             f"executor's array has {dst.shape}")
+        from .ndarray import _copy_into
+        _copy_into(dst, array)
+    else:
+        dst[:] = np.asarray(array)
+
+
+def _resized(arr: NDArray, shape: tuple, allow_up_sizing: bool, name: str) -> NDArray:
+    n = math.prod(shape)
+    if n > arr.size:
+        if not allow_up_sizing:
+            raise AssertionError(
+                f"New shape of arg: {name} larger than original. First making a big executor "
+                "and then down sizing it is more efficient than the reverse. If you really "
+                "want to up size, set allow_up_sizing=True to enable allocation of new "
+                "arrays.")
+        a = _aligned(shape, arr._dt)
+        a[...] = 0
+        return _wrap(a, arr._dt, arr._ctx)
+    return _wrap(arr._data.reshape(-1)[:n].reshape(shape), arr._dt, arr._ctx)
+
+
+# ------------------------------------------------------------------------------------------
+# binding
+# ------------------------------------------------------------------------------------------
+def _infer_all(symbol, shapes: dict, types: dict, what: str) -> tuple:
+    """Shapes and dtypes of every variable; errors name the argument at fault."""
+    from ..compiler import infer
+    g = Graph(symbol._outputs)
+    try:
+        fs = infer.infer_shapes(g, shapes)
+    except ShapeError as e:
+        culprit = _find_culprit(g, shapes)
+        if culprit:
+            raise ShapeError(f"{what}: {culprit}") from None
+        raise ShapeError(f"{what}: {e}") from None
+    try:
+        ft = infer.infer_types(g, types)
+    except MXNetError as e:
+        raise MXNetError(f"{what}: dtypes are inconsistent: {e}") from None
+    vshapes = {n.name: fs[(n.uid, 0)] for n in g.variables()}
+    vtypes = {n.name: ft[(n.uid, 0)] for n in g.variables()}
+    return vshapes, vtypes
+
+
+def _find_culprit(g: Graph, shapes: dict) -> str | None:
+    from ..compiler import infer
+    for name, given in shapes.items():
+        others = {k: v for k, v in shapes.items() if k != name}
+        try:
+            fs = infer.infer_shapes(g, others, partial=True)
+        except MXNetError:
+            continue
+        var = next((n for n in g.variables() if n.name == name), None)
+        if var is None:
+            continue
+        want = fs.get((var.uid, 0))
+        if want is not None and tuple(want) != tuple(given):
+            return (f"argument '{name}' has shape {tuple(given)}, but the graph needs "
+                    f"{tuple(want)} (inferred from the other arguments)")
+    return None
+
+
+def simple_bind(symbol, ctx, grad_req, type_dict, shared_exec, shared_buffer,
+                shape_kwargs: dict) -> Executor:
+    """Allocate every array from the given input shapes (and dtypes) and bind."""
+    ctx = as_context(ctx)
+    check_runnable(ctx)
+    arg_names = symbol.list_arguments()
+    aux_names = symbol.list_auxiliary_states()
+    inputs = set(symbol.list_inputs())
+    shapes = {}
+    for k, v in shape_kwargs.items():
+        if k not in inputs:
+            raise MXNetError(f"simple_bind: '{k}' is not an input of the symbol; inputs are "
+                             f"{symbol.list_inputs()}")
+        shapes[k] = (int(v),) if isinstance(v, (int, np.integer)) else tuple(int(d) for d in v)
+    types = {}
+    for k, v in (type_dict or {}).items():
+        if k in inputs:
+            types[k] = to_dtype(v).name
+    vshapes, vtypes = _infer_all(symbol, shapes, types, "simple_bind")
+    req = _grad_req_dict(grad_req, arg_names)
+
+    def alloc(name, kind):
+        shape, dt = vshapes[name], to_dtype(vtypes[name])
+        for src in ((shared_exec.arg_dict if kind == "arg" else shared_exec.aux_dict)
+                    if shared_exec is not None else {}, shared_buffer or {}):
+            a = src.get(name)
+            if a is not None and a.shape == shape and a._dt is dt:
+                return a
+        a = nd_zeros(shape, ctx, dt)
+        if shared_buffer is not None and kind == "arg":
+            shared_buffer[name] = a
+        return a
+
+    args = [alloc(n, "arg") for n in arg_names]
+    grads = []
+    for n, a in zip(arg_names, args):
+        if req[n] == "null":
+            grads.append(None)
+        else:
+            ga = shared_exec.grad_dict.get(n) if shared_exec is not None else None
+            grads.append(ga if ga is not None and ga.shape == a.shape and ga._dt is a._dt
+                         else nd_zeros(a.shape, ctx, a._dt))
+    aux = [alloc(n, "aux") for n in aux_names]
+    return Executor(symbol, ctx, args, grads, req, aux, vshapes, vtypes)
+
+
+def _as_list(what: str, arrays, names: list, allow_missing: bool) -> list:
+    if arrays is None:
+        return [None] * len(names)
+    if isinstance(arrays, dict):
+        for k in arrays:
+            if k not in names:
+                if what == "args":
+                    continue  # MXNet ignores extra keys in the args dict
+        out = []
+        for n in names:
+            a = arrays.get(n)
+            if a is None and not allow_missing:
+                raise MXNetError(f"bind: key `{n}` is missing in `{what}`")
+            out.append(a)
+        return out
+    if isinstance(arrays, (list, tuple)):
+        if len(arrays) != len(names):
+            raise MXNetError(f"bind: length of {what} ({len(arrays)}) does not match the "
+                             f"number of {'auxiliary states' if what == 'aux_states' else 'arguments'}"
+                             f" ({len(names)}: {names})")
+        return list(arrays)
+    raise MXNetError(f"bind: {what} must be a list or a dict of NDArrays")
+
+
+def bind(symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None) -> Executor:
+    """Bind the given arrays (shared, not copied)."""
+    ctx = as_context(ctx)
+    check_runnable(ctx)
+    arg_names = symbol.list_arguments()
+    aux_names = symbol.list_auxiliary_states()
+    arg_list = _as_list("args", args, arg_names, False)
+    grad_list = _as_list("args_grad", args_grad, arg_names, True)
+    if aux_states is None and aux_names:
+        raise MXNetError(f"bind: aux_states must be given for the auxiliary states "
+                         f"{aux_names}")
+    aux_list = _as_list("aux_states", aux_states if aux_states is not None else [], aux_names,
+                        False)
+    for n, a in list(zip(arg_names, arg_list)) + list(zip(aux_names, aux_list)):
+        if not isinstance(a, NDArray):
+            raise MXNetError(f"bind: '{n}' must be an NDArray, got {type(a).__name__}")
+        if a.stype != "default":
+            raise MXNetError(f"bind: '{n}' is {a.stype}; mxc binds dense arrays only")
+    shapes = {n: a.shape for n, a in zip(arg_names, arg_list)}
+    shapes.update({n: a.shape for n, a in zip(aux_names, aux_list)})
+    types = {n: a._dt.name for n, a in zip(arg_names, arg_list)}
+    types.update({n: a._dt.name for n, a in zip(aux_names, aux_list)})
+    vshapes, vtypes = _infer_all(symbol, shapes, types, "bind")
+    for n, a in list(zip(arg_names, arg_list)) + list(zip(aux_names, aux_list)):
+        if vtypes[n] != a._dt.name:
+            raise MXNetError(f"bind: '{n}' has dtype {a._dt.name}, the graph needs "
+                             f"{vtypes[n]}")
+    req = _grad_req_dict(grad_req, arg_names)
+    for i, n in enumerate(arg_names):
+        g = grad_list[i]
+        if g is None:
+            req[n] = "null"
+            continue
+        if req[n] == "null":
+            continue
+        if g.shape != arg_list[i].shape:
+            raise MXNetError(f"bind: gradient array of '{n}' has shape {g.shape}, the "
+                             f"argument has {arg_list[i].shape}")
+        if g._dt is not arg_list[i]._dt:
+            raise MXNetError(f"bind: gradient array of '{n}' has dtype {g._dt.name}, the "
+                             f"argument has {arg_list[i]._dt.name}")
+    grads = [g if req[n] != "null" else g for n, g in zip(arg_names, grad_list)]
+    return Executor(symbol, ctx, arg_list, grads, req, aux_list, vshapes, vtypes)

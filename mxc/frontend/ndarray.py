@@ -1,0 +1,1085 @@
+"""``mx.nd``: MXNet 1.x's imperative NDArray.
+
+An :class:`NDArray` owns (or views) one C-contiguous numpy array, 64-byte aligned when mxc
+allocates it; compiled kernels read and write that memory directly (see
+:mod:`.ndarray_ops`). Operators run synchronously, so ``wait_to_read``/``waitall`` return at
+once. Semantics follow MXNet 1.9.1 in legacy (non-numpy) mode: ``mx.nd.array`` defaults to
+float32 unless given an NDArray, integer indexing of a 1-d array gives shape ``(1,)``, basic
+indexing returns a view when the selected elements are contiguous and a copy otherwise,
+arithmetic with scalars runs the ``_*_scalar`` operators and between arrays the
+``broadcast_*`` operators.
+
+Every registered operator is reachable as ``mx.nd.<name>`` (and ``mx.nd.op.<name>``,
+``mx.nd._internal.<name>``, ``mx.nd.contrib.<name>`` for ``_contrib_<name>`` ...), generated
+from the registry on first use.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import os
+import types
+import warnings
+
+import numpy as np
+
+from ..base import MXNetError
+from ..ir import dtypes as _dt
+from ..ir import registry
+from .context import Context, as_context, check_runnable, current_context, cpu, gpu  # noqa: F401
+from .util import is_np_shape
+
+__all__ = ["NDArray", "array", "empty", "zeros", "ones", "full", "arange", "moveaxis",
+           "waitall", "save", "load", "load_frombuffer", "concatenate", "add", "subtract",
+           "multiply", "divide", "true_divide", "modulo", "power", "maximum", "minimum",
+           "equal", "not_equal", "greater", "greater_equal", "lesser", "lesser_equal",
+           "logical_and", "logical_or", "logical_xor", "from_numpy", "bfloat16"]
+
+mx_real_t = np.float32
+#: MXNet's numpy spelling of bfloat16 (raw uint16 bits)
+bfloat16 = np.dtype([("bfloat16", np.uint16)])
+numeric_types = (float, int, np.generic)
+integer_types = (int, np.integer)
+
+
+# ------------------------------------------------------------------------------------------
+# dtypes
+# ------------------------------------------------------------------------------------------
+_DT_CACHE: dict = {}
+
+
+def to_dtype(x) -> _dt.DType:
+    """An mxc DType from any MXNet dtype spelling (name, numpy dtype/type, code, bfloat16)."""
+    try:
+        return _DT_CACHE[x]
+    except (KeyError, TypeError):
+        pass
+    d = _to_dtype(x)
+    try:
+        _DT_CACHE[x] = d
+    except TypeError:
+        pass
+    return d
+
+
+def _to_dtype(x) -> _dt.DType:
+    if isinstance(x, _dt.DType):
+        return x
+    if x is None:
+        return _dt.float32
+    if isinstance(x, np.dtype) and x == bfloat16:
+        return _dt.bfloat16
+    try:
+        return _dt.as_dtype(x)
+    except ValueError as e:
+        raise TypeError(str(e)) from None
+
+
+def dtype_name(x) -> str:
+    return to_dtype(x).name
+
+
+def _np_type(d: _dt.DType):
+    """What ``NDArray.dtype`` returns: the numpy scalar type (MXNet's _DTYPE_MX_TO_NP)."""
+    if d.name == "bfloat16":
+        return bfloat16
+    return d.np.type
+
+
+# ------------------------------------------------------------------------------------------
+# NDArray
+# ------------------------------------------------------------------------------------------
+def _wrap(data: np.ndarray, dt: _dt.DType | None = None, ctx: Context | None = None,
+          writable: bool = True) -> "NDArray":
+    """An NDArray over ``data`` (C-contiguous; bfloat16 kept as uint16 bits)."""
+    a = object.__new__(NDArray)
+    a._data = data
+    a._dt = dt if dt is not None else _dt.BY_NAME[data.dtype.name]
+    a._ctx = ctx if ctx is not None else current_context()
+    a.writable = writable
+    return a
+
+
+def _aligned(shape, dt: _dt.DType) -> np.ndarray:
+    from .ndarray_ops import aligned_empty
+    return aligned_empty(tuple(shape), dt.np)
+
+
+def _bf16_bits(x) -> np.ndarray:
+    from ..ir.formats import BF16Array
+    return BF16Array.from_float32(np.asarray(x, np.float32)).bits
+
+
+def _bf16_float(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class NDArray:
+    """An n-dimensional array on a device context (MXNet's ``mx.nd.NDArray``)."""
+
+    __slots__ = ("_data", "_dt", "_ctx", "writable", "__dict__", "__weakref__")
+    __array_priority__ = 1000.0
+    stype = "default"
+
+    def __init__(self, data=None, ctx=None, dtype=None, writable: bool = True) -> None:
+        """Wrap array-like ``data`` (copied into aligned storage). Prefer ``mx.nd.array``."""
+        ctx = as_context(ctx)
+        if ctx.device_typeid == 2:
+            check_runnable(ctx)
+        dt = to_dtype(dtype if dtype is not None else getattr(data, "dtype", None)) \
+            if data is not None else _dt.float32
+        src = np.asarray(data if data is not None else [], dtype=None)
+        arr = _aligned(src.shape, dt)
+        arr[...] = src
+        self._data = arr
+        self._dt = dt
+        self._ctx = ctx
+        self.writable = writable
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self._data.shape
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def dtype(self):
+        return _np_type(self._dt)
+
+    @property
+    def context(self) -> Context:
+        return self._ctx
+
+    ctx = context
+
+    @property
+    def handle(self):
+        return self
+
+    @property
+    def T(self) -> "NDArray":
+        if self.ndim < 2:
+            return self
+        return _op("transpose")(self)
+
+    # -- conversion -------------------------------------------------------------------------
+    def asnumpy(self) -> np.ndarray:
+        """A numpy copy of the data."""
+        if self._dt.name == "bfloat16":
+            return self._data.copy().view(bfloat16)
+        return self._data.copy()
+
+    def _float_view(self) -> np.ndarray:
+        """The values as numpy (bfloat16 widened to float32), no copy when possible."""
+        if self._dt.name == "bfloat16":
+            return _bf16_float(self._data)
+        return self._data
+
+    def asscalar(self):
+        if self.size != 1:
+            raise ValueError("The current array is not a scalar")
+        return self._float_view().reshape(-1)[0].copy()
+
+    def item(self):
+        return self.asscalar().item()
+
+    def astype(self, dtype, copy: bool = True) -> "NDArray":
+        dt = to_dtype(dtype)
+        if not copy and dt is self._dt:
+            return self
+        if self._dt.name == "bfloat16" or dt.name == "bfloat16":
+            return _op("Cast")(self, dtype=dt.name)
+        arr = _aligned(self.shape, dt)
+        np.copyto(arr, self._data, casting="unsafe")
+        return _wrap(arr, dt, self._ctx)
+
+    def copy(self) -> "NDArray":
+        return self.copyto(self._ctx)
+
+    def copyto(self, other):
+        if isinstance(other, NDArray):
+            if other is self or (other._data.ctypes.data == self._data.ctypes.data
+                                 and other._data.nbytes == self._data.nbytes):
+                warnings.warn("You are attempting to copy an array to itself", RuntimeWarning)
+                return False
+            if other.shape != self.shape:
+                raise MXNetError(f"copyto: shape mismatch, source {self.shape} vs destination "
+                                 f"{other.shape}")
+            _copy_into(other, self)
+            return other
+        if isinstance(other, Context):
+            check_runnable(other)
+            arr = _aligned(self.shape, self._dt)
+            np.copyto(arr, self._data)
+            return _wrap(arr, self._dt, other)
+        raise TypeError(f"copyto does not support type {type(other).__name__}")
+
+    def as_in_context(self, context: Context) -> "NDArray":
+        if self._ctx == context:
+            return self
+        return self.copyto(context)
+
+    as_in_ctx = as_in_context
+
+    def as_nd_ndarray(self) -> "NDArray":
+        return self
+
+    def tostype(self, stype: str):
+        if stype == "default":
+            return self.copy()
+        from . import sparse
+        return sparse.from_dense(self, stype)
+
+    def wait_to_read(self) -> None:
+        """Operators run synchronously: nothing to wait for."""
+
+    def wait_to_write(self) -> None:
+        """Operators run synchronously: nothing to wait for."""
+
+    def reshape(self, *shape, **kwargs) -> "NDArray":
+        """A view with a new shape; MXNet's special values 0, -1, -2, -3, -4 and ``reverse``."""
+        if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+            shape = shape[0]
+        elif not shape:
+            shape = kwargs.get("shape")
+            if shape is None:
+                raise MXNetError("reshape: a shape must be given")
+        for k in kwargs:
+            if k not in ("shape", "reverse"):
+                raise TypeError(f"Got unknown keywords in reshape: {k}. Accepted keyword "
+                                "arguments are 'shape' and 'reverse'.")
+        new = infer_reshape(self.shape, tuple(shape), bool(kwargs.get("reverse", False)))
+        if math.prod(new) != self.size:
+            raise MXNetError(f"reshape: cannot reshape an array of shape {self.shape} "
+                             f"({self.size} elements) into shape {tuple(shape)}")
+        return _wrap(self._data.reshape(new), self._dt, self._ctx, self.writable)
+
+    def reshape_like(self, *args, **kwargs):
+        if args and isinstance(args[0], NDArray) and not kwargs and len(args) == 1:
+            return self.reshape(args[0].shape)
+        return _op("reshape_like")(self, *args, **kwargs)
+
+    def broadcast_to(self, shape) -> "NDArray":
+        shape = tuple(shape)
+        cur = self.shape
+        err = f"operands could not be broadcast together with remapped shapes " \
+            f"[original->remapped]: {cur} and requested shape {shape}"
+        if len(shape) < len(cur):
+            raise ValueError(err)
+        cur = (1,) * (len(shape) - len(cur)) + cur
+        if any(c != s and c != 1 for c, s in zip(cur, shape)):
+            raise ValueError(err)
+        src = self.reshape(cur) if cur != self.shape else self
+        return _op("broadcast_to")(src, shape=shape)
+
+    def broadcast_like(self, other) -> "NDArray":
+        return self.broadcast_to(other.shape)
+
+    def zeros_like(self, *args, **kwargs):
+        return _op("zeros_like")(self, *args, **kwargs)
+
+    def ones_like(self, *args, **kwargs):
+        return _op("ones_like")(self, *args, **kwargs)
+
+    # -- python protocol ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d NDArray")
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __bool__(self) -> bool:
+        n = self.size
+        if n == 0:
+            return False
+        if n == 1:
+            return bool(self.asscalar())
+        raise ValueError("The truth value of an NDArray with multiple elements is ambiguous.")
+
+    __nonzero__ = __bool__
+
+    def __hash__(self) -> int:
+        return id(self) // 16
+
+    def __repr__(self) -> str:
+        shape_info = "x".join(str(d) for d in self.shape)
+        return f"\n{self._float_view()!s}\n<{type(self).__name__} {shape_info} @{self._ctx}>"
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._float_view()
+        return a.astype(dtype) if dtype is not None else a
+
+    def __getstate__(self):
+        return {"data": self._data.copy(), "dtype": self._dt.name, "writable": self.writable}
+
+    def __setstate__(self, state) -> None:
+        dt = _dt.BY_NAME[state["dtype"]]
+        arr = _aligned(state["data"].shape, dt)
+        arr[...] = state["data"]
+        self._data = arr
+        self._dt = dt
+        self._ctx = current_context()
+        self.writable = state.get("writable", True)
+
+    def __reduce__(self):
+        return (_unpickle, (self.__getstate__(),))
+
+    def __dlpack__(self, stream=None):
+        return self._data.__dlpack__()
+
+    # -- indexing -------------------------------------------------------------------------
+    def __getitem__(self, key):
+        d = self._data
+        if type(key) is int:
+            if d.ndim == 0:
+                raise IndexError("too many indices for a 0-d NDArray")
+            n = d.shape[0]
+            if not -n <= key < n:
+                raise IndexError(f"index {key} is out of bounds for axis 0 with size {n}")
+            k = key % n
+            v = d[k] if d.ndim > 1 or is_np_shape() else d[k: k + 1]
+            if d.ndim == 1 and is_np_shape():
+                v = d[k: k + 1].reshape(())
+            return _wrap(v, self._dt, self._ctx, self.writable)
+        key = _convert_key(key)
+        if _is_basic(key):
+            v = _basic_index(d, key)
+            if v.ndim == 0 and not is_np_shape():
+                v = v.reshape(1)
+            if v.flags.c_contiguous:
+                return _wrap(v, self._dt, self._ctx, self.writable)
+        else:
+            v = d[key]
+            if not isinstance(v, np.ndarray):
+                v = np.asarray(v)
+            if v.ndim == 0 and not is_np_shape():
+                v = v.reshape(1)
+        arr = _aligned(v.shape, self._dt)
+        np.copyto(arr, v)
+        return _wrap(arr, self._dt, self._ctx)
+
+    def __setitem__(self, key, value) -> None:
+        if not self.writable:
+            raise ValueError("Failed to assign to a readonly NDArray")
+        key = _convert_key(key)
+        if isinstance(value, NDArray):
+            if value.stype != "default":
+                value = value.tostype("default")
+            if value._dt is self._dt:
+                src = value._data
+            elif self._dt.name == "bfloat16":
+                src = _bf16_bits(value._float_view())
+            else:
+                src = value._float_view()
+        elif self._dt.name == "bfloat16":
+            src = _bf16_bits(np.asarray(value, np.float32))
+        elif isinstance(value, (np.ndarray, np.generic, int, float, bool)):
+            src = value
+        else:
+            try:
+                src = np.asarray(value, dtype=self._dt.np)
+            except (TypeError, ValueError):
+                raise TypeError(f"NDArray does not support assignment with non-array-like "
+                                f"object {value!r} of type {type(value)}") from None
+        try:
+            if isinstance(key, tuple) and len(key) == 0 and self._data.ndim > 0:
+                key = Ellipsis
+            self._data[key] = src
+        except ValueError as e:
+            raise MXNetError(f"cannot assign a value of shape {np.shape(src)} to "
+                             f"NDArray[{key}] of shape {self.shape}: {e}") from None
+
+    # -- arithmetic -----------------------------------------------------------------------
+    def __add__(self, other):
+        return add(self, other)
+
+    __radd__ = __add__
+
+    def __iadd__(self, other):
+        return _inplace(self, other, "broadcast_add", "_plus_scalar", "add to")
+
+    def __sub__(self, other):
+        return subtract(self, other)
+
+    def __rsub__(self, other):
+        return subtract(other, self)
+
+    def __isub__(self, other):
+        return _inplace(self, other, "broadcast_sub", "_minus_scalar", "subtract from")
+
+    def __mul__(self, other):
+        return multiply(self, other)
+
+    __rmul__ = __mul__
+
+    def __imul__(self, other):
+        return _inplace(self, other, "broadcast_mul", "_mul_scalar", "multiply to")
+
+    def __truediv__(self, other):
+        return divide(self, other)
+
+    def __rtruediv__(self, other):
+        return divide(other, self)
+
+    __div__ = __truediv__
+    __rdiv__ = __rtruediv__
+
+    def __itruediv__(self, other):
+        return _inplace(self, other, "broadcast_div", "_div_scalar", "divide to")
+
+    __idiv__ = __itruediv__
+
+    def __mod__(self, other):
+        return modulo(self, other)
+
+    def __rmod__(self, other):
+        return modulo(other, self)
+
+    def __imod__(self, other):
+        return _inplace(self, other, "broadcast_mod", "_mod_scalar", "take modulo to")
+
+    def __pow__(self, other):
+        return power(self, other)
+
+    def __rpow__(self, other):
+        return power(other, self)
+
+    def __neg__(self):
+        return _scalar_op("_mul_scalar", self, -1.0)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _op("abs")(self)
+
+    def __eq__(self, other):
+        return equal(self, other)
+
+    def __ne__(self, other):
+        return not_equal(self, other)
+
+    def __gt__(self, other):
+        return greater(self, other)
+
+    def __ge__(self, other):
+        return greater_equal(self, other)
+
+    def __lt__(self, other):
+        return lesser(self, other)
+
+    def __le__(self, other):
+        return lesser_equal(self, other)
+
+    # -- fluent methods -------------------------------------------------------------------
+    def __getattr__(self, name):
+        target = _FLUENT.get(name)
+        if target is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        fn = _op(target)
+        return types.MethodType(lambda s, *a, **k: fn(s, *a, **k), self)
+
+    def __dir__(self):
+        return sorted(set(object.__dir__(self)) | set(_FLUENT))
+
+
+def _unpickle(state):
+    a = object.__new__(NDArray)
+    a.__setstate__(state)
+    return a
+
+
+# methods MXNet 1.x NDArray forwards to the operator of the same name
+_FLUENT = {n: n for n in (
+    "broadcast_axes repeat pad swapaxes split slice slice_axis slice_like take one_hot "
+    "pick sort topk argsort argmax argmax_channel argmin clip abs sign flatten shape_array "
+    "size_array expand_dims tile transpose flip depth_to_space space_to_depth diag sum "
+    "nansum prod nanprod mean max min norm round rint fix floor ceil trunc sin cos tan "
+    "arcsin arccos arctan degrees radians sinh cosh tanh arcsinh arccosh arctanh exp expm1 "
+    "log log10 log2 log1p log_sigmoid sqrt rsqrt cbrt rcbrt square reciprocal relu sigmoid "
+    "softmax log_softmax softmin mish squeeze").split()}
+_FLUENT["split_v2"] = "_split_v2"
+
+
+def _copy_into(dst: NDArray, src: NDArray) -> None:
+    if dst._dt is src._dt:
+        np.copyto(dst._data, src._data)
+    elif dst._dt.name == "bfloat16":
+        np.copyto(dst._data, _bf16_bits(src._float_view()))
+    else:
+        np.copyto(dst._data, src._float_view(), casting="unsafe")
+
+
+# ------------------------------------------------------------------------------------------
+# indexing helpers
+# ------------------------------------------------------------------------------------------
+def _convert_key(key):
+    if isinstance(key, NDArray):
+        return key._float_view().astype(np.int64) if key._dt.kind == "f" else key._data
+    if isinstance(key, tuple):
+        return tuple(_convert_key(k) if isinstance(k, (NDArray, list)) else k for k in key)
+    if isinstance(key, list):
+        a = np.asarray(key)
+        return a if a.dtype == np.bool_ else a.astype(np.int64)
+    return key
+
+
+def _is_basic(key) -> bool:
+    items = key if isinstance(key, tuple) else (key,)
+    for k in items:
+        if not (k is None or k is Ellipsis or isinstance(k, slice) or (
+                isinstance(k, integer_types) and not isinstance(k, (bool, np.bool_)))):
+            return False
+    return True
+
+
+def _basic_index(d: np.ndarray, key) -> np.ndarray:
+    """numpy basic indexing that always returns a view (integers become length-1 slices,
+    then their axes are dropped)."""
+    items = list(key) if isinstance(key, tuple) else [key]
+    n_real = sum(1 for k in items if k is not None and k is not Ellipsis)
+    if n_real > d.ndim:
+        raise IndexError(f"too many indices ({n_real}) for array with {d.ndim} dimensions")
+    if Ellipsis in items:
+        i = items.index(Ellipsis)
+        items[i: i + 1] = [slice(None)] * (d.ndim - n_real)
+    else:
+        items += [slice(None)] * (d.ndim - n_real)
+    slc = []
+    final = []
+    axis = 0
+    for k in items:
+        if k is None:
+            slc.append(None)
+            final.append("new")
+            continue
+        if isinstance(k, slice):
+            if k.step == 0:
+                raise ValueError("slice step cannot be zero")
+            slc.append(k)
+            final.append("keep")
+        else:
+            n = d.shape[axis]
+            k = int(k)
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+            k %= n
+            slc.append(slice(k, k + 1))
+            final.append("drop")
+        axis += 1
+    v = d[tuple(slc)]
+    if "drop" in final:
+        shape = [s for s, f in zip(v.shape, final) if f != "drop"]
+        v = v.reshape(shape) if v.flags.c_contiguous else v.squeeze(
+            axis=tuple(i for i, f in enumerate(final) if f == "drop"))
+    return v
+
+
+def infer_reshape(src: tuple, target: tuple, reverse: bool = False) -> tuple:
+    """MXNet's Reshape shape rules: 0 copies a dim, -1 infers one, -2 copies the rest,
+    -3 merges two dims, -4 splits one into the next two values."""
+    src = tuple(src)
+    target = tuple(int(t) for t in target)
+    if reverse:
+        src = src[::-1]
+        target = target[::-1]
+    out: list = []
+    si = 0
+    inf = -1
+    i = 0
+    try:
+        while i < len(target):
+            p = target[i]
+            if p > 0:
+                out.append(p)
+                si += 1
+            elif p == 0:
+                out.append(src[si])
+                si += 1
+            elif p == -1:
+                if inf >= 0:
+                    raise MXNetError("reshape: one and only one dim can be inferred (-1)")
+                inf = len(out)
+                out.append(1)
+                si += 1
+            elif p == -2:
+                out.extend(src[si:])
+                si = len(src)
+            elif p == -3:
+                out.append(src[si] * src[si + 1])
+                si += 2
+            elif p == -4:
+                d0 = src[si]
+                si += 1
+                d1, d2 = target[i + 1], target[i + 2]
+                i += 2
+                if d1 == -1 and d2 == -1:
+                    raise MXNetError("reshape: -4 split dims cannot both be -1")
+                if d1 == -1:
+                    d1 = d0 // d2
+                if d2 == -1:
+                    d2 = d0 // d1
+                if d1 * d2 != d0:
+                    raise MXNetError(f"reshape: -4 split of dim {d0} into ({d1}, {d2})")
+                out += [d1, d2]
+            else:
+                raise MXNetError(f"reshape: invalid shape value {p}")
+            i += 1
+    except IndexError:
+        raise MXNetError(f"reshape: target {target} does not fit source shape {src}") from None
+    if inf >= 0:
+        known = math.prod(d for j, d in enumerate(out) if j != inf)
+        total = math.prod(src)
+        if known == 0 or total % known:
+            raise MXNetError(f"reshape: cannot infer -1 in {target} for shape {src}")
+        out[inf] = total // known
+    if reverse:
+        out = out[::-1]
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------
+# operator access
+# ------------------------------------------------------------------------------------------
+_fn_cache: dict = {}
+
+
+def _op(name: str):
+    """The generated function of registered operator ``name``."""
+    fn = _fn_cache.get(name)
+    if fn is None:
+        from .ndarray_ops import make_function
+        if not registry.exists(name):
+            raise MXNetError(f"operator '{name}' is not available in mxc (not registered)")
+        fn = _fn_cache[name] = make_function(name)
+    return fn
+
+
+_scalar_tmpl: dict = {}
+
+
+def _scalar_op(op_name: str, x: NDArray, scalar: float) -> NDArray:
+    from .ndarray_ops import invoke, template
+    return invoke(template(op_name, {"scalar": scalar}), [x])
+
+
+def _ufunc(lhs, rhs, fn_array: str, fn_scalar, lfn_scalar: str, rfn_scalar: str | None = None):
+    if isinstance(lhs, numeric_types):
+        if isinstance(rhs, numeric_types):
+            return fn_scalar(lhs, rhs)
+        if not isinstance(rhs, NDArray):
+            raise TypeError(f"type {type(rhs)} not supported")
+        return _scalar_op(rfn_scalar or lfn_scalar, rhs, float(lhs))
+    if isinstance(rhs, numeric_types):
+        return _scalar_op(lfn_scalar, lhs, float(rhs))
+    if isinstance(rhs, NDArray):
+        return _op(fn_array)(lhs, rhs)
+    raise TypeError(f"type {type(rhs)} not supported")
+
+
+def _inplace(self: NDArray, other, array_op: str, scalar_op: str, what: str):
+    if not self.writable:
+        raise ValueError(f"trying to {what} a readonly NDArray")
+    if isinstance(other, NDArray):
+        return _op(array_op)(self, other, out=self)
+    if isinstance(other, numeric_types):
+        from .ndarray_ops import invoke, template
+        return invoke(template(scalar_op, {"scalar": float(other)}), [self], out=self)
+    raise TypeError(f"type {type(other)} not supported")
+
+
+def add(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_add", operator.add, "_plus_scalar")
+
+
+def subtract(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_sub", operator.sub, "_minus_scalar", "_rminus_scalar")
+
+
+def multiply(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_mul", operator.mul, "_mul_scalar")
+
+
+def divide(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_div", operator.truediv, "_div_scalar", "_rdiv_scalar")
+
+
+true_divide = divide
+
+
+def modulo(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_mod", operator.mod, "_mod_scalar", "_rmod_scalar")
+
+
+def power(base, exp):
+    return _ufunc(base, exp, "broadcast_power", operator.pow, "_power_scalar",
+                  "_rpower_scalar")
+
+
+def maximum(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_maximum", lambda x, y: x if x > y else y,
+                  "_maximum_scalar")
+
+
+def minimum(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_minimum", lambda x, y: x if x < y else y,
+                  "_minimum_scalar")
+
+
+def _cmp(pyop):
+    return lambda x, y: 1 if pyop(x, y) else 0
+
+
+def equal(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_equal", _cmp(operator.eq), "_equal_scalar")
+
+
+def not_equal(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_not_equal", _cmp(operator.ne), "_not_equal_scalar")
+
+
+def greater(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_greater", _cmp(operator.gt), "_greater_scalar",
+                  "_lesser_scalar")
+
+
+def greater_equal(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_greater_equal", _cmp(operator.ge),
+                  "_greater_equal_scalar", "_lesser_equal_scalar")
+
+
+def lesser(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_lesser", _cmp(operator.lt), "_lesser_scalar",
+                  "_greater_scalar")
+
+
+def lesser_equal(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_lesser_equal", _cmp(operator.le),
+                  "_lesser_equal_scalar", "_greater_equal_scalar")
+
+
+def logical_and(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_logical_and", lambda x, y: 1 if x and y else 0,
+                  "_logical_and_scalar")
+
+
+def logical_or(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_logical_or", lambda x, y: 1 if x or y else 0,
+                  "_logical_or_scalar")
+
+
+def logical_xor(lhs, rhs):
+    return _ufunc(lhs, rhs, "broadcast_logical_xor",
+                  lambda x, y: 1 if bool(x) != bool(y) else 0, "_logical_xor_scalar")
+
+
+# ------------------------------------------------------------------------------------------
+# creation
+# ------------------------------------------------------------------------------------------
+def _shape_tuple(shape) -> tuple:
+    if isinstance(shape, integer_types):
+        return (int(shape),)
+    return tuple(int(s) for s in shape)
+
+
+def _ctx(ctx) -> Context:
+    if ctx is None:
+        return current_context()
+    c = as_context(ctx)
+    if c.device_typeid == 2:
+        check_runnable(c)
+    return c
+
+
+def empty(shape, ctx=None, dtype=None) -> NDArray:
+    """An uninitialised array (float32 unless ``dtype``)."""
+    c = _ctx(ctx)
+    dt = to_dtype(dtype if dtype is not None else mx_real_t)
+    return _wrap(_aligned(_shape_tuple(shape), dt), dt, c)
+
+
+def full(shape, val, ctx=None, dtype=mx_real_t, out=None) -> NDArray:
+    """An array filled with ``val``."""
+    if out is not None:
+        out[:] = val
+        return out
+    a = empty(shape, ctx, dtype)
+    if a._dt.name == "bfloat16":
+        a._data.fill(_bf16_bits(np.float32(val)).item())
+    else:
+        a._data.fill(val)
+    return a
+
+
+def zeros(shape, ctx=None, dtype=None, stype=None, **kwargs) -> NDArray:
+    """An array of zeros (``stype='csr'|'row_sparse'`` for an empty sparse array)."""
+    if stype not in (None, "default"):
+        from . import sparse
+        return sparse.zeros(stype, shape, ctx=ctx, dtype=dtype)
+    return full(shape, 0, ctx, dtype if dtype is not None else mx_real_t, kwargs.get("out"))
+
+
+def ones(shape, ctx=None, dtype=None, **kwargs) -> NDArray:
+    return full(shape, 1, ctx, dtype if dtype is not None else mx_real_t, kwargs.get("out"))
+
+
+def array(source_array, ctx=None, dtype=None) -> NDArray:
+    """Copy ``source_array`` into a new NDArray; float32 unless ``dtype`` (or an NDArray's
+    own dtype), as in MXNet 1.x."""
+    try:
+        import scipy.sparse as spsp
+        if isinstance(source_array, spsp.spmatrix) or type(source_array).__name__ in (
+                "csr_array", "csr_matrix"):
+            from . import sparse
+            return sparse.array(source_array, ctx=ctx, dtype=dtype)
+    except ImportError:
+        pass
+    if isinstance(source_array, NDArray):
+        if source_array.stype != "default":
+            from . import sparse
+            return sparse.array(source_array, ctx=ctx, dtype=dtype)
+        dtype = source_array.dtype if dtype is None else dtype
+        dt = to_dtype(dtype)
+        out = empty(source_array.shape, ctx if ctx is not None else source_array._ctx, dt)
+        _copy_into(out, source_array)
+        return out
+    dt = to_dtype(mx_real_t if dtype is None else dtype)
+    if not isinstance(source_array, np.ndarray):
+        try:
+            source_array = np.array(source_array, dtype=np.float32 if dt.name == "bfloat16"
+                                    else dt.np)
+        except (TypeError, ValueError):
+            raise TypeError("source_array must be array like object") from None
+    out = empty(source_array.shape, ctx, dt)
+    if dt.name == "bfloat16":
+        out._data[...] = _bf16_bits(source_array)
+    else:
+        np.copyto(out._data, source_array, casting="unsafe")
+    return out
+
+
+def from_numpy(ndarray: np.ndarray, zero_copy: bool = True) -> NDArray:
+    """An NDArray over a numpy array (shares memory when it is C-contiguous)."""
+    a = np.asarray(ndarray)
+    if zero_copy and a.flags.c_contiguous and a.dtype.name in _dt.BY_NAME:
+        return _wrap(a, _dt.BY_NAME[a.dtype.name], current_context())
+    return array(a, dtype=a.dtype)
+
+
+def arange(start, stop=None, step=1.0, repeat=1, infer_range=None, ctx=None,
+           dtype=mx_real_t) -> NDArray:
+    """Evenly spaced values in [start, stop), each repeated ``repeat`` times."""
+    if infer_range is not None:
+        warnings.warn("`infer_range` argument has been deprecated", DeprecationWarning)
+    if stop is None:
+        start, stop = 0.0, start
+    if step == 0:
+        raise MXNetError("arange: step must not be 0")
+    n = max(int(math.ceil((stop - start) / step)), 0)
+    vals = start + np.arange(n, dtype=np.float64) * step
+    if repeat != 1:
+        vals = np.repeat(vals, int(repeat))
+    return array(vals, ctx=ctx, dtype=dtype)
+
+
+def moveaxis(tensor: NDArray, source, destination) -> NDArray:
+    """Move axis ``source`` to position ``destination`` (MXNet's helper over transpose)."""
+    axes = list(range(tensor.ndim))
+    try:
+        src = axes[source]
+        dst = axes[destination]
+    except IndexError:
+        raise IndexError(f"Source should satisfy -{tensor.ndim} <= source < {tensor.ndim}, "
+                         f"and destination should satisfy -{tensor.ndim} <= destination < "
+                         f"{tensor.ndim}") from None
+    axes.pop(src)
+    axes.insert(dst, src)
+    return _op("transpose")(tensor, axes=tuple(axes))
+
+
+def concatenate(arrays, axis: int = 0, always_copy: bool = True) -> NDArray:
+    """Join arrays along ``axis`` (MXNet's Python helper; ``concat`` is the operator)."""
+    if not arrays:
+        raise MXNetError("concatenate needs at least one array")
+    if not always_copy and len(arrays) == 1:
+        return arrays[0]
+    shape0 = arrays[0].shape
+    total = 0
+    for a in arrays:
+        if a.shape[:axis] != shape0[:axis] or a.shape[axis + 1:] != shape0[axis + 1:]:
+            raise MXNetError(f"concatenate: shapes {shape0} and {a.shape} differ off axis "
+                             f"{axis}")
+        total += a.shape[axis]
+    out = empty(shape0[:axis] + (total,) + shape0[axis + 1:], arrays[0]._ctx, arrays[0]._dt)
+    idx = 0
+    for a in arrays:
+        sl = (slice(None),) * axis + (slice(idx, idx + a.shape[axis]),)
+        out._data[sl] = a._data
+        idx += a.shape[axis]
+    return out
+
+
+def waitall() -> None:
+    """Wait for all pending work: operators run synchronously, so nothing."""
+
+
+# ------------------------------------------------------------------------------------------
+# save / load
+# ------------------------------------------------------------------------------------------
+def _to_record(x, what: str):
+    from ..ir.formats import BF16Array, NoneRecord, SparseRecord
+    if x is None:
+        return NoneRecord()
+    if not isinstance(x, NDArray):
+        raise TypeError(f"{what}: only NDArrays can be saved, got {type(x).__name__}")
+    if x.stype != "default":
+        return SparseRecord(x.stype, x.shape, _rec_values(x.data), x.indices._data,
+                            x.indptr._data if x.stype == "csr" else None)
+    return _rec_values(x)
+
+
+def _rec_values(x: NDArray):
+    from ..ir.formats import BF16Array
+    if x._dt.name == "bfloat16":
+        return BF16Array(x._data)
+    return x._data
+
+
+def _from_record(r):
+    from ..ir.formats import BF16Array, NoneRecord, SparseRecord
+    if isinstance(r, NoneRecord):
+        return None
+    if isinstance(r, SparseRecord):
+        from . import sparse
+        return sparse.from_record(r)
+    if isinstance(r, BF16Array):
+        arr = _aligned(r.shape, _dt.bfloat16)
+        arr[...] = r.bits
+        return _wrap(arr, _dt.bfloat16, current_context())
+    a = np.asarray(r)
+    dt = _dt.BY_NAME[a.dtype.name]
+    arr = _aligned(a.shape, dt)
+    arr[...] = a
+    return _wrap(arr, dt, current_context())
+
+
+def save(fname, data) -> None:
+    """Save an NDArray, a list of them or a dict str -> NDArray (MXNet's ``.nd`` format)."""
+    from ..ir.formats import save_nd
+    if isinstance(data, NDArray):
+        data = [data]
+    if isinstance(data, dict):
+        payload = {}
+        for k, v in data.items():
+            if not isinstance(k, str):
+                raise TypeError("save only accepts dict str->NDArray or list of NDArray")
+            payload[k] = _to_record(v, f"array {k!r}")
+    elif isinstance(data, (list, tuple)):
+        payload = [_to_record(v, f"array {i}") for i, v in enumerate(data)]
+    else:
+        raise ValueError("data needs to either be a NDArray, dict of str, NDArray pairs or "
+                         "a list of NDarrays.")
+    save_nd(os.fspath(fname) if not hasattr(fname, "write") else fname, payload,
+            np_shape=is_np_shape())
+
+
+def _unpack(names, recs):
+    vals = [_from_record(r) for r in recs]
+    if names is None:
+        return vals
+    return dict(zip(names, vals))
+
+
+def load(fname):
+    """Load a file written by ``mx.nd.save``: a list, or a dict when names were saved."""
+    from ..ir.formats import load_nd
+    src = fname if hasattr(fname, "read") else os.fspath(fname)
+    names, recs = load_nd(src, np_shape=is_np_shape())
+    return _unpack(names, recs)
+
+
+def load_frombuffer(buf):
+    """``load`` from the bytes of a file."""
+    from ..ir.formats import load_nd
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise TypeError("buf must be bytes-like")
+    names, recs = load_nd(bytes(buf), np_shape=is_np_shape())
+    return _unpack(names, recs)
+
+
+# ------------------------------------------------------------------------------------------
+# operator namespaces: mx.nd.<op>, mx.nd.op / _internal / contrib / linalg / image / random
+# ------------------------------------------------------------------------------------------
+class OpNamespace(types.ModuleType):
+    """A module-like namespace whose attributes are generated operator functions
+    (``prefix + name`` in the registry, e.g. ``contrib.foo`` -> ``_contrib_foo``)."""
+
+    def __init__(self, name: str, prefixes: tuple, maker) -> None:
+        super().__init__(name)
+        self._prefixes = prefixes
+        self._maker = maker
+        self._cache: dict = {}
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        fn = self._cache.get(name)
+        if fn is not None:
+            return fn
+        for p in self._prefixes:
+            if registry.exists(p + name):
+                fn = self._cache[name] = self._maker(p + name, name)
+                return fn
+        raise AttributeError(f"module '{self.__name__}' has no operator '{name}'")
+
+    def __dir__(self):
+        out = set()
+        for n in registry.all_names():
+            for p in self._prefixes:
+                if p and n.startswith(p):
+                    out.add(n[len(p):])
+                elif not p:
+                    out.add(n)
+        return sorted(out)
+
+
+def _make_nd(op_name: str, func_name: str):
+    if func_name == op_name:
+        return _op(op_name)
+    from .ndarray_ops import make_function
+    return make_function(op_name, func_name)
+
+
+op = OpNamespace(__name__ + ".op", ("",), _make_nd)
+_internal = OpNamespace(__name__ + "._internal", ("",), _make_nd)
+contrib = OpNamespace(__name__ + ".contrib", ("_contrib_",), _make_nd)
+linalg = OpNamespace(__name__ + ".linalg", ("_linalg_",), _make_nd)
+image = OpNamespace(__name__ + ".image", ("_image_",), _make_nd)
+random = OpNamespace(__name__ + ".random", ("_random_", "_sample_"), _make_nd)
+
+_NAMESPACES = ("op", "_internal", "contrib", "linalg", "image", "random")
+
+
+def __getattr__(name: str):
+    if name == "sparse":
+        from . import sparse
+        return sparse
+    if name.startswith("__"):
+        raise AttributeError(name)
+    if registry.exists(name):
+        return _op(name)
+    raise AttributeError(f"module 'mxc.nd' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(registry.all_names()) | {"sparse"})

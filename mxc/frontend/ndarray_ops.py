@@ -1,0 +1,402 @@
+"""Imperative operator dispatch: ``mx.nd.<op>(...)`` through the compiler, cached.
+
+Every registered operator runs the same way (MXNet's ``MXImperativeInvoke``):
+
+1. the call's attributes become MXNet strings once per distinct attribute set, parsed and
+   validated by the op's ParamSpec (:class:`OpTemplate`, cached per op + attributes);
+2. per distinct (input shapes, dtypes, train mode) the op is built as a one-node graph and
+   compiled (``compile_graph``), cached on the template;
+3. per call the compiled :class:`~mxc.runtime.program.Program` is cloned and its slots bound
+   straight to the NDArrays' numpy storage (inputs, aux states, outputs: no copies), then
+   its forward section runs. An output that the compiler made a view of an input (Reshape,
+   Flatten, ...) is returned as an NDArray sharing that input's memory, as MXNet does.
+
+The functions exposed as ``mx.nd.<op>`` are generated here from the registry on first
+access, so nothing in this module lists operators.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from ..base import MXNetError
+from ..ir import registry
+from ..ir.dtypes import BY_NAME, DType
+from ..ir.graph import Entry, Graph, Node, variable
+from .context import Context, current_context
+
+__all__ = ["invoke", "make_function", "attr_str", "OpTemplate", "aligned_empty",
+           "set_train_mode_hook"]
+
+_lock = threading.RLock()
+_templates: dict = {}
+
+
+# ------------------------------------------------------------------------------------------
+# attribute values -> MXNet strings
+# ------------------------------------------------------------------------------------------
+def attr_str(v) -> str:
+    """Format a Python attribute value as MXNet's frontend writes it (``str(v)``, with numpy
+    scalars, dtypes and contexts spelled the MXNet way)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if v is None:
+        return "None"
+    if isinstance(v, np.generic):
+        return attr_str(v.item())
+    if isinstance(v, tuple):
+        inner = ", ".join(attr_str(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, list):
+        return "[" + ", ".join(attr_str(x) for x in v) + "]"
+    if isinstance(v, Context):
+        return str(v)
+    dt = _dtype_name_or_none(v)
+    if dt is not None:
+        return dt
+    return str(v)
+
+
+def _dtype_name_or_none(v):
+    from .ndarray import dtype_name
+    if isinstance(v, np.dtype) or (isinstance(v, type) and issubclass(v, np.generic)):
+        try:
+            return dtype_name(v)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def aligned_empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    buf = np.empty(nbytes + 64, np.uint8)
+    off = (-buf.__array_interface__["data"][0]) % 64
+    return buf[off: off + nbytes].view(dt).reshape(shape)
+
+
+# ------------------------------------------------------------------------------------------
+# train mode (autograd sets the hook later; imperative ops default to inference)
+# ------------------------------------------------------------------------------------------
+def _inference_mode() -> bool:
+    return False
+
+
+_train_mode = _inference_mode
+
+
+def set_train_mode_hook(fn) -> None:
+    """Install the function telling whether imperative ops run in training mode."""
+    global _train_mode
+    _train_mode = fn or _inference_mode
+
+
+# ------------------------------------------------------------------------------------------
+# templates (op + attributes) and their compiled forms (per shapes/dtypes/mode)
+# ------------------------------------------------------------------------------------------
+class _Compiled:
+    __slots__ = ("program", "in_slots", "out_slots", "out_shapes", "out_np", "out_dt",
+                 "out_alias", "compiled")
+
+    def __init__(self, cg, in_names, heads) -> None:
+        self.compiled = cg
+        self.program = cg.program
+        self.in_slots = [cg.var_slots[n] for n in in_names]
+        self.out_slots = list(cg.head_slots)
+        self.out_shapes = []
+        self.out_dt = []
+        self.out_np = []
+        self.out_alias = []
+        for h, slot in zip(heads, self.out_slots):
+            k = (h.node.uid, h.index)
+            self.out_shapes.append(tuple(cg.shapes[k]))
+            d = BY_NAME[cg.types[k]]
+            self.out_dt.append(d)
+            self.out_np.append(d.np)
+            self.out_alias.append(self.in_slots.index(slot) if slot in self.in_slots else None)
+
+
+class OpTemplate:
+    """One operator with one attribute set: parsed once, compiled per input signature."""
+
+    __slots__ = ("op_name", "opdef", "attrs", "parsed", "input_names", "n_inputs", "n_vis",
+                 "uses_train", "inplace", "compiled")
+
+    def __init__(self, op_name: str, attrs: dict) -> None:
+        opdef = registry.get(op_name)
+        self.op_name = op_name
+        self.opdef = opdef
+        self.attrs = attrs
+        self.parsed = opdef.parse_attrs(attrs)
+        self.input_names = list(opdef.input_names(self.parsed))
+        self.n_inputs = opdef.num_inputs(self.parsed)
+        self.n_vis = opdef.num_visible_outputs(self.parsed)
+        self.uses_train = bool(opdef.uses_train_mode)
+        self.inplace = set(opdef.inplace(self.parsed))
+        self.compiled: dict = {}
+
+    def compile(self, key) -> _Compiled:
+        from ..compiler.build import compile_graph
+
+        shapes, dtypes, is_train = key
+        with _lock:
+            c = self.compiled.get(key)
+            if c is not None:
+                return c
+            n = len(shapes)
+            names = list(self.input_names[:n]) + [f"arg{i}" for i in range(len(
+                self.input_names), n)]
+            vars_ = [variable(nm) for nm in names]
+            node = Node(self.opdef.name, self.op_name.lower(), self.attrs,
+                        [Entry(v, 0) for v in vars_])
+            node._parsed = self.parsed
+            heads = [Entry(node, i) for i in range(self.n_vis)]
+            cg = compile_graph(Graph(heads), dict(zip(names, shapes)),
+                               dict(zip(names, dtypes)), is_train=is_train)
+            c = _Compiled(cg, names, heads)
+            self.compiled[key] = c
+            return c
+
+
+def template(op_name: str, attrs: dict) -> OpTemplate:
+    """The cached template of ``op_name`` with raw attribute values ``attrs``."""
+    try:
+        key = (op_name, tuple(attrs.items()))
+        t = _templates.get(key)
+    except TypeError:  # unhashable values (lists): key on their strings
+        key = (op_name, tuple((k, attr_str(v)) for k, v in attrs.items()))
+        t = _templates.get(key)
+    if t is None:
+        sattrs = {k: attr_str(v) for k, v in attrs.items() if not (v is None and k in (
+            "ctx",))}
+        t = OpTemplate(op_name, sattrs)
+        _templates[key] = t
+    return t
+
+
+# ------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------
+_NDArray = None
+_wrap = None
+
+
+def _bind_ndarray() -> None:
+    global _NDArray, _wrap
+    from .ndarray import NDArray, _wrap as w
+    _NDArray, _wrap = NDArray, w
+
+
+def invoke(tmpl: OpTemplate, inputs: list, out=None, ctx: Context | None = None):
+    """Run ``tmpl`` on NDArray ``inputs``; returns an NDArray, a list of them (several
+    visible outputs) or ``out``."""
+    if _wrap is None:
+        _bind_ndarray()
+    datas = []
+    dtn = []
+    for x in inputs:
+        if x.stype != "default":
+            x = x.tostype("default")  # storage fallback, as MXNet does for dense-only ops
+        d = x._data
+        datas.append(d)
+        dtn.append(x._dt.name)
+    if ctx is None:
+        ctx = inputs[0]._ctx if inputs else current_context()
+    if ctx.device_typeid == 2:
+        from .context import check_runnable
+        check_runnable(ctx)
+    key = (tuple([d.shape for d in datas]), tuple(dtn),
+           _train_mode() if tmpl.uses_train else False)
+    c = tmpl.compiled.get(key)
+    if c is None:
+        c = tmpl.compile(key)
+    prog = c.program.clone()
+    bound = dict(zip(c.in_slots, datas))
+    if out is not None:
+        return _invoke_out(tmpl, c, prog, bound, datas, out)
+    outs_np = []
+    for i, slot in enumerate(c.out_slots):
+        j = c.out_alias[i]
+        if j is not None:
+            d = datas[j]
+            arr = d.reshape(c.out_shapes[i]) if d.dtype == c.out_np[i] else \
+                d.view(c.out_np[i]).reshape(c.out_shapes[i])
+        elif slot in bound:
+            arr = bound[slot].view(c.out_np[i]).reshape(c.out_shapes[i])
+        else:
+            arr = aligned_empty(c.out_shapes[i], c.out_np[i])
+            bound[slot] = arr
+        outs_np.append(arr)
+    prog.allocate(bound)
+    prog.run("forward")
+    if len(outs_np) == 1:
+        return _wrap(outs_np[0], c.out_dt[0], ctx)
+    return [_wrap(a, c.out_dt[i], ctx) for i, a in enumerate(outs_np)]
+
+
+def _invoke_out(tmpl, c, prog, bound, datas, out):
+    outs = [out] if isinstance(out, _NDArray) else list(out)
+    if len(outs) != len(c.out_slots):
+        raise MXNetError(f"{tmpl.op_name}: {len(c.out_slots)} outputs, but {len(outs)} "
+                         "arrays given as out")
+    copy_back = []
+    for i, slot in enumerate(c.out_slots):
+        shape = c.out_shapes[i]
+        j = c.out_alias[i]
+        o = outs[i]
+        if o.shape != shape:
+            raise MXNetError(f"{tmpl.op_name}: out has shape {o.shape}, the result has "
+                             f"shape {shape}")
+        if o._dt is not c.out_dt[i]:
+            raise MXNetError(f"{tmpl.op_name}: out has dtype {o._dt.name}, the result has "
+                             f"dtype {c.out_dt[i].name}")
+        od = o._data
+        if j is not None or slot in bound or _overlaps(od, datas, (i, tmpl.inplace)):
+            # result first elsewhere, then copied (views, or out aliasing an input of an op
+            # that cannot run in place)
+            if j is not None:
+                tmp = datas[j].reshape(shape) if datas[j].dtype == c.out_np[i] else \
+                    datas[j].view(c.out_np[i]).reshape(shape)
+            elif slot in bound:
+                tmp = bound[slot].view(c.out_np[i]).reshape(shape)
+            else:
+                tmp = aligned_empty(shape, c.out_np[i])
+                bound[slot] = tmp
+            copy_back.append((od, tmp))
+        else:
+            bound[slot] = od
+    prog.allocate(bound)
+    prog.run("forward")
+    for dst, src in copy_back:
+        if dst.ctypes.data != src.ctypes.data:
+            np.copyto(dst, src, casting="unsafe")
+    return out
+
+
+def _overlaps(od: np.ndarray, datas: list, info) -> bool:
+    """Whether output array ``od`` shares memory with an input in a way the op cannot run
+    with (an exact alias is fine for an input the op lists as in-place with this output)."""
+    i, inplace = info
+    for j, d in enumerate(datas):
+        if np.may_share_memory(od, d):
+            exact = od.ctypes.data == d.ctypes.data and od.nbytes == d.nbytes
+            if not (exact and (j, i) in inplace):
+                return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------
+# generated mx.nd.<op> functions
+# ------------------------------------------------------------------------------------------
+def _is_array(x) -> bool:
+    if _NDArray is None:
+        _bind_ndarray()
+    return isinstance(x, _NDArray)
+
+
+def split_call(op_name: str, opdef, args: tuple, kwargs: dict, is_input) -> tuple:
+    """Split a call into (positional inputs, named inputs, attrs) following MXNet's generated
+    signatures ``op(input..., param..., **kwargs)``: leading array (or None) positionals are
+    inputs, later positionals fill the op's parameters in declaration order."""
+    pos_inputs = []
+    i = 0
+    n = len(args)
+    while i < n and (args[i] is None or is_input(args[i])):
+        pos_inputs.append(args[i])
+        i += 1
+    attrs = {}
+    named = {}
+    if i < n:
+        pnames = [p for p in opdef.params.params]
+        rest = args[i:]
+        if len(rest) > len(pnames):
+            raise TypeError(f"{op_name}() takes at most {len(pnames)} positional parameters "
+                            f"after its inputs ({pnames}), got {len(rest)}")
+        for p, v in zip(pnames, rest):
+            if is_input(v):
+                raise TypeError(f"{op_name}(): inputs must come before parameters")
+            attrs[p] = v
+    for k, v in kwargs.items():
+        if is_input(v):
+            named[k] = v
+        elif k in attrs:
+            raise TypeError(f"{op_name}() got multiple values for argument '{k}'")
+        else:
+            attrs[k] = v
+    return pos_inputs, named, attrs
+
+
+def order_inputs(op_name: str, tmpl: OpTemplate, pos_inputs: list, named: dict) -> list:
+    """Positional then named inputs, in the op's input order; trailing Nones dropped."""
+    inputs = list(pos_inputs)
+    if named:
+        names = tmpl.input_names
+        for k, v in named.items():
+            if k not in names:
+                raise MXNetError(f"{op_name}: unknown input '{k}'; inputs are {names}")
+            idx = names.index(k)
+            if idx < len(inputs) and inputs[idx] is not None:
+                raise TypeError(f"{op_name}() got multiple values for input '{k}'")
+            while len(inputs) <= idx:
+                inputs.append(None)
+            inputs[idx] = v
+    want = tmpl.n_inputs
+    if want is not None:
+        while len(inputs) > want and inputs[-1] is None:
+            inputs.pop()
+    if any(x is None for x in inputs) or (want is not None and len(inputs) != want):
+        given = ["<missing>" if x is None else "array" for x in inputs]
+        raise MXNetError(f"{op_name}: expects {want} inputs {tmpl.input_names}, got "
+                         f"{len([x for x in inputs if x is not None])} ({given})")
+    return inputs
+
+
+def make_function(op_name: str, func_name: str | None = None):
+    """The ``mx.nd.<op>`` function of a registered operator."""
+    opdef = registry.get(op_name)
+    has_num_args = "num_args" in opdef.params.params
+    takes_ctx = "ctx" in opdef.params.params
+    takes_dtype = "dtype" in opdef.params.params
+
+    def fn(*args, out=None, name=None, **kwargs):
+        pos, named, attrs = split_call(op_name, opdef, args, kwargs, _is_array)
+        ctx = None
+        if takes_ctx and "ctx" in attrs:
+            c = attrs["ctx"]
+            if c is None:
+                del attrs["ctx"]
+            elif isinstance(c, Context):
+                ctx = c
+        if takes_dtype and attrs.get("dtype", 0) is None:
+            del attrs["dtype"]
+        if has_num_args and "num_args" not in attrs:
+            attrs["num_args"] = len(pos) + len(named)
+        tmpl = template(op_name, attrs)
+        inputs = order_inputs(op_name, tmpl, pos, named) if named or \
+            (tmpl.n_inputs is not None and len(pos) != tmpl.n_inputs) or \
+            any(x is None for x in pos) else pos
+        return invoke(tmpl, inputs, out, ctx)
+
+    fn.__name__ = func_name or op_name
+    fn.__qualname__ = fn.__name__
+    fn.__doc__ = (opdef.__class__.__doc__ or f"The {op_name} operator.") + \
+        f"\n\nInputs: {_safe_inputs(opdef)}; parameters: {list(opdef.params.params)}."
+    return fn
+
+
+def _safe_inputs(opdef) -> list:
+    try:
+        return opdef.input_names(opdef.parse_attrs({}))
+    except MXNetError:
+        return ["..."]
+
+
+def dtype_of(x) -> DType:
+    return x._dt

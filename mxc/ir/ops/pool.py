@@ -1,0 +1,579 @@
+"""Pooling (max / avg / sum / lp; 1-D, 2-D, 3-D; valid / full / same conventions; global).
+
+Forward: one compute per output element reducing over the kernel window; padded taps are
+clamped to a valid index and then selected away, so no load ever leaves the input.
+
+Backward is gather-form (no scatter, no atomics): every input element sums the contributions
+of the (at most ceil(k/s) per dimension) windows that contain it. Max pooling first records,
+per window, the position of the first element equal to the window's output (MXNet's rule),
+then each input element takes the gradient of the windows whose recorded position is itself.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...base import OpError, ShapeError
+from .. import kernel as K
+from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_int, parse_shape
+from ..registry import OpDef, simple
+from .common import g
+
+C = K.const
+I64 = "int64"
+
+_LAYOUTS = ("NCW", "NCHW", "NCDHW", "NWC", "NHWC", "NDHWC")
+
+_POOL_PARAMS = dict(
+    kernel=Param(parse_shape, ()),
+    pool_type=Param(enum("max", "avg", "sum", "lp"), "max"),
+    global_pool=Param(parse_bool, False),
+    cudnn_off=Param(parse_bool, False),
+    pooling_convention=Param(enum("valid", "full", "same"), "valid"),
+    stride=Param(parse_shape, ()),
+    pad=Param(parse_shape, ()),
+    p_value=Param(optional(parse_int), None),
+    count_include_pad=Param(optional(parse_bool), None),
+    layout=Param(optional(enum(*_LAYOUTS)), None),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# window index helpers (shared with conv.py)
+# ---------------------------------------------------------------------------------------------
+def idx(v) -> K.Expr:
+    return v if isinstance(v, K.Expr) else C(int(v), I64)
+
+
+def and_all(conds):
+    out = None
+    for c in conds:
+        if c is None:
+            continue
+        out = c if out is None else out & c
+    return out
+
+
+def tap_axes(kernel):
+    """Reduce axes for the kernel dims with extent > 1 and the tap index expression per dim."""
+    axes, taps = [], []
+    for kd in kernel:
+        if kd > 1:
+            r = K.reduce_axis(kd, "t")
+            axes.append(r)
+            taps.append(r.var)
+        else:
+            taps.append(C(0, I64))
+    return axes, taps
+
+
+def out_vars(o, O):
+    """Output index vars with size-1 dims replaced by 0 (simpler index algebra)."""
+    return [C(0, I64) if n == 1 else v for v, n in zip(o, O)]
+
+
+def lowest(dtype) -> float:
+    if dtype.kind == "f":
+        return float(np.finfo(np.float16 if dtype.name in ("float16", "bfloat16")
+                              else dtype.np).min)
+    return float(np.iinfo(dtype.np).min)
+
+
+def window_pos(o, t, X: int, O: int, kext: int, s: int, p: int, d: int = 1,
+               interior: bool = False):
+    """Input position ``o*s - p + t*d`` of output ``o`` and tap ``t`` along one dimension,
+    clamped into [0, X), and the condition (or None) that it is a real (unpadded) element.
+    ``interior``: the caller knows every position is in range (no clamp, affine index)."""
+    pos = idx(o) * s + idx(t) * d - p
+    if interior:
+        return pos, None
+    cond = None
+    lo = p > 0
+    hi = (O - 1) * s + (kext - 1) * d - p >= X
+    if lo:
+        cond = pos.ge(C(0, I64))
+        pos_c = K.maximum(pos, C(0, I64))
+    else:
+        pos_c = pos
+    if hi:
+        c2 = pos.lt(C(X, I64))
+        cond = c2 if cond is None else cond & c2
+        pos_c = K.minimum(pos_c, C(X - 1, I64))
+    return pos_c, cond
+
+
+def pad_extents(X, O, k, s, p, d=None) -> tuple:
+    """(lo, hi) zero-padding per dim so that every window tap of every output is in range."""
+    d = d or (1,) * len(X)
+    hi = tuple(max(0, (n - 1) * ss + (kk - 1) * dd + 1 - pp - x)
+               for x, n, kk, ss, pp, dd in zip(X, O, k, s, p, d))
+    return tuple(p), hi
+
+
+# ---------------------------------------------------------------------------------------------
+# emitting kernels: run-time offsets, border runs
+# ---------------------------------------------------------------------------------------------
+def _runs(n: int, lo: int, hi: int, min_len: int = 4) -> list:
+    lo = min(max(lo, 0), n)
+    hi = min(max(hi, lo), n)
+    if lo == 0 and hi == n:
+        return [(0, n, True)]
+    if hi - lo < min_len:
+        return [(0, n, False)]
+    out = [(0, lo, False)] if lo > 0 else []
+    out.append((lo, hi, True))
+    if hi < n:
+        out.append((hi, n, False))
+    return out
+
+
+def segments(X: int, O: int, k: int, s: int, p: int, d: int = 1) -> list:
+    """Runs (start, stop, interior) covering the outputs [0, O) of a window gather along one
+    dimension; in 'interior' runs every tap of every window is in [0, X), so loads need no
+    clamp and stay affine in the (vectorised) output index."""
+    top = X - 1 + p - (k - 1) * d
+    hi = top // s + 1 if top >= 0 else 0
+    return _runs(O, -(-p // s), hi)
+
+
+def tsegments(X: int, Y: int, k: int, s: int, p: int, d: int = 1) -> list:
+    """Runs over the inputs [0, X) of a transposed gather (input i reads outputs
+    (i + p - t*d) / s); interior runs (stride 1 only) read every tap in [0, Y)."""
+    if s != 1:
+        return [(0, X, False)]
+    return _runs(X, (k - 1) * d - p, Y - p)
+
+
+def seg_view(ref: K.TensorRef, a: int, b: int) -> K.TensorRef:
+    """``ref`` restricted to [a, b) along its last dimension."""
+    return K.TensorRef(ref.buf, tuple(ref.shape[:-1]) + (b - a,), ref.strides,
+                       ref.offset + a * ref.strides[-1])
+
+
+def compute_at(ctx, out: K.TensorRef, refs: list, fn, name: str) -> None:
+    """``out[i] = fn(i, *refs)``. The views' element offsets become run-time pointer offsets
+    of the kernel call (as ``ctx.gemm`` does), so a loop over image chunks or border runs
+    compiles one kernel per distinct shape instead of one per offset. Falls back to offsets
+    inside the index arithmetic when the lowering context does not expose its kernel list."""
+    offs: dict = {}
+    ok = True
+    for r in list(refs) + [out]:
+        if r.buf in offs and offs[r.buf] != r.offset:
+            ok = False
+        offs[r.buf] = r.offset
+    lst = getattr(ctx, "_out", None)
+    if not ok or not isinstance(lst, list) or not any(offs.values()):
+        ctx.compute(out, lambda *i: fn(i, *refs), name)
+        return
+    z = [K.TensorRef(r.buf, r.shape, r.strides, 0) for r in refs]
+    zo = K.TensorRef(out.buf, out.shape, out.strides, 0)
+    n = len(lst)
+    ctx.compute(zo, lambda *i: fn(i, *z), name)
+    kern = lst[-1].kernel if len(lst) == n + 1 else None
+    if kern is None or getattr(kern, "offsets", None) is not None:
+        raise AssertionError("compute_at: unexpected kernel list state")
+    kern.offsets = [offs.get(b, 0) for b in kern.buffers]
+
+
+def compute_runs(ctx, out: K.TensorRef, refs: list, runs: list, make_fn, name: str) -> None:
+    """One kernel per run (start, stop, interior) of ``out``'s last dimension;
+    ``make_fn(start, interior)`` gives ``fn(i, *refs)`` with ``i[-1]`` relative to the run.
+    Narrow border runs are computed on the view with the last two dims swapped, so each task
+    still loops over many elements."""
+    for a0, a1, inner in runs:
+        if a1 <= a0:
+            continue
+        fn = make_fn(a0, inner)
+        v = seg_view(out, a0, a1)
+        w = a1 - a0
+        if not inner and w < 8 and v.ndim >= 2 and v.shape[-2] > 2 * w:
+            axes = tuple(range(v.ndim - 2)) + (v.ndim - 1, v.ndim - 2)
+            compute_at(ctx, v.transpose(axes), refs,
+                       lambda i, *r, fn=fn: fn(tuple(i[:-2]) + (i[-1], i[-2]), *r), name)
+        else:
+            compute_at(ctx, v, refs, fn, name)
+
+
+def shift_last(i, a0: int) -> list:
+    i = list(i)
+    if a0:
+        i[-1] = idx(i[-1]) + a0
+    return i
+
+
+def pad_temp(ctx, x: K.TensorRef, lo, hi, fill, n0: int = 0, nb: int | None = None,
+             name: str = "pad") -> K.TensorRef:
+    """A temp holding images [n0, n0+nb) of x (N, C, *X) padded by lo/hi with ``fill``."""
+    N, Ch = x.shape[:2]
+    X = tuple(x.shape[2:])
+    nb = N if nb is None else nb
+    Xp = tuple(a + b + c for a, b, c in zip(lo, X, hi))
+    t = ctx.temp((nb, Ch) + Xp, x.dtype)
+    xv = K.TensorRef(x.buf, (nb, Ch) + X, x.strides, x.offset + n0 * x.strides[0])
+    nd = len(X)
+
+    def make(a0, inner):
+        def fn(i, xr):
+            n, c = i[:2]
+            iv = shift_last(i[2:], a0)
+            pos, conds = [], []
+            for dd in range(nd):
+                pc, cd = window_pos(iv[dd], 0, X[dd], Xp[dd], 1, 1, lo[dd],
+                                    interior=inner and dd == nd - 1)
+                if Xp[dd] == 1:
+                    pc = C(0, I64)
+                pos.append(pc)
+                conds.append(cd)
+            v = xr[(n, c, *pos)]
+            cond = and_all(conds)
+            return v if cond is None else K.select(cond, v, C(fill, v.dtype))
+        return fn
+
+    compute_runs(ctx, t, [xv], _runs(Xp[-1], lo[-1], lo[-1] + X[-1]), make, name)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry
+# ---------------------------------------------------------------------------------------------
+def _geom(a, dshape, op: str = "Pooling"):
+    """(kernel, stride, pad, out_spatial) for data shape ``dshape`` (NC + spatial)."""
+    if len(dshape) not in (3, 4, 5):
+        raise ShapeError(f"{op}: data must be 3-D (N, C, W), 4-D (N, C, H, W) or 5-D "
+                         f"(N, C, D, H, W), got {tuple(dshape)}")
+    nd = len(dshape) - 2
+    if a.layout is not None:
+        if a.layout not in ("NCW", "NCHW", "NCDHW"):
+            raise OpError(f"{op}: layout {a.layout} is not supported (only NCW, NCHW, NCDHW)")
+        if len(a.layout) != len(dshape):
+            raise ShapeError(f"{op}: layout {a.layout} does not match {len(dshape)}-d data "
+                             f"{tuple(dshape)}")
+    if a.pool_type == "lp":
+        if a.p_value is None:
+            raise OpError(f"{op}: pool_type='lp' needs p_value")
+        if a.p_value not in (1, 2, 3):
+            raise OpError(f"{op}: p_value={a.p_value} is not supported (1, 2 or 3)")
+    X = tuple(dshape[2:])
+    if a.global_pool:
+        return X, (1,) * nd, (0,) * nd, (1,) * nd
+    k = tuple(a.kernel)
+    if len(k) != nd:
+        raise ShapeError(f"{op}: kernel {k} has {len(k)} dims but data {tuple(dshape)} has "
+                         f"{nd} spatial dims")
+    s = tuple(a.stride) if len(a.stride) else (1,) * nd
+    p = tuple(a.pad) if len(a.pad) else (0,) * nd
+    if len(s) != nd or len(p) != nd:
+        raise OpError(f"{op}: stride {s} and pad {p} must have the same length as kernel {k}")
+    if any(v is None or v <= 0 for v in k):
+        raise OpError(f"{op}: kernel sizes must be positive, got {k}")
+    if any(v is None or v <= 0 for v in s):
+        raise OpError(f"{op}: strides must be positive, got {s}")
+    if any(v is None or v < 0 for v in p):
+        raise OpError(f"{op}: pads must be non-negative, got {p}")
+    conv = a.pooling_convention
+    if conv == "same":
+        if nd != 1:
+            raise ShapeError(f"{op}: pooling_convention='same' supports only 1-D pooling "
+                             f"(3-D data), got {tuple(dshape)}")
+        if any(p):
+            raise OpError(f"{op}: pooling_convention='same' does not allow pad, got {p}")
+    O = []
+    for x, kk, ss, pp in zip(X, k, s, p):
+        if kk > x + 2 * pp:
+            raise ShapeError(f"{op}: kernel size ({kk}) exceeds input ({x} padded to "
+                             f"{x + 2 * pp}) of data {tuple(dshape)}")
+        if conv == "valid":
+            O.append(1 + (x + 2 * pp - kk) // ss)
+        elif conv == "full":
+            O.append(1 + -(-(x + 2 * pp - kk) // ss))
+        else:
+            O.append(-(-(x + 2 * pp) // ss))
+    return k, s, p, tuple(O)
+
+
+def _include_pad(a) -> bool:
+    return True if a.count_include_pad is None else bool(a.count_include_pad)
+
+
+def _include_pad(a) -> bool:
+    return True if a.count_include_pad is None else bool(a.count_include_pad)
+
+
+def _size_expr(o, X, O, k, s, p, include_pad: bool):
+    """Number of elements avg pooling divides by, for output ``o`` (int64 expr)."""
+    total = None
+    for od, x, n, kk, ss, pp in zip(o, X, O, k, s, p):
+        start = idx(od) * ss - pp
+        if not (pp > 0 or (n - 1) * ss - pp + kk > x):
+            sz = C(kk, I64)
+        elif include_pad:
+            sz = K.minimum(start + kk, C(x + pp, I64)) - start
+        else:
+            sz = K.minimum(start + kk, C(x, I64)) - K.maximum(start, C(0, I64))
+        total = sz if total is None else total * sz
+    return total
+
+
+def _padded_source(ctx, x, X, O, k, s, p, fill):
+    """x itself, or a padded copy so every window tap is in range: (ref, pad offsets)."""
+    lo, hi = pad_extents(X, O, k, s, p)
+    if not any(lo) and not any(hi):
+        return x, (0,) * len(X)
+    return pad_temp(ctx, x, lo, hi, fill), lo
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------
+@simple("Pooling", aliases=("Pooling_v1",), fusion="complex", params=ParamSpec(**_POOL_PARAMS))
+class Pooling(OpDef):
+    def infer_shape(self, a, s):
+        d = s[0]
+        if d is None:
+            return s, [None]
+        *_, O = _geom(a, d)
+        return s, [tuple(d[:2]) + O]
+
+    def infer_type(self, a, t):
+        if t[0] is not None and as_kind(t[0]) != "f" and a.pool_type != "max":
+            raise OpError(f"Pooling: pool_type={a.pool_type} needs floating-point data, "
+                          f"got {t[0]}")
+        return OpDef.infer_type(self, a, t)
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        x = ctx.inputs[0]
+        y = ctx.outputs[0]
+        if y.size == 0:
+            return
+        k, s, p, O = _geom(a, x.shape)
+        X = tuple(x.shape[2:])
+        dt = x.dtype
+        pt = a.pool_type
+        include = _include_pad(a)
+        src, lo = _padded_source(ctx, x, X, O, k, s, p, lowest(dt) if pt == "max" else 0)
+
+        def body(n, c, *o):
+            o = out_vars(o, O)
+            axes, taps = tap_axes(k)
+            pos = [idx(od) * ss + tt - (pp - ll) for od, ss, tt, pp, ll in
+                   zip(o, s, taps, p, lo)]
+            v = src[(n, c, *pos)]
+
+            def red(op, e):
+                return K.reduce(op, e, axes) if axes else e
+
+            if pt == "max":
+                return red("max", v)
+            if pt in ("sum", "avg"):
+                acc = red("sum", v)
+                if pt == "sum":
+                    return acc
+                return acc / K.cast(dt, _size_expr(o, X, O, k, s, p, include))
+            pv = a.p_value
+            if pv == 1:
+                return red("sum", v)
+            if pv == 2:
+                return K.sqrt(red("sum", v * v))
+            return K.call("cbrt", red("sum", v * v * v))
+
+        ctx.compute(y, body, f"pool_{pt}")
+
+    def reference(self, a, inputs, is_train=False):
+        return [pool_reference(a, inputs[0])]
+
+    def flops(self, a, in_shapes, out_shapes):
+        k, *_ = _geom(a, in_shapes[0])
+        return math.prod(out_shapes[0]) * math.prod(k)
+
+    def gradient(self, node, ograds):
+        return [g("_backward_Pooling", ograds[0], node.inputs[0], type(node.inputs[0])(node, 0),
+                  name=f"{node.name}_backward", **dict(node.parsed))]
+
+
+def as_kind(tname: str) -> str:
+    from ..dtypes import as_dtype
+    return as_dtype(tname).kind
+
+
+@simple("_backward_Pooling", fusion="complex", differentiable=False,
+        params=ParamSpec(**_POOL_PARAMS))
+class BackwardPooling(OpDef):
+    def arguments(self, a):
+        return ["ograd", "data", "output"]
+
+    def infer_shape(self, a, s):
+        return s, [s[1]]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        dy, x, y = ctx.inputs
+        dx = ctx.outputs[0]
+        if dx.size == 0:
+            return
+        k, s, p, O = _geom(a, x.shape)
+        X = tuple(x.shape[2:])
+        nd = len(X)
+        dt = x.dtype
+        pt = a.pool_type
+        include = _include_pad(a)
+        zero = C(0, dt)
+        if y.size == 0:
+            ctx.compute(dx, lambda *i: zero, "zero")
+            return
+        refs = [dy, x, y]
+        if pt == "max":
+            refs.append(self._argmax(ctx, x, y, X, O, k, s, p))
+        # windows containing input i along a dim: o in [(i+p-k)/s + 1, (i+p)/s] ∩ [0, O)
+        R = [min(-(-kk // ss), n) for kk, ss, n in zip(k, s, O)]
+        plo = phi = None
+        if all(ss == 1 for ss in s) and any(n > 1 for n in O):
+            # stride 1: pad dy (and y, argmax) so every candidate window is in range and the
+            # gather is affine: candidates o = i + p - r, r < k, index o + plo
+            plo = tuple(max(0, kk - 1 - pp) for kk, pp in zip(k, p))
+            phi = tuple(max(0, x_ + pp - n) for x_, pp, n in zip(X, p, O))
+            R = list(k)
+            refs[0] = pad_temp(ctx, dy, plo, phi, 0, name="pad_grad")
+            if pt == "lp":
+                refs[2] = pad_temp(ctx, y, plo, phi, 0, name="pad_out")
+            if pt == "max":
+                refs[3] = pad_temp(ctx, refs[3], plo, phi, -1, name="pad_argmax")
+
+        def body(n, c, *i):
+            dyr, xr, yr = refs[:3]
+            raxes, os, ocs, conds, offs = [], [], [], [], []
+            for dd in range(nd):
+                r = None
+                if R[dd] > 1:
+                    r = K.reduce_axis(R[dd], "w")
+                    raxes.append(r)
+                if plo is not None:
+                    od = idx(i[dd]) + p[dd] - (r.var if r is not None else C(0, I64))
+                    os.append(od)
+                    ocs.append(od + plo[dd] if plo[dd] else od)
+                    offs.append(r.var if r is not None else C(0, I64))
+                    continue
+                hi = K.minimum((idx(i[dd]) + p[dd]) // s[dd], C(O[dd] - 1, I64)) \
+                    if O[dd] > 1 else C(0, I64)
+                od = hi - r.var if r is not None else hi
+                off = idx(i[dd]) + p[dd] - od * s[dd]   # position inside the window
+                cd = []
+                if r is not None:
+                    cd.append(od.ge(C(0, I64)))
+                    od = K.maximum(od, C(0, I64))
+                if O[dd] > 1 or k[dd] < X[dd] + p[dd]:
+                    cd.append(off.lt(C(k[dd], I64)))
+                os.append(od)
+                ocs.append(od)
+                conds.append(and_all(cd))
+                offs.append(off)
+            cond = and_all(conds)
+            g_ = dyr[(n, c, *ocs)]
+            if pt == "max":
+                flat = C(0, I64)
+                for dd in range(nd):
+                    flat = flat * k[dd] + offs[dd]
+                hit = K.cast(I64, refs[3][(n, c, *ocs)]).eq(flat)
+                contrib = K.select(hit, g_, zero)
+            elif pt == "sum" or (pt == "lp" and a.p_value == 1):
+                contrib = g_
+            elif pt == "avg":
+                size = _size_expr(os, X, O, k, s, p, include)
+                if plo is not None:   # padded candidates have g_ == 0; keep the size > 0
+                    size = K.maximum(size, C(1, I64))
+                contrib = g_ / K.cast(dt, size)
+            else:
+                yv = yr[(n, c, *ocs)]
+                ratio = xr[(n, c, *i)] / yv
+                if a.p_value == 3:
+                    ratio = ratio * ratio
+                contrib = K.select(yv.eq(zero), zero, g_ * ratio)
+            if cond is not None:
+                contrib = K.select(cond, contrib, zero)
+            return K.reduce("sum", contrib, raxes) if raxes else contrib
+
+        ctx.compute(dx, body, f"pool_{pt}_grad")
+
+    @staticmethod
+    def _argmax(ctx, x, y, X, O, k, s, p):
+        """Per window, the position (flat over the kernel window) of the first element equal
+        to the window's output (MXNet's rule), -1 where there is none."""
+        am = ctx.temp(y.shape, "int32")
+        src, lo = _padded_source(ctx, x, X, O, k, s, p, lowest(x.dtype))
+
+        def body(n, c, *o):
+            o = out_vars(o, O)
+            axes, taps = tap_axes(k)
+            pos = [idx(od) * ss + tt - (pp - ll) for od, ss, tt, pp, ll in
+                   zip(o, s, taps, p, lo)]
+            match = src[(n, c, *pos)].eq(y[(n, c, *o)])
+            if not axes:
+                return K.select(match, C(0, "int32"), C(-1, "int32"))
+            hit = K.select(match, C(1, "int32"), C(0, "int32"))
+            first = K.reduce("argmax", hit, axes, dtype="int32")
+            found = K.reduce("max", hit, axes)
+            return K.select(found.gt(C(0, "int32")), first, C(-1, "int32"))
+
+        ctx.compute(am, body, "pool_argmax")
+        return am
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy reference
+# ---------------------------------------------------------------------------------------------
+def window_stack(x: np.ndarray, k, s, p, O, d=None, fill=0.0):
+    """(taps, N, C, *O) values of every kernel tap of every window, and the validity mask."""
+    nd = len(k)
+    d = d or (1,) * nd
+    X = x.shape[2:]
+    hi = [max(0, (n - 1) * ss + (kk - 1) * dd + 1 - pp - xx)
+          for n, ss, kk, dd, pp, xx in zip(O, s, k, d, p, X)]
+    pads = [(0, 0), (0, 0)] + [(pp, h) for pp, h in zip(p, hi)]
+    xp = np.pad(x, pads, constant_values=fill)
+    mp = np.pad(np.ones(X, bool), pads[2:], constant_values=False)
+    vals, masks = [], []
+    for tap in np.ndindex(*k):
+        sl = tuple(slice(t * dd, t * dd + (n - 1) * ss + 1, ss)
+                   for t, dd, n, ss in zip(tap, d, O, s))
+        vals.append(xp[(slice(None), slice(None)) + sl])
+        masks.append(mp[sl])
+    return np.stack(vals), np.stack(masks)
+
+
+def pool_reference(a, x: np.ndarray) -> np.ndarray:
+    k, s, p, O = _geom(a, x.shape)
+    X = x.shape[2:]
+    xd = x.astype(np.float64)
+    v, m = window_stack(xd, k, s, p, O)
+    m = np.broadcast_to(m[:, None, None], v.shape)
+    pt = a.pool_type
+    if pt == "max":
+        r = np.where(m, v, lowest(_dt(x))).max(axis=0)
+        return r.astype(x.dtype)
+    if pt == "lp":
+        e = a.p_value
+        acc = np.where(m, v ** e, 0).sum(axis=0)
+        r = acc if e == 1 else (np.sqrt(acc) if e == 2 else np.cbrt(acc))
+        return r.astype(x.dtype)
+    acc = np.where(m, v, 0).sum(axis=0)
+    if pt == "sum":
+        return acc.astype(x.dtype)
+    include = _include_pad(a)
+    size = np.ones(O)
+    for dd, (xx, n, kk, ss, pp) in enumerate(zip(X, O, k, s, p)):
+        start = np.arange(n) * ss - pp
+        if include:
+            sz = np.minimum(start + kk, xx + pp) - start
+        else:
+            sz = np.minimum(start + kk, xx) - np.maximum(start, 0)
+        shp = [1] * len(O)
+        shp[dd] = n
+        size = size * sz.reshape(shp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (acc / size).astype(x.dtype)
+
+
+def _dt(x: np.ndarray):
+    from ..dtypes import as_dtype
+    return as_dtype(x.dtype.name)
