@@ -163,8 +163,10 @@ def test_gradient_sum_with_many_contributions(name):
     d, meta = _case(name)
     b = _bind(d, meta, is_train=True, grad_req=meta["backward"]["grad_req"])
     hgs = [np.load(d / h) for h in meta["backward"]["head_grads"]]
-    # BlockGrad is the identity forward but defines a zero gradient: leave it out here
-    hgs = [h * 0 if e.node.op == "BlockGrad" else h for h, e in zip(hgs, b.graph.outputs)]
+    # BlockGrad is the identity forward but defines a zero gradient, and a float16 Cast
+    # round trip is a staircase at this step size: leave both out here
+    skip = ("BlockGrad", "Cast")
+    hgs = [h * 0 if e.node.op in skip else h for h, e in zip(hgs, b.graph.outputs)]
     for v, h in zip(b.head_grads(), hgs):
         v[...] = h
     heavy = _many_contributions(b, meta)

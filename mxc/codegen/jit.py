@@ -53,10 +53,14 @@ def host_target() -> HostTarget:
 def host_target_machine():
     global _host_tm
     if _host_tm is None:
-        t = host_target()
-        _host_tm = llvm.Target.from_triple(t.triple).create_target_machine(
-            cpu=t.cpu, features=t.features, opt=3, jit=True)
+        _host_tm = _new_target_machine()
     return _host_tm
+
+
+def _new_target_machine():
+    t = host_target()
+    return llvm.Target.from_triple(t.triple).create_target_machine(
+        cpu=t.cpu, features=t.features, opt=3, jit=True)
 
 
 def cache_dir() -> Path:
@@ -150,7 +154,8 @@ def compile_ir(text: str, names: list[str]) -> CompiledModule:
                 os.replace(tmp, path)
             except OSError:
                 pass  # a read-only cache only costs compile time
-        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+        # MCJIT takes ownership of the target machine it is given: a fresh one per engine
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine())
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
         cm = CompiledModule(engine, names, key)

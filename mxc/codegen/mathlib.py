@@ -20,8 +20,9 @@ Each function is ``define internal <ty> @mxc_<func>_<f32|f64>(<ty> %x[, <ty> %y]
 with ``alwaysinline nounwind memory(none)``.  The text declares no intrinsics
 (LLVM 22's parser declares referenced intrinsics implicitly), so it can be
 concatenated once into any module, whatever that module declares itself.
-Trigonometric functions reference one internal constant table
-(``@mxc_math_2overpi_bits``, the bits of 2/pi for huge-argument reduction).
+The float64 sin/cos/tan reference one internal constant table
+(``@mxc_math_2overpi_bits``, the bits of 2/pi for huge-argument reduction); it
+is emitted only when one of them is requested.  (It also compiles for NVPTX.)
 
 Algorithms: Cody-Waite range reduction with fma, polynomial (minimax) kernels
 whose coefficients were fitted for this module with mpmath (weighted Lawson /
@@ -620,9 +621,10 @@ class _G(_B):
     # -- trigonometric --------------------------------------------------------------------
     def payne_hanek(self, ax):
         """|x| huge (>= 2^17 f32 / 2^30 f64, finite) -> (r as double, q int of x's int
-        type) with |x|*2/pi = q + r/(pi/2) mod 4. Integer arithmetic, table of 2/pi."""
+        type) with |x|*2/pi = q + r/(pi/2) mod 4.  Fixed-point integer arithmetic on a
+        window of the bits of 2/pi chosen by the exponent (selects for f32, table
+        loads for f64)."""
         t = ax.t
-        F = _FMT[t]
         ix = self.bits(ax)
         if t == "float":
             be = self.lshr(ix, 23)

@@ -533,6 +533,9 @@ class BackwardRNN(OpDef):
         dcell = ctx.temp((T, N, H), dt) if a.mode in ("lstm", "gru") else None
         dan = ctx.temp((T, N, H), dt) if a.mode == "gru" else None
         dhn = ctx.temp((N, H), dt)
+        ones = ctx.temp((2, TN), dt)
+        fo = flat(ones)
+        ctx.compute(fo, lambda i: C(1, dt), "rnn_ones")
         dy_lower = {l: ctx.temp((T, N, DH), dt) for l in range(L - 1)}
         dy_l = dout
         for l in range(L - 1, -1, -1):
@@ -564,7 +567,7 @@ class BackwardRNN(OpDef):
                     dcy=_view(dcy, sidx, (N, H)) if dcy is not None else None,
                     dh0=_view(dh0, sidx, (N, H)),
                     dc0=_view(dc0, sidx, (N, H)) if dc0 is not None else None,
-                    dgate=dgate, dcell=dcell, dan=dan, dhn=dhn)
+                    dgate=dgate, dcell=dcell, dan=dan, dhn=dhn, ones=ones)
                 if a.mode == "lstm":
                     _lstm_backward(ctx, env)
                 elif a.mode == "gru":
@@ -704,14 +707,8 @@ def _lstm_backward(ctx, e) -> None:
                          lambda r, i: r[0][i] * r[1][i[0], i[1] + hk[1]], "lstm_dc0")
     dg2 = _view(e.dgate, 0, (T * N, GH))
     _weight_grads(ctx, e, [(0, dg2)], e.dgate)
-    both = K.TensorRef(e.dbx.buf, (2, GH), None, e.dbx.offset)
-    R = T * N
-    ctx.compute(both, lambda b, j: _sum_rows(dg2, R, j), "rnn_dbias")
-
-
-def _sum_rows(src2: K.TensorRef, R: int, j) -> K.Expr:
-    r = K.reduce_axis(R)
-    return K.reduce("sum", src2[r.var, j], [r])
+    # d b_x = d b_h = column sums of dG: one gemm with a (2, T*N) matrix of ones
+    ctx.gemm(e.ones, dg2, _view(e.dbx, 0, (2, GH)))
 
 
 def _gru_backward(ctx, e) -> None:
@@ -772,9 +769,10 @@ def _gru_backward(ctx, e) -> None:
     rz = _view(e.dgate, 0, (TN, 2 * H), (GH, 1))
     dan2 = _view(e.dan, 0, (TN, H))
     _weight_grads(ctx, e, [(0, rz), (2 * H, dan2)], e.dgate)
-    ctx.compute(_view(e.dbx, 0, (2 * H,)), lambda j: _sum_rows(rz, TN, j), "gru_dbx_rz")
-    ctx.compute(_view(e.dbx, 2 * H, (H,)), lambda j: _sum_rows(dan2, TN, j), "gru_dbx_n")
-    ctx.compute(e.dbh, lambda j: _sum_rows(dgh2, TN, j), "gru_dbh")
+    one = _view(e.ones, 0, (1, TN))
+    ctx.gemm(one, rz, _view(e.dbx, 0, (1, 2 * H)))
+    ctx.gemm(one, dan2, _view(e.dbx, 2 * H, (1, H)))
+    ctx.gemm(one, dgh2, _view(e.dbh, 0, (1, GH)))
 
 
 def _rnn_backward(ctx, e) -> None:
@@ -799,8 +797,7 @@ def _rnn_backward(ctx, e) -> None:
         ctx.gemm(dg_t, e.wh, e.dh0 if step == 0 else e.dhn)
     dg2 = _view(e.dgate, 0, (T * N, H))
     _weight_grads(ctx, e, [(0, dg2)], e.dgate)
-    both = K.TensorRef(e.dbx.buf, (2, H), None, e.dbx.offset)
-    ctx.compute(both, lambda b, j: _sum_rows(dg2, T * N, j), "rnn_dbias")
+    ctx.gemm(e.ones, dg2, _view(e.dbx, 0, (2, H)))
 
 
 # ---------------------------------------------------------------------------------------------
