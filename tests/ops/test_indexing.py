@@ -11,7 +11,7 @@ from mxc.base import MXNetError, OpError, ShapeError
 from mxc.testing import check_forward, check_grad, run_op
 
 RNG = np.random.default_rng(11)
-EXACT = dict(rtol=0, atol=0)
+EXACT = {"rtol": 0, "atol": 0}
 ERRORS = (ShapeError, OpError, MXNetError)
 
 

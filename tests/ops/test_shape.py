@@ -21,7 +21,7 @@ from mxc.testing import check_forward, check_grad, run_op
 
 CASES = Path(__file__).resolve().parents[2].parent / "shared" / "mxnet_cases"
 RNG = np.random.default_rng(7)
-EXACT = dict(rtol=0, atol=0)
+EXACT = {"rtol": 0, "atol": 0}
 ERRORS = (ShapeError, OpError, MXNetError)
 HAVE_F16 = find_spec("mxc.codegen.mathlib") is not None
 

@@ -29,7 +29,7 @@ from .. import kernel as K
 from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_int, parse_shape
 from ..registry import OpDef, simple
 from .common import g
-from .matrix import fill_zero, matmul
+from .matrix import fill_zero, in_gemm_types, matmul
 from .pool import and_all, compute_at, compute_runs, idx, out_vars, pad_extents, pad_temp, \
     segments, shift_last, tap_axes, tsegments, window_pos, window_stack
 
@@ -611,10 +611,13 @@ class Convolution(OpDef):
         return OpDef.infer_type(self, a, t)
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        x, w = ctx.inputs[:2]
-        b = None if a.no_bias else ctx.inputs[2]
-        conv_forward(ctx, conv_geom(a, x.shape), x, w, b, ctx.outputs[0])
+        x, w = ins[:2]
+        b = None if a.no_bias else ins[2]
+        conv_forward(ctx, conv_geom(a, x.shape), x, w, b, outs[0])
 
     def reference(self, a, inputs, is_train=False):
         x, w = inputs[:2]
@@ -653,9 +656,12 @@ class BackwardConvolution(OpDef):
         return [k] * 3, [k]
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        dy, x, w = ctx.inputs
-        out = ctx.outputs[0]
+        dy, x, w = ins
+        out = outs[0]
         gm = conv_geom(a, x.shape)
         if a.index == 0:
             conv_backward_data(ctx, gm, dy, w, out)
@@ -686,11 +692,11 @@ class Deconvolution(Convolution):
         Y, _ = _deconv_out(a, tuple(d[2:]), k, st, dl)
         return s, [(d[0], a.num_filter) + Y]
 
-    def lower(self, ctx):
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        x, w = ctx.inputs[:2]
-        b = None if a.no_bias else ctx.inputs[2]
-        conv_backward_data(ctx, deconv_geom(a, x.shape), x, w, ctx.outputs[0], b)
+        x, w = ins[:2]
+        b = None if a.no_bias else ins[2]
+        conv_backward_data(ctx, deconv_geom(a, x.shape), x, w, outs[0], b)
 
     def reference(self, a, inputs, is_train=False):
         x, w = inputs[:2]
@@ -708,10 +714,10 @@ class Deconvolution(Convolution):
 @simple("_backward_Deconvolution", fusion="complex", differentiable=False,
         params=ParamSpec(index=Param(parse_int), **_DECONV_PARAMS))
 class BackwardDeconvolution(BackwardConvolution):
-    def lower(self, ctx):
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        dy, x, w = ctx.inputs
-        out = ctx.outputs[0]
+        dy, x, w = ins
+        out = outs[0]
         gm = deconv_geom(a, x.shape)
         if a.index == 0:
             conv_forward(ctx, gm, dy, w, None, out)

@@ -20,8 +20,17 @@ import numpy as np
 from ...base import OpError, ShapeError
 from .. import kernel as K
 from ..dtypes import as_dtype
-from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_dtype_name, \
-    parse_float, parse_int, parse_shape
+from ..params import (
+    Param,
+    ParamSpec,
+    enum,
+    optional,
+    parse_bool,
+    parse_dtype_name,
+    parse_float,
+    parse_int,
+    parse_shape,
+)
 from ..registry import OpDef, simple
 from .common import flat, g
 from .shape import _ci, _norm_axis, _prod, scatter_add
@@ -407,7 +416,7 @@ class Pick(_IndexOp):
     def infer_shape(self, a, s):
         if s[0] is None:
             return s, [None]
-        ax, keep, red = _pick_shapes(a, s[0])
+        _ax, keep, red = _pick_shapes(a, s[0])
         idx = s[1]
         if idx is None:
             idx = red
@@ -422,7 +431,7 @@ class Pick(_IndexOp):
         o = ctx.outputs[0]
         if o.size == 0:
             return
-        ax, keep, red = _pick_shapes(a, x.shape)
+        ax, keep, _red = _pick_shapes(a, x.shape)
         n = x.shape[ax]
         iv = _ref_flat(idx, keep)
         ov = _ref_flat(o, keep)
@@ -462,7 +471,7 @@ class BackwardPick(_IndexOp):
         o = ctx.outputs[0]
         if o.size == 0:
             return
-        ax, keep, red = _pick_shapes(a, x.shape)
+        ax, keep, _red = _pick_shapes(a, x.shape)
         n = x.shape[ax]
         iv = _ref_flat(idx, keep)
         dv = _ref_flat(dy, keep)
@@ -475,7 +484,7 @@ class BackwardPick(_IndexOp):
 
     def reference(self, a, inputs, is_train=False):
         dy, idx, x = inputs
-        ax, keep, red = _pick_shapes(a, x.shape)
+        ax, keep, _red = _pick_shapes(a, x.shape)
         j = np_index(idx, x.shape[ax], a.mode).reshape(keep)
         out = np.zeros(x.shape, dy.dtype)
         np.put_along_axis(out, j, dy.reshape(keep), axis=ax)
@@ -608,7 +617,7 @@ class ScatterND(_IndexOp):
         if any(v is None or v < 0 for v in shp):
             raise ShapeError(f"scatter_nd: invalid shape {shp}")
         if s[1] is not None:
-            M, want = _gather_shape(shp, s[1], "scatter_nd")
+            _M, want = _gather_shape(shp, s[1], "scatter_nd")
             if s[0] is not None and tuple(s[0]) != want:
                 raise ShapeError(f"scatter_nd: data must have shape {want} for indices "
                                  f"{tuple(s[1])} and shape {shp}, got {tuple(s[0])}")
@@ -740,5 +749,5 @@ class BackwardSequenceMask(_IndexOp):
         return SequenceMask.reference(self, Attrs(a2), [dy, lens])
 
 
-__all__ = ["to_int", "index_expr", "np_index"]
+__all__ = ["index_expr", "np_index", "to_int"]
 _ = (OpError,)

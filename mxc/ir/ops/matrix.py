@@ -13,8 +13,7 @@ import numpy as np
 
 from ...base import OpError, ShapeError
 from .. import kernel as K
-from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_float, parse_int, \
-    parse_str
+from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_float, parse_int
 from ..registry import OpDef, simple
 from .common import g
 
@@ -59,6 +58,33 @@ def matmul(ctx, a: K.TensorRef, b: K.TensorRef, c: K.TensorRef, *, trans_a: bool
         return  # C = beta*C + 0 with beta == 1 (accumulation): nothing to do
     ctx.gemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, bias=bias,
              bias_axis=bias_axis)
+
+
+_GEMM_TYPES = ("float32", "float64")
+
+
+def in_gemm_types(ctx, body) -> None:
+    """Run ``body(inputs, outputs)``; float16/bfloat16 tensors are staged through float32
+    temps (the GEMM template computes in float32/float64 only; MXNet's CPU half-precision
+    products also accumulate in float32)."""
+    refs = list(ctx.inputs) + list(ctx.outputs)
+    if all(r.dtype.name in _GEMM_TYPES or r.dtype.kind != "f" for r in refs):
+        body(list(ctx.inputs), list(ctx.outputs))
+        return
+    ins = []
+    for r in ctx.inputs:
+        if r.dtype.kind == "f" and r.dtype.name not in _GEMM_TYPES:
+            t = ctx.temp(r.shape, "float32")
+            if r.size:
+                ctx.copy(t, r)
+            r = t
+        ins.append(r)
+    outs = [ctx.temp(r.shape, "float32") if r.dtype.name not in _GEMM_TYPES else r
+            for r in ctx.outputs]
+    body(ins, outs)
+    for o, t in zip(ctx.outputs, outs):
+        if o is not t and o.size:
+            ctx.copy(o, t)
 
 
 def _float_check(op: str, dtypes) -> None:
@@ -151,9 +177,12 @@ class Dot(OpDef):
         return OpDef.infer_type(self, a, t)
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        lhs, rhs = ctx.inputs
-        out = ctx.outputs[0]
+        lhs, rhs = ins
+        out = outs[0]
         (ma, na), (mb, nb), (m, n) = _dot_mats(lhs.shape, rhs.shape, a.transpose_a,
                                                a.transpose_b)
         matmul(ctx, _view(lhs, (ma, na)), _view(rhs, (mb, nb)), _view(out, (m, n)),
@@ -215,9 +244,12 @@ class BackwardDot(OpDef):
         return [k] * 3, [k]
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        dy, lhs, rhs = ctx.inputs
-        dx = ctx.outputs[0]
+        dy, lhs, rhs = ins
+        dx = outs[0]
         ta, tb = a.transpose_a, a.transpose_b
         (ma, na), (mb, nb), (m, n) = _dot_mats(lhs.shape, rhs.shape, ta, tb)
         A, B = _view(lhs, (ma, na)), _view(rhs, (mb, nb))
@@ -285,9 +317,12 @@ class BatchDot(OpDef):
         return OpDef.infer_type(self, a, t)
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        lhs, rhs = ctx.inputs
-        matmul(ctx, _as3(lhs), _as3(rhs), _as3(ctx.outputs[0]), trans_a=a.transpose_a,
+        lhs, rhs = ins
+        matmul(ctx, _as3(lhs), _as3(rhs), _as3(outs[0]), trans_a=a.transpose_a,
                trans_b=a.transpose_b, alpha=self._alpha(a))
 
     def reference(self, a, inputs, is_train=False):
@@ -341,9 +376,12 @@ class BackwardBatchDot(OpDef):
         return [k] * 3, [k]
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        dy, lhs, rhs = ctx.inputs
-        _mm_grads(ctx, a.index, _as3(dy), _as3(lhs), _as3(rhs), _as3(ctx.outputs[0]),
+        dy, lhs, rhs = ins
+        _mm_grads(ctx, a.index, _as3(dy), _as3(lhs), _as3(rhs), _as3(outs[0]),
                   a.transpose_a, a.transpose_b, a.alpha)
 
 
@@ -405,11 +443,14 @@ class FullyConnected(OpDef):
         return OpDef.infer_type(self, a, t)
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        x, w = ctx.inputs[:2]
-        b = None if a.no_bias else ctx.inputs[2]
+        x, w = ins[:2]
+        b = None if a.no_bias else ins[2]
         rows, k = _fc_dims(a, x.shape)
-        matmul(ctx, _view(x, (rows, k)), w, _view(ctx.outputs[0], (rows, a.num_hidden)),
+        matmul(ctx, _view(x, (rows, k)), w, _view(outs[0], (rows, a.num_hidden)),
                trans_b=True, bias=b, bias_axis=None if b is None else "n")
 
     def reference(self, a, inputs, is_train=False):
@@ -454,9 +495,12 @@ class BackwardFullyConnected(OpDef):
         return [k] * 3, [k]
 
     def lower(self, ctx):
+        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+    def _lower(self, ctx, ins, outs):
         a = ctx.attrs
-        dy, x, w = ctx.inputs
-        out = ctx.outputs[0]
+        dy, x, w = ins
+        out = outs[0]
         rows, k = _fc_dims(a, x.shape)
         dy2 = _view(dy, (rows, a.num_hidden))
         if a.index == 0:      # dX = dY @ W
@@ -477,5 +521,5 @@ def bias_grad_rows(ctx, dy2: K.TensorRef, db: K.TensorRef) -> None:
     ctx.compute(db, lambda j: K.reduce("sum", dy2[r.var, j], [r]), "bias_grad")
 
 
-__all__ = ["Dot", "BatchDot", "FullyConnected", "LinalgGemm2", "matmul", "fill_zero",
-           "bias_grad_rows", "parse_str"]
+__all__ = ["BatchDot", "Dot", "FullyConnected", "LinalgGemm2", "bias_grad_rows", "fill_zero",
+           "in_gemm_types", "matmul"]

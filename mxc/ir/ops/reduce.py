@@ -487,8 +487,27 @@ def _norm_softmax_axis(axis: int, shape, op: str) -> int:
     return axis % nd
 
 
-def softmax_expr(kind: str, xv: K.TensorRef, idx: tuple, temperature, lv=None) -> K.Expr:
-    """One element of softmax / log_softmax / softmin along the last axis of ``xv``."""
+# The scheduler cuts rows longer than 2*CHUNK into tasks when there are fewer than MIN_TASKS
+# rows (compiler/schedule.py: CHUNK=4096, MIN_TASKS=8); each chunk would then recompute the
+# row's reductions. Rows that long get their statistics from a separate kernel instead.
+LONG_ROW, FEW_ROWS = 4 * 4096, 8
+
+
+def long_rows(view: K.TensorRef) -> bool:
+    return view.shape[-1] > LONG_ROW and math.prod(view.shape[:-1]) < FEW_ROWS
+
+
+def row_stat(ctx, view: K.TensorRef, fn, dtype, name: str) -> K.TensorRef:
+    """A (rows..., 1) temporary holding fn(row) for every row of ``view``."""
+    t = ctx.temp(tuple(view.shape[:-1]) + (1,), dtype)
+    ctx.compute(t, lambda *i: fn(i[:-1]), name)
+    return t
+
+
+def softmax_expr(kind: str, xv: K.TensorRef, idx: tuple, temperature, lv=None,
+                 what: str = "out", stats: tuple = (None, None)) -> K.Expr:
+    """One element of softmax / log_softmax / softmin along the last axis of ``xv``
+    (``what``: 'out', or the row's 'max' / 'sum'; ``stats``: those read from temporaries)."""
     row, j = idx[:-1], idx[-1]
     m = xv.shape[-1]
     dt = xv.dtype
@@ -506,7 +525,9 @@ def softmax_expr(kind: str, xv: K.TensorRef, idx: tuple, temperature, lv=None) -
     v1 = val(r1.var)
     if valid is not None:
         v1 = K.select(valid(r1.var), v1, C(float("-inf"), dt))
-    mx = K.reduce("max", v1, [r1])
+    mx = K.reduce("max", v1, [r1]) if stats[0] is None else K.cast(dt, stats[0][row + (0,)])
+    if what == "max":
+        return mx
 
     def scaled(k):
         d = val(k) - mx
@@ -515,7 +536,9 @@ def softmax_expr(kind: str, xv: K.TensorRef, idx: tuple, temperature, lv=None) -
     e2 = K.call("exp", scaled(r2.var))
     if valid is not None:
         e2 = K.select(valid(r2.var), e2, C(0, dt))
-    s = K.reduce("sum", e2, [r2])
+    s = K.reduce("sum", e2, [r2]) if stats[1] is None else K.cast(dt, stats[1][row + (0,)])
+    if what == "sum":
+        return s
     if kind == "log_softmax":
         out = scaled(j) - K.call("log", s)
     else:
@@ -525,7 +548,10 @@ def softmax_expr(kind: str, xv: K.TensorRef, idx: tuple, temperature, lv=None) -
     return out
 
 
-def softmax_grad_expr(kind: str, dyv, yv, idx, temperature, out_dt, lv=None) -> K.Expr:
+def softmax_grad_expr(kind: str, dyv, yv, idx, temperature, out_dt, lv=None,
+                      what: str = "out", stat: K.TensorRef | None = None) -> K.Expr:
+    """One element of the softmax-family gradient (``what='sum'``: the row's reduction,
+    ``stat``: that reduction read from a temporary)."""
     row, j = idx[:-1], idx[-1]
     m = yv.shape[-1]
     ct = _float_type(yv.dtype.name)
@@ -542,7 +568,9 @@ def softmax_grad_expr(kind: str, dyv, yv, idx, temperature, out_dt, lv=None) -> 
         term = dy(r.var) * y(r.var)
     if valid is not None:
         term = K.select(valid(r.var), term, C(0, ct))
-    s = K.reduce("sum", term, [r])
+    s = K.reduce("sum", term, [r]) if stat is None else K.cast(ct, stat[row + (0,)])
+    if what == "sum":
+        return s
     if kind == "log_softmax":
         d = dy(j) - K.call("exp", y(j)) * s
     else:
@@ -554,6 +582,30 @@ def softmax_grad_expr(kind: str, dyv, yv, idx, temperature, out_dt, lv=None) -> 
     if valid is not None:
         d = K.select(valid(j), d, C(0, ct))
     return K.cast(out_dt, d)
+
+
+def lower_softmax(ctx, kind: str, xv: K.TensorRef, ov: K.TensorRef, temperature, lv) -> None:
+    """One kernel; for a few very long rows, the row max and sum come first (two small
+    kernels) so that the chunked output kernel does not recompute them per chunk."""
+    stats: tuple = (None, None)
+    if long_rows(ov):
+        tmax = row_stat(ctx, xv, lambda i: softmax_expr(kind, xv, i + (0,), temperature, lv,
+                                                        "max"), xv.dtype, f"{kind}_max")
+        tsum = row_stat(ctx, xv, lambda i: softmax_expr(kind, xv, i + (0,), temperature, lv,
+                                                        "sum", (tmax, None)),
+                        xv.dtype, f"{kind}_sum")
+        stats = (tmax, tsum)
+    ctx.compute(ov, lambda *i: softmax_expr(kind, xv, i, temperature, lv, "out", stats), kind)
+
+
+def lower_softmax_grad(ctx, kind: str, dyv, yv, dxv, temperature, lv) -> None:
+    stat = None
+    if long_rows(dxv):
+        stat = row_stat(ctx, yv, lambda i: softmax_grad_expr(
+            kind, dyv, yv, i + (0,), temperature, dxv.dtype, lv, "sum"),
+            _float_type(yv.dtype.name), f"d{kind}_sum")
+    ctx.compute(dxv, lambda *i: softmax_grad_expr(kind, dyv, yv, i, temperature, dxv.dtype,
+                                                  lv, "out", stat), f"d{kind}")
 
 
 def np_softmax(kind: str, x, axis: int, temperature, length=None):
@@ -613,8 +665,7 @@ class _Softmax(OpDef):
         ax = _norm_softmax_axis(a.axis, x.shape, self.name)
         xv, ov = row_view(x, ax), row_view(out, ax)
         lv = length_view(ctx.inputs[1], x, ax) if a.use_length else None
-        ctx.compute(ov, lambda *i: softmax_expr(self.kind, xv, i, a.temperature, lv),
-                    self.kind)
+        lower_softmax(ctx, self.kind, xv, ov, a.temperature, lv)
 
     def reference(self, a, inputs, is_train=False):
         x = inputs[0]
@@ -676,8 +727,7 @@ class _SoftmaxBackward(OpDef):
         ax = _norm_softmax_axis(a.axis, x.shape, self.name)
         dyv, yv, dxv = row_view(dy, ax), row_view(y, ax), row_view(dx, ax)
         lv = length_view(ctx.inputs[2], x, ax) if a.use_length else None
-        ctx.compute(dxv, lambda *i: softmax_grad_expr(self.kind, dyv, yv, i, a.temperature,
-                                                      dx.dtype, lv), f"d{self.kind}")
+        lower_softmax_grad(ctx, self.kind, dyv, yv, dxv, a.temperature, lv)
 
 
 for _k in ("softmax", "log_softmax", "softmin"):
@@ -712,7 +762,7 @@ class SoftmaxActivation(OpDef):
         if len(x.shape) == 1:
             x, out = x.reshape((1, x.size)), out.reshape((1, out.size))
         xv, ov = _act_view(x, ctx.attrs.mode), _act_view(out, ctx.attrs.mode)
-        ctx.compute(ov, lambda *i: softmax_expr("softmax", xv, i, None), "softmax_act")
+        lower_softmax(ctx, "softmax", xv, ov, None, None)
 
     def reference(self, a, inputs, is_train=False):
         x = inputs[0]
@@ -740,8 +790,7 @@ class BackwardSoftmaxActivation(OpDef):
             dy, y, dx = (r.reshape((1, r.size)) for r in (dy, y, dx))
         m = ctx.attrs.mode
         dyv, yv, dxv = _act_view(dy, m), _act_view(y, m), _act_view(dx, m)
-        ctx.compute(dxv, lambda *i: softmax_grad_expr("softmax", dyv, yv, i, None, dx.dtype),
-                    "dsoftmax_act")
+        lower_softmax_grad(ctx, "softmax", dyv, yv, dxv, None, None)
 
 
 __all__ = [

@@ -14,14 +14,22 @@ are reused by ``indexing.py``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ...base import OpError, ShapeError
 from .. import kernel as K
-from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_float, parse_int, \
-    parse_shape
+from ..params import (
+    Param,
+    ParamSpec,
+    enum,
+    optional,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_shape,
+)
 from ..registry import OpDef, simple
 from .common import broadcast_view, flat, g, outputs_of
 
@@ -134,7 +142,7 @@ def kahan_sum(ctx, dst: K.TensorRef, src_fn: Callable, red_extents: Sequence[int
     if dst.ndim == 0:
         dst = view(dst, (1,), (1,), dst.offset)
         fn0 = src_fn
-        src_fn = lambda o, r: fn0([], r)  # noqa: E731
+        src_fn = lambda o, r: fn0([], r)
         shape = (1,)
     if _prod(red) == 0:
         ctx.compute(dst, lambda *i: C(0, dst.dtype), name + "_zero")
@@ -145,6 +153,8 @@ def kahan_sum(ctx, dst: K.TensorRef, src_fn: Callable, red_extents: Sequence[int
                     name)
         return
     adt = acc_dtype(dst.dtype)
+    if shape[-1] > 1:
+        return _kahan_sum_rows(ctx, dst, src_fn, red, shape, adt, name)
     task = K.index_var("task")
     j = K.index_var("j")
     oidx = _unravel(task, shape[:-1]) + [j]
@@ -173,6 +183,46 @@ def kahan_sum(ctx, dst: K.TensorRef, src_fn: Callable, red_extents: Sequence[int
     ctx.emit(kern)
 
 
+KAHAN_CHUNK = 1024
+
+
+def _kahan_sum_rows(ctx, dst, src_fn, red, shape, adt, name) -> None:
+    """kahan_sum when the last output dim is kept: the reduction loops run outside a
+    contiguous (vectorizable) loop over that dim, with accumulators and Kahan residuals in
+    scratch rows, so the source is read row by row. Same per-element order as kahan_sum."""
+    last = shape[-1]
+    nch = -(-last // KAHAN_CHUNK)
+    task = K.index_var("task")
+    row = task // _ci(nch) if nch > 1 else task
+    start = (task % _ci(nch)) * _ci(KAHAN_CHUNK) if nch > 1 else _ci(0)
+    extent = K.minimum(_ci(KAHAN_CHUNK), _ci(last) - start) if nch > 1 else _ci(last)
+    j = K.index_var("j")
+    oidx = _unravel(row, shape[:-1]) + [j]
+    acc = dst if dst.dtype.name == adt else ctx.temp(shape, adt)
+    res = ctx.temp(shape, adt)
+    ai, ri = acc.flat_index(oidx), res.flat_index(oidx)
+    zero = C(0, adt)
+    rvars = [K.index_var("r") if e != 1 else None for e in red]
+    v = K.cast(adt, src_fn(oidx, [x if x is not None else _ci(0) for x in rvars]))
+    a_l, r_l = K.Load(acc.buf, ai), K.Load(res.buf, ri)
+    yl, tl = K.Local("%ky", v.dtype), K.Local("%kt", v.dtype)
+    step = [K.Assign(yl, v - r_l), K.Assign(tl, a_l + yl),
+            K.Store(res.buf, ri, (tl - a_l) - yl), K.Store(acc.buf, ai, tl)]
+    loop: list = [K.For(j, extent, step, "vector", start=start)]
+    for rv, ext in reversed(list(zip(rvars, red))):
+        if rv is not None:
+            loop = [K.For(rv, _ci(ext), loop, "serial")]
+    body = [K.For(j, extent, [K.Store(acc.buf, ai, zero), K.Store(res.buf, ri, zero)],
+                  "vector", start=start)] + loop
+    if acc is not dst:
+        body.append(K.For(j, extent, [K.Store(dst.buf, dst.flat_index(oidx),
+                                              K.cast(dst.dtype, a_l))], "vector", start=start))
+    bufs = list(dict.fromkeys(_buffers(v) + [acc.buf, res.buf, dst.buf]))
+    kern = K.Kernel("__K__", bufs, task, _prod(shape[:-1]) * nch, body,
+                    cost=_prod(shape) * _prod(red) * 4, note=name)
+    ctx.emit(kern)
+
+
 SCATTER_CHUNK = 512
 
 
@@ -185,7 +235,7 @@ def scatter_add(ctx, dst: K.TensorRef, src: K.TensorRef, index_fn: Callable, nam
     indices accumulate in index order, as MXNet's AddTakeGrad does. With ``assign`` the value
     is stored instead of added (last write wins, scatter_nd).
     """
-    P, N, Q = (int(s) for s in dst.shape)
+    P, _N, Q = (int(s) for s in dst.shape)
     Kn = int(src.shape[1])
     if _prod(dst.shape) == 0:
         return
@@ -257,8 +307,8 @@ class _BackwardLike(_ShapeOp):
 def infer_reshape(shape: Sequence[int], dshape: Sequence[int], reverse: bool,
                   op: str = "Reshape") -> tuple:
     """MXNet's InferReshapeShape: special codes 0 -1 -2 -3 -4 (right to left with reverse)."""
-    dv = list(int(d) for d in dshape)
-    pv = list(int(p) for p in shape)
+    dv = [int(d) for d in dshape]
+    pv = [int(p) for p in shape]
     if reverse:
         dv.reverse()
         pv.reverse()
@@ -1157,7 +1207,7 @@ class Tile(_ShapeOp):
         o = ctx.outputs[0]
         if o.size == 0:
             return
-        ishape, oshape, _ = _tile_shapes(ctx.attrs, x.shape)
+        ishape, _oshape, _ = _tile_shapes(ctx.attrs, x.shape)
         xv = x.reshape(ishape) if x.size else x
         if o.ndim == 0:
             return copy_flat(ctx)
@@ -1193,7 +1243,7 @@ class BackwardTile(_BackwardLike):
 
     def reference(self, a, inputs, is_train=False):
         dy, x = inputs
-        ishape, oshape, rp = _tile_shapes(a, x.shape)
+        ishape, _oshape, rp = _tile_shapes(a, x.shape)
         inter = []
         for r, d in zip(rp, ishape):
             inter += [r, d]
@@ -1696,7 +1746,7 @@ def _up_scale(a) -> tuple:
 
 def _bilinear_geom(s: int):
     k = int(2 * s - s % 2)
-    p = int(math.ceil((s - 1) / 2.0))
+    p = math.ceil((s - 1) / 2.0)
     return k, p
 
 
@@ -1921,7 +1971,7 @@ def _lower_bilinear_backward(ctx):
     gx, gw = ctx.outputs
     s = _up_scale(a)[0]
     k, p = _bilinear_geom(s)
-    N, Cc, H, W = x.shape
+    N, _Cc, H, W = x.shape
     OH, OW = dy.shape[2], dy.shape[3]
     adt = acc_dtype(dy.dtype)
     if gx is not None and gx.size:
