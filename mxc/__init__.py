@@ -28,9 +28,30 @@ _LAZY = {
     "random": "mxc.frontend.random",
 }
 
-__all__ = ["base", "MXNetError", "attribute", "AttrScope", "context", "name", "util",
-           "Context", "cpu", "cpu_pinned", "gpu", "num_gpus", "current_context",
-           "__version__", "__mxc_version__", *_LAZY]
+__all__ = [
+    "AttrScope",
+    "Context",
+    "MXNetError",
+    "__mxc_version__",
+    "__version__",
+    "attribute",
+    "base",
+    "context",
+    "cpu",
+    "cpu_pinned",
+    "current_context",
+    "executor",
+    "gpu",
+    "model",
+    "name",
+    "nd",
+    "ndarray",
+    "num_gpus",
+    "random",
+    "sym",
+    "symbol",
+    "util",
+]
 
 
 def __getattr__(attr: str):

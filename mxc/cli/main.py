@@ -175,7 +175,9 @@ def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_
                 else:
                     click.echo("  <template kernel: see --dump-llvm>")
         if dump_llvm:
-            click.echo(optimized_ir(cg.llvm_ir))
+            for fname, text in cg.modules:
+                click.echo(f"\n; ---- {fname}")
+                click.echo(optimized_ir(text))
 
 
 if __name__ == "__main__":  # pragma: no cover

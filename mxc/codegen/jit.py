@@ -101,7 +101,7 @@ def optimized_ir(text: str) -> str:
 
 
 class CompiledModule:
-    """A module mapped into this process; keeps its execution engine alive."""
+    """Objects mapped into this process; keeps their execution engine alive."""
 
     def __init__(self, engine, names: list[str], key: str) -> None:
         self._engine = engine
@@ -111,6 +111,7 @@ class CompiledModule:
             if not a:
                 raise CompileError(f"compiled module lacks function {n}")
         self.functions = {n: KERNEL_FN(a) for n, a in self.addresses.items()}
+        self.ir_text = ""
 
 
 _memory_cache: dict[str, CompiledModule] = {}
@@ -119,42 +120,70 @@ _memory_cache: dict[str, CompiledModule] = {}
 def _key(text: str) -> str:
     t = host_target()
     h = hashlib.sha256()
-    for part in (text, t.triple, t.cpu, t.features, "O3", llvm.__name__, "v1"):
+    for part in (text, t.triple, t.cpu, t.features, "O3", llvm.__name__, "v2"):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
 
 
+def object_for(text: str) -> bytes:
+    """Machine code for one module's IR text: from the disk cache, or compiled (and
+    stored). A corrupt or unreadable cache entry only costs a recompile."""
+    key = _key(text)
+    path = cache_dir() / key[:2] / f"{key}.o"
+    try:
+        obj = path.read_bytes()
+        if obj[:4] == b"\x7fELF":
+            STATS["cache_hits"] += 1
+            return obj
+    except OSError:
+        pass
+    tm = host_target_machine()
+    mod = parse(text, tm)
+    optimize(mod, tm)
+    obj = tm.emit_object(mod)
+    STATS["compiled"] += 1
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(obj)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs compile time
+    return obj
+
+
+def compile_modules(modules: list[tuple[str, str]]) -> CompiledModule:
+    """Map the objects of several (function name, module text) pairs into one engine.
+
+    Each module is cached separately, so kernels shared between graphs (same op, shapes
+    and attributes) compile once per machine, not once per graph."""
+    key = _key("\0".join(t for _, t in modules))
+    with _lock:
+        cm = _memory_cache.get(key)
+        if cm is not None:
+            STATS["memory_hits"] += 1
+            return cm
+        objs = [object_for(t) for _, t in modules]
+        # MCJIT takes ownership of the target machine it is given: a fresh one per engine
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine())
+        for obj in objs:
+            engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        engine.finalize_object()
+        cm = CompiledModule(engine, [n for n, _ in modules], key)
+        _memory_cache[key] = cm
+        return cm
+
+
 def compile_ir(text: str, names: list[str]) -> CompiledModule:
-    """JIT-compile IR text (cached in memory and on disk) and return its entry points."""
+    """JIT-compile one module's IR text (cached in memory and on disk)."""
     key = _key(text)
     with _lock:
         cm = _memory_cache.get(key)
         if cm is not None:
             STATS["memory_hits"] += 1
             return cm
-        tm = host_target_machine()
-        path = cache_dir() / key[:2] / f"{key}.o"
-        obj = None
-        if path.exists():
-            try:
-                obj = path.read_bytes()
-                STATS["cache_hits"] += 1
-            except OSError:
-                obj = None
-        if obj is None:
-            mod = parse(text, tm)
-            optimize(mod, tm)
-            obj = tm.emit_object(mod)
-            STATS["compiled"] += 1
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_bytes(obj)
-                os.replace(tmp, path)
-            except OSError:
-                pass  # a read-only cache only costs compile time
-        # MCJIT takes ownership of the target machine it is given: a fresh one per engine
+        obj = object_for(text)
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine())
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()

@@ -73,6 +73,7 @@ class KernelRenderer:
         self.locals: dict = {}
         self.bufptr: dict = {}
         self.loop_md: list[str] = []
+        self.load_keys: list = []
 
     # -- helpers ------------------------------------------------------------------------------
     def tmp(self, hint: str = "t") -> str:
@@ -96,7 +97,15 @@ class KernelRenderer:
         r = self._value(e)
         if cacheable:
             self.memo[-1][e] = r
+            if _uses_load(e):
+                self.load_keys.append((self.memo[-1], e))
         return r
+
+    def forget_loads(self) -> None:
+        """A store may change memory: values computed from loads must be loaded again."""
+        for scope, key in self.load_keys:
+            scope.pop(key, None)
+        self.load_keys = []
 
     def _value(self, e: K.Expr) -> str:
         if isinstance(e, K.Const):
@@ -310,6 +319,7 @@ class KernelRenderer:
             p = self.tmp("p")
             self.emit(f"{p} = getelementptr inbounds {st}, ptr {self.bufptr[s.buf]}, i64 {idx}")
             self.emit(f"store {st} {sv}, ptr {p}, align {s.buf.dtype.itemsize}")
+            self.forget_loads()
         elif isinstance(s, K.Assign):
             if s.local not in self.locals:
                 raise KeyError(f"kernel IR: unknown local {s.local.name}")
@@ -413,6 +423,12 @@ def _uses_local(e: K.Expr) -> bool:
     return any(_uses_local(c) for c in K.children(e))
 
 
+def _uses_load(e: K.Expr) -> bool:
+    if isinstance(e, K.Load):
+        return True
+    return any(_uses_load(c) for c in K.children(e))
+
+
 def _collect_locals(body: list) -> list:
     seen: dict = {}
 
@@ -467,7 +483,44 @@ def _dedupe_declarations(text: str) -> str:
     return "\n".join(out)
 
 
-def render_module(kernels: list) -> tuple[str, list[str]]:
+def render_kernel_module(k) -> tuple[str, str]:
+    """(function name, LLVM IR text of a standalone module) for one kernel.
+
+    The function name is derived from the kernel's text, so identical kernels (repeated
+    layers, other graphs with the same op and shapes) share one name and one cached object.
+    """
+    math_funcs: set = set()
+    need_conv = [False]
+    if isinstance(k, K.TemplateKernel):
+        text, mds = k.ir, []
+    else:
+        text, mds = KernelRenderer(math_funcs, need_conv).render(k, 0)
+    ident = hashlib.sha1(text.replace(k.name, "__K__").encode()).hexdigest()[:16]
+    fname = f"mxc_k{ident}"
+    text = text.replace(f"@{k.name}", f"@{fname}")
+    if isinstance(k, K.TemplateKernel):
+        text = _renumber(text, 100, 100000)
+    pre = [INTRINSIC_DECLS]
+    if math_funcs or need_conv[0]:
+        from . import mathlib
+        if math_funcs:
+            pre.append(_renumber(mathlib.math_ir(sorted(math_funcs)), 50, 50000))
+        pre.append(_renumber(mathlib.conversion_ir(), 70, 70000))
+    attrs = 'attributes #0 = { nounwind "no-builtins" }\n'
+    module = "\n".join(pre + [text]) + "\n" + attrs + "\n".join(mds) + "\n"
+    return fname, _dedupe_declarations(module)
+
+
+def render_modules(kernels: list) -> tuple[list[tuple[str, str]], list[str]]:
+    """Unique (function name, module text) pairs for ``kernels`` and each kernel's name."""
+    modules: dict[str, str] = {}
+    names = []
+    for k in kernels:
+        fname, text = render_kernel_module(k)
+        modules.setdefault(fname, text)
+        names.append(fname)
+    return list(modules.items()), names
+def render_module(kernels: list) -> tuple[str, list[str]]:  # one module (AOT, tests)
     """LLVM IR text of a module holding ``kernels`` (Kernel or TemplateKernel, each named
     ``__K__`` or anything else) plus the math functions they use, and the function name of
     each kernel. Identical kernels (same text) become one function."""

@@ -35,7 +35,13 @@ class CompiledGraph:
     grad_slots: dict = field(default_factory=dict)   # variable name -> slot of its grad array
     entry_slot: dict = field(default_factory=dict)
     kernels: list = field(default_factory=list)      # LoweredKernel, for inspection
-    llvm_ir: str = ""
+    llvm_ir: str = ""                                # every kernel module, concatenated
+
+    @property
+    def modules(self) -> list:
+        """(function name, LLVM IR text) of each unique kernel module."""
+        owner = self.program.owner
+        return getattr(owner, "modules", []) if owner is not None else []
 
 
 def _entry_key(e: Entry) -> tuple:
@@ -179,21 +185,21 @@ def slots_len(slots: SlotTable) -> int:
 
 
 def _codegen(lowered: list, slots: SlotTable, n_fwd: int) -> Program:
-    from ..codegen.jit import compile_ir
-    from ..codegen.llvm_render import render_module
+    from ..codegen.jit import compile_modules
+    from ..codegen.llvm_render import render_modules
 
     infos = [SlotInfo(nb, kd, nm) for nb, kd, nm in zip(slots.nbytes, slots.kinds, slots.names)]
     if not lowered:
         return Program(infos, [], None, sections={"forward": (0, 0), "backward": (0, 0)})
-    text, names = render_module([lk.kernel for lk in lowered])
-    uniq = list(dict.fromkeys(names))
+    modules, names = render_modules([lk.kernel for lk in lowered])
     try:
-        cm = compile_ir(text, uniq)
+        cm = compile_modules(modules)
     except CompileError:
         raise
     except RuntimeError as e:
         raise CompileError(f"LLVM failed to compile the graph: {e}") from None
-    cm.ir_text = text
+    cm.ir_text = "\n\n".join(text for _, text in modules)
+    cm.modules = modules
     calls = []
     for lk, fname in zip(lowered, names):
         k = lk.kernel

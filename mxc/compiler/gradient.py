@@ -60,4 +60,7 @@ def gradient(graph: Graph, head_grads: list[Entry], xs: list[Node]) -> list:
 def _sum(entries: list[Entry], name: str) -> Entry:
     if len(entries) == 1:
         return entries[0]
+    # contributions arrive in reverse consumer order; MXNet sums them in forward order,
+    # and float addition order decides the last bit
+    entries = list(reversed(entries))
     return Entry(make_node("add_n", entries, {"num_args": len(entries)}, name=name), 0)

@@ -7,12 +7,13 @@ argument variables it creates).
 from __future__ import annotations
 
 import threading
+from typing import Self
 
 __all__ = ["AttrScope"]
 
 
 class _CurrentDescriptor:
-    def __get__(self, obj, owner) -> "AttrScope":
+    def __get__(self, obj, owner) -> AttrScope:
         v = getattr(AttrScope._local, "value", None)
         if v is None:
             v = AttrScope._local.value = AttrScope()
@@ -27,7 +28,7 @@ class AttrScope:
         self._old_scope = None
         for value in kwargs.values():
             if not isinstance(value, str):
-                raise ValueError("Attributes need to be string")
+                raise ValueError("Attributes need to be string")  # noqa: TRY004
         self._attr = kwargs
 
     def get(self, attr: dict | None) -> dict:
@@ -39,7 +40,7 @@ class AttrScope:
             return ret
         return dict(attr) if attr else {}
 
-    def __enter__(self) -> "AttrScope":
+    def __enter__(self) -> Self:
         self._old_scope = AttrScope.current
         attr = self._old_scope._attr.copy()
         attr.update(self._attr)

@@ -7,10 +7,18 @@ data or run code on them raises :class:`~mxc.base.MXNetError` ("no GPU back end 
 from __future__ import annotations
 
 import threading
+from typing import ClassVar, Self
 
 from ..base import MXNetError
 
-__all__ = ["Context", "cpu", "gpu", "cpu_pinned", "current_context", "num_gpus"]
+__all__ = ["Context", "cpu", "cpu_pinned", "current_context", "gpu", "num_gpus"]
+
+
+class _DefaultCtx:
+    """``Context.default_ctx``: the current context (MXNet 1.x compatibility)."""
+
+    def __get__(self, obj, owner) -> Context:
+        return current_context()
 
 
 class Context:
@@ -19,11 +27,12 @@ class Context:
     ``with mx.gpu(1):`` makes it the default for array creation in the block.
     """
 
-    devtype2str = {1: "cpu", 2: "gpu", 3: "cpu_pinned", 5: "cpu_shared"}
-    devstr2type = {"cpu": 1, "gpu": 2, "cpu_pinned": 3, "cpu_shared": 5}
+    devtype2str: ClassVar[dict] = {1: "cpu", 2: "gpu", 3: "cpu_pinned", 5: "cpu_shared"}
+    devstr2type: ClassVar[dict] = {"cpu": 1, "gpu": 2, "cpu_pinned": 3, "cpu_shared": 5}
     _default = threading.local()
 
-    __slots__ = ("device_typeid", "device_id", "_old_ctx")
+    __slots__ = ("_old_ctx", "device_id", "device_typeid")
+    default_ctx = _DefaultCtx()
 
     def __init__(self, device_type, device_id: int = 0) -> None:
         if isinstance(device_type, Context):
@@ -56,7 +65,7 @@ class Context:
 
     __repr__ = __str__
 
-    def __enter__(self) -> "Context":
+    def __enter__(self) -> Self:
         self._old_ctx = current_context()
         Context._default.value = self
         return self
@@ -69,7 +78,7 @@ class Context:
 
     # MXNet exposes the default as a class attribute read through a property-like access
     @classmethod
-    def _current(cls) -> "Context":
+    def _current(cls) -> Context:
         v = getattr(cls._default, "value", None)
         if v is None:
             v = cls._default.value = Context("cpu", 0)

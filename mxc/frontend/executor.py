@@ -16,9 +16,10 @@ import numpy as np
 from ..base import MXNetError, ShapeError
 from ..ir.graph import Graph
 from .context import Context, as_context, check_runnable
-from .ndarray import NDArray, _aligned, _wrap, to_dtype, zeros as nd_zeros
+from .ndarray import NDArray, _aligned, _wrap, to_dtype
+from .ndarray import zeros as nd_zeros
 
-__all__ = ["Executor", "simple_bind", "bind"]
+__all__ = ["Executor", "bind", "simple_bind"]
 
 _REQS = ("write", "add", "null", "inplace")
 
@@ -50,7 +51,7 @@ def _grad_req_dict(grad_req, arg_names: list) -> dict:
 class _Bound:
     """One compiled graph and a program instance bound to the executor's arrays."""
 
-    def __init__(self, exe: "Executor", is_train: bool, grad_req: dict | None) -> None:
+    def __init__(self, exe: Executor, is_train: bool, grad_req: dict | None) -> None:
         from ..compiler.build import compile_graph
 
         g = exe._graph
@@ -91,7 +92,7 @@ class _Bound:
         n = math.prod(shape) * dt.itemsize
         return st[:n].view(dt.np).reshape(shape)
 
-    def run_forward(self, exe: "Executor") -> None:
+    def run_forward(self, exe: Executor) -> None:
         self.prog.run("forward")
         for i, v in self.copy_out:
             np.copyto(exe.outputs[i]._data, v)
@@ -220,7 +221,7 @@ class Executor:
                 raise ValueError(f'Find name {name} that is not in the auxiliary states')
 
     def reshape(self, partial_shaping: bool = False, allow_up_sizing: bool = False,
-                **kwargs) -> "Executor":
+                **kwargs) -> Executor:
         """A new executor for new input shapes, sharing the parameter arrays."""
         arg_shapes, _, aux_shapes = self._symbol.infer_shape(**kwargs)
         if arg_shapes is None:
@@ -260,7 +261,9 @@ class Executor:
         lines = [f"Symbol outputs: {self._output_names}"]
         for n in self._graph.nodes:
             if n.is_variable:
-                arr = self.arg_dict.get(n.name) or self.aux_dict.get(n.name)
+                arr = self.arg_dict.get(n.name)
+                if arr is None:
+                    arr = self.aux_dict.get(n.name)
                 shape = arr.shape if arr is not None else "?"
                 lines.append(f"Variable:{n.name} shape={shape}")
             else:
@@ -321,6 +324,9 @@ def _infer_all(symbol, shapes: dict, types: dict, what: str) -> tuple:
     try:
         ft = infer.infer_types(g, types)
     except MXNetError as e:
+        culprit = _find_type_culprit(g, types)
+        if culprit:
+            raise MXNetError(f"{what}: {culprit}") from None
         raise MXNetError(f"{what}: dtypes are inconsistent: {e}") from None
     vshapes = {n.name: fs[(n.uid, 0)] for n in g.variables()}
     vtypes = {n.name: ft[(n.uid, 0)] for n in g.variables()}
@@ -342,6 +348,22 @@ def _find_culprit(g: Graph, shapes: dict) -> str | None:
         if want is not None and tuple(want) != tuple(given):
             return (f"argument '{name}' has shape {tuple(given)}, but the graph needs "
                     f"{tuple(want)} (inferred from the other arguments)")
+    return None
+
+
+def _find_type_culprit(g: Graph, types: dict) -> str | None:
+    from ..compiler import infer
+    for name, given in types.items():
+        others = {k: v for k, v in types.items() if k != name}
+        try:
+            ft = infer.infer_types(g, others, partial=True)
+        except MXNetError:
+            continue
+        var = next((n for n in g.variables() if n.name == name), None)
+        want = ft.get((var.uid, 0)) if var is not None else None
+        if want is not None and want != given:
+            return (f"argument '{name}' has dtype {given}, but the graph needs {want} "
+                    "(inferred from the other arguments)")
     return None
 
 
@@ -395,11 +417,7 @@ def _as_list(what: str, arrays, names: list, allow_missing: bool) -> list:
     if arrays is None:
         return [None] * len(names)
     if isinstance(arrays, dict):
-        for k in arrays:
-            if k not in names:
-                if what == "args":
-                    continue  # MXNet ignores extra keys in the args dict
-        out = []
+        out = []  # (extra keys are ignored, as in MXNet)
         for n in names:
             a = arrays.get(n)
             if a is None and not allow_missing:
@@ -408,9 +426,9 @@ def _as_list(what: str, arrays, names: list, allow_missing: bool) -> list:
         return out
     if isinstance(arrays, (list, tuple)):
         if len(arrays) != len(names):
+            kind = "auxiliary states" if what == "aux_states" else "arguments"
             raise MXNetError(f"bind: length of {what} ({len(arrays)}) does not match the "
-                             f"number of {'auxiliary states' if what == 'aux_states' else 'arguments'}"
-                             f" ({len(names)}: {names})")
+                             f"number of {kind} ({len(names)}: {names})")
         return list(arrays)
     raise MXNetError(f"bind: {what} must be a list or a dict of NDArrays")
 
@@ -456,5 +474,5 @@ def bind(symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None) -
         if g._dt is not arg_list[i]._dt:
             raise MXNetError(f"bind: gradient array of '{n}' has dtype {g._dt.name}, the "
                              f"argument has {arg_list[i]._dt.name}")
-    grads = [g if req[n] != "null" else g for n, g in zip(arg_names, grad_list)]
+    grads = [g if req[n] != "null" else None for n, g in zip(arg_names, grad_list)]
     return Executor(symbol, ctx, arg_list, grads, req, aux_list, vshapes, vtypes)

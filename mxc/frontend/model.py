@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_params"]
+_log = logging.getLogger(__name__)
+
+__all__ = ["load_checkpoint", "load_params", "save_checkpoint"]
 
 
 def save_checkpoint(prefix: str, epoch: int, symbol, arg_params: dict, aux_params: dict,
@@ -20,23 +22,24 @@ def save_checkpoint(prefix: str, epoch: int, symbol, arg_params: dict, aux_param
         symbol.save(f"{prefix}-symbol.json", remove_amp_cast=remove_amp_cast)
     save_dict = {f"arg:{k}": v.as_in_context(cpu()) for k, v in arg_params.items()}
     save_dict.update({f"aux:{k}": v.as_in_context(cpu()) for k, v in aux_params.items()})
-    param_name = "%s-%04d.params" % (prefix, epoch)
+    param_name = f"{prefix}-{epoch:04d}.params"
     nd.save(param_name, save_dict)
-    logging.info('Saved checkpoint to "%s"', param_name)
+    _log.info('Saved checkpoint to "%s"', param_name)
 
 
 def load_params(prefix: str, epoch: int) -> tuple:
     """(arg_params, aux_params) from ``prefix-%04d.params``."""
     from . import ndarray as nd
 
-    save_dict = nd.load("%s-%04d.params" % (prefix, epoch))
+    fname = f"{prefix}-{epoch:04d}.params"
+    save_dict = nd.load(fname)
     arg_params: dict = {}
     aux_params: dict = {}
     if not save_dict:
-        logging.warning("Params file '%s' is empty", "%s-%04d.params" % (prefix, epoch))
+        _log.warning("Params file '%s' is empty", fname)
         return arg_params, aux_params
     if isinstance(save_dict, list):
-        raise ValueError("the params file has no names; expected arg:/aux: keys")
+        raise ValueError("the params file has no names; expected arg:/aux: keys")  # noqa: TRY004
     for k, v in save_dict.items():
         tp, name = k.split(":", 1) if ":" in k else ("", k)
         if tp == "arg":

@@ -7,12 +7,13 @@ the block; ``with mx.name.NameManager():`` starts fresh counters.
 from __future__ import annotations
 
 import threading
+from typing import Self
 
 __all__ = ["NameManager", "Prefix"]
 
 
 class _CurrentDescriptor:
-    def __get__(self, obj, owner) -> "NameManager":
+    def __get__(self, obj, owner) -> NameManager:
         v = getattr(NameManager._local, "value", None)
         if v is None:
             v = NameManager._local.value = NameManager()
@@ -36,7 +37,7 @@ class NameManager:
         self._counter[hint] = n + 1
         return f"{hint}{n}"
 
-    def __enter__(self) -> "NameManager":
+    def __enter__(self) -> Self:
         self._old_manager = NameManager.current
         NameManager._local.value = self
         return self

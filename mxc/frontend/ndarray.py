@@ -26,14 +26,44 @@ import numpy as np
 from ..base import MXNetError
 from ..ir import dtypes as _dt
 from ..ir import registry
-from .context import Context, as_context, check_runnable, current_context, cpu, gpu  # noqa: F401
+from .context import Context, as_context, check_runnable, cpu, current_context, gpu  # noqa: F401
 from .util import is_np_shape
 
-__all__ = ["NDArray", "array", "empty", "zeros", "ones", "full", "arange", "moveaxis",
-           "waitall", "save", "load", "load_frombuffer", "concatenate", "add", "subtract",
-           "multiply", "divide", "true_divide", "modulo", "power", "maximum", "minimum",
-           "equal", "not_equal", "greater", "greater_equal", "lesser", "lesser_equal",
-           "logical_and", "logical_or", "logical_xor", "from_numpy", "bfloat16"]
+__all__ = [
+    "NDArray",
+    "add",
+    "arange",
+    "array",
+    "bfloat16",
+    "concatenate",
+    "divide",
+    "empty",
+    "equal",
+    "from_numpy",
+    "full",
+    "greater",
+    "greater_equal",
+    "lesser",
+    "lesser_equal",
+    "load",
+    "load_frombuffer",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "maximum",
+    "minimum",
+    "modulo",
+    "moveaxis",
+    "multiply",
+    "not_equal",
+    "ones",
+    "power",
+    "save",
+    "subtract",
+    "true_divide",
+    "waitall",
+    "zeros",
+]
 
 mx_real_t = np.float32
 #: MXNet's numpy spelling of bfloat16 (raw uint16 bits)
@@ -90,7 +120,7 @@ def _np_type(d: _dt.DType):
 # NDArray
 # ------------------------------------------------------------------------------------------
 def _wrap(data: np.ndarray, dt: _dt.DType | None = None, ctx: Context | None = None,
-          writable: bool = True) -> "NDArray":
+          writable: bool = True) -> NDArray:
     """An NDArray over ``data`` (C-contiguous; bfloat16 kept as uint16 bits)."""
     a = object.__new__(NDArray)
     a._data = data
@@ -117,7 +147,7 @@ def _bf16_float(bits: np.ndarray) -> np.ndarray:
 class NDArray:
     """An n-dimensional array on a device context (MXNet's ``mx.nd.NDArray``)."""
 
-    __slots__ = ("_data", "_dt", "_ctx", "writable", "__dict__", "__weakref__")
+    __slots__ = ("__dict__", "__weakref__", "_ctx", "_data", "_dt", "writable")
     __array_priority__ = 1000.0
     stype = "default"
 
@@ -164,7 +194,7 @@ class NDArray:
         return self
 
     @property
-    def T(self) -> "NDArray":
+    def T(self) -> NDArray:
         if self.ndim < 2:
             return self
         return _op("transpose")(self)
@@ -190,7 +220,7 @@ class NDArray:
     def item(self):
         return self.asscalar().item()
 
-    def astype(self, dtype, copy: bool = True) -> "NDArray":
+    def astype(self, dtype, copy: bool = True) -> NDArray:
         dt = to_dtype(dtype)
         if not copy and dt is self._dt:
             return self
@@ -200,7 +230,7 @@ class NDArray:
         np.copyto(arr, self._data, casting="unsafe")
         return _wrap(arr, dt, self._ctx)
 
-    def copy(self) -> "NDArray":
+    def copy(self) -> NDArray:
         return self.copyto(self._ctx)
 
     def copyto(self, other):
@@ -221,14 +251,14 @@ class NDArray:
             return _wrap(arr, self._dt, other)
         raise TypeError(f"copyto does not support type {type(other).__name__}")
 
-    def as_in_context(self, context: Context) -> "NDArray":
+    def as_in_context(self, context: Context) -> NDArray:
         if self._ctx == context:
             return self
         return self.copyto(context)
 
     as_in_ctx = as_in_context
 
-    def as_nd_ndarray(self) -> "NDArray":
+    def as_nd_ndarray(self) -> NDArray:
         return self
 
     def tostype(self, stype: str):
@@ -243,7 +273,7 @@ class NDArray:
     def wait_to_write(self) -> None:
         """Operators run synchronously: nothing to wait for."""
 
-    def reshape(self, *shape, **kwargs) -> "NDArray":
+    def reshape(self, *shape, **kwargs) -> NDArray:
         """A view with a new shape; MXNet's special values 0, -1, -2, -3, -4 and ``reverse``."""
         if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
             shape = shape[0]
@@ -266,7 +296,7 @@ class NDArray:
             return self.reshape(args[0].shape)
         return _op("reshape_like")(self, *args, **kwargs)
 
-    def broadcast_to(self, shape) -> "NDArray":
+    def broadcast_to(self, shape) -> NDArray:
         shape = tuple(shape)
         cur = self.shape
         err = f"operands could not be broadcast together with remapped shapes " \
@@ -279,7 +309,7 @@ class NDArray:
         src = self.reshape(cur) if cur != self.shape else self
         return _op("broadcast_to")(src, shape=shape)
 
-    def broadcast_like(self, other) -> "NDArray":
+    def broadcast_like(self, other) -> NDArray:
         return self.broadcast_to(other.shape)
 
     def zeros_like(self, *args, **kwargs):
@@ -484,7 +514,7 @@ class NDArray:
     # -- fluent methods -------------------------------------------------------------------
     def __getattr__(self, name):
         target = _FLUENT.get(name)
-        if target is None:
+        if target is None or not registry.exists(target):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
         fn = _op(target)
         return types.MethodType(lambda s, *a, **k: fn(s, *a, **k), self)
@@ -500,14 +530,17 @@ def _unpickle(state):
 
 
 # methods MXNet 1.x NDArray forwards to the operator of the same name
-_FLUENT = {n: n for n in (
-    "broadcast_axes repeat pad swapaxes split slice slice_axis slice_like take one_hot "
-    "pick sort topk argsort argmax argmax_channel argmin clip abs sign flatten shape_array "
-    "size_array expand_dims tile transpose flip depth_to_space space_to_depth diag sum "
-    "nansum prod nanprod mean max min norm round rint fix floor ceil trunc sin cos tan "
-    "arcsin arccos arctan degrees radians sinh cosh tanh arcsinh arccosh arctanh exp expm1 "
-    "log log10 log2 log1p log_sigmoid sqrt rsqrt cbrt rcbrt square reciprocal relu sigmoid "
-    "softmax log_softmax softmin mish squeeze").split()}
+_FLUENT = {n: n for n in [
+    "broadcast_axes", "repeat", "pad", "swapaxes", "split", "slice", "slice_axis",
+    "slice_like", "take", "one_hot", "pick", "sort", "topk", "argsort", "argmax",
+    "argmax_channel", "argmin", "clip", "abs", "sign", "flatten", "shape_array",
+    "size_array", "expand_dims", "tile", "transpose", "flip", "depth_to_space",
+    "space_to_depth", "diag", "sum", "nansum", "prod", "nanprod", "mean", "max", "min",
+    "norm", "round", "rint", "fix", "floor", "ceil", "trunc", "sin", "cos", "tan", "arcsin",
+    "arccos", "arctan", "degrees", "radians", "sinh", "cosh", "tanh", "arcsinh", "arccosh",
+    "arctanh", "exp", "expm1", "log", "log10", "log2", "log1p", "log_sigmoid", "sqrt",
+    "rsqrt", "cbrt", "rcbrt", "square", "reciprocal", "relu", "sigmoid", "softmax",
+    "log_softmax", "softmin", "mish", "squeeze"]}
 _FLUENT["split_v2"] = "_split_v2"
 
 
@@ -727,12 +760,12 @@ def power(base, exp):
 
 
 def maximum(lhs, rhs):
-    return _ufunc(lhs, rhs, "broadcast_maximum", lambda x, y: x if x > y else y,
+    return _ufunc(lhs, rhs, "broadcast_maximum", lambda x, y: max(y, x),
                   "_maximum_scalar")
 
 
 def minimum(lhs, rhs):
-    return _ufunc(lhs, rhs, "broadcast_minimum", lambda x, y: x if x < y else y,
+    return _ufunc(lhs, rhs, "broadcast_minimum", lambda x, y: min(y, x),
                   "_minimum_scalar")
 
 
@@ -885,7 +918,7 @@ def arange(start, stop=None, step=1.0, repeat=1, infer_range=None, ctx=None,
         start, stop = 0.0, start
     if step == 0:
         raise MXNetError("arange: step must not be 0")
-    n = max(int(math.ceil((stop - start) / step)), 0)
+    n = max(math.ceil((stop - start) / step), 0)
     vals = start + np.arange(n, dtype=np.float64) * step
     if repeat != 1:
         vals = np.repeat(vals, int(repeat))
@@ -937,7 +970,7 @@ def waitall() -> None:
 # save / load
 # ------------------------------------------------------------------------------------------
 def _to_record(x, what: str):
-    from ..ir.formats import BF16Array, NoneRecord, SparseRecord
+    from ..ir.formats import NoneRecord, SparseRecord
     if x is None:
         return NoneRecord()
     if not isinstance(x, NDArray):
@@ -987,7 +1020,8 @@ def save(fname, data) -> None:
     elif isinstance(data, (list, tuple)):
         payload = [_to_record(v, f"array {i}") for i, v in enumerate(data)]
     else:
-        raise ValueError("data needs to either be a NDArray, dict of str, NDArray pairs or "
+        # MXNet raises ValueError here
+        raise ValueError("data needs to either be a NDArray, dict of str, NDArray pairs or "  # noqa: TRY004
                          "a list of NDarrays.")
     save_nd(os.fspath(fname) if not hasattr(fname, "write") else fname, payload,
             np_shape=is_np_shape())
@@ -1074,6 +1108,9 @@ def __getattr__(name: str):
     if name == "sparse":
         from . import sparse
         return sparse
+    if name in ("CSRNDArray", "RowSparseNDArray", "BaseSparseNDArray"):
+        from . import sparse
+        return getattr(sparse, name)
     if name.startswith("__"):
         raise AttributeError(name)
     if registry.exists(name):

@@ -13,7 +13,7 @@ __all__ = ["seed"]
 def seed(seed_state: int, ctx="all") -> None:
     """Seed every random number generator (``ctx`` is accepted for MXNet compatibility)."""
     if not isinstance(seed_state, int):
-        raise ValueError("sd must be int")
+        raise ValueError("sd must be int")  # noqa: TRY004 - MXNet raises ValueError
     _rt.seed(seed_state)
 
 

@@ -11,10 +11,19 @@ import numpy as np
 from ..base import MXNetError
 from ..ir import dtypes as _dt
 from .context import as_context, current_context
-from .ndarray import NDArray, _aligned, _wrap, array as _dense_array, to_dtype
+from .ndarray import NDArray, _aligned, _wrap, to_dtype
+from .ndarray import array as _dense_array
 
-__all__ = ["BaseSparseNDArray", "CSRNDArray", "RowSparseNDArray", "csr_matrix",
-           "row_sparse_array", "zeros", "empty", "array"]
+__all__ = [
+    "BaseSparseNDArray",
+    "CSRNDArray",
+    "RowSparseNDArray",
+    "array",
+    "csr_matrix",
+    "empty",
+    "row_sparse_array",
+    "zeros",
+]
 
 _IDX = _dt.int64
 

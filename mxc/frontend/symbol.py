@@ -29,8 +29,23 @@ from .attribute import AttrScope
 from .name import NameManager
 from .ndarray_ops import attr_str, split_call
 
-__all__ = ["Symbol", "var", "Variable", "Group", "load", "load_json", "zeros", "ones",
-           "full", "arange", "pow", "power", "maximum", "minimum", "hypot"]
+__all__ = [
+    "Group",
+    "Symbol",
+    "Variable",
+    "arange",
+    "full",
+    "hypot",
+    "load",
+    "load_json",
+    "maximum",
+    "minimum",
+    "ones",
+    "pow",
+    "power",
+    "var",
+    "zeros",
+]
 
 _HIDDEN_KEYS = ("ctx_group", "lr_mult", "wd_mult", "force_mirroring", "mirror_stage",
                 "profiler_scope")
@@ -79,7 +94,7 @@ def _num_visible(node: Node) -> int:
 class Symbol:
     """Symbolic outputs of a graph (MXNet's ``mx.sym.Symbol``)."""
 
-    __slots__ = ("_outputs", "__weakref__")
+    __slots__ = ("__weakref__", "_outputs")
 
     def __init__(self, outputs) -> None:
         self._outputs = list(outputs)
@@ -101,13 +116,13 @@ class Symbol:
     def __hash__(self) -> int:
         return id(self) // 16
 
-    def __copy__(self) -> "Symbol":
+    def __copy__(self) -> Symbol:
         return Symbol(_copy_graph(self._outputs)[0])
 
-    def __deepcopy__(self, memo) -> "Symbol":
+    def __deepcopy__(self, memo) -> Symbol:
         return self.__copy__()
 
-    def copy(self) -> "Symbol":
+    def copy(self) -> Symbol:
         return self.__copy__()
 
     def __getstate__(self):
@@ -126,7 +141,7 @@ class Symbol:
     def __iter__(self):
         return (self[i] for i in range(len(self._outputs)))
 
-    def __getitem__(self, index) -> "Symbol":
+    def __getitem__(self, index) -> Symbol:
         if isinstance(index, str):
             names = self.list_outputs()
             idx = None
@@ -169,14 +184,14 @@ class Symbol:
     def list_inputs(self) -> list:
         return [n.name for n in self._graph().variables()]
 
-    def get_internals(self) -> "Symbol":
+    def get_internals(self) -> Symbol:
         outs = []
         for n in self._graph().nodes:
             for i in range(_num_visible(n)):
                 outs.append(Entry(n, i))
         return Symbol(outs)
 
-    def get_children(self) -> "Symbol | None":
+    def get_children(self) -> Symbol | None:
         ins = []
         for e in self._outputs:
             ins.extend(e.node.inputs)
@@ -209,13 +224,13 @@ class Symbol:
     def _set_attr(self, **kwargs) -> None:
         for k, v in kwargs.items():
             if not isinstance(v, str):
-                raise ValueError("Set Attr only accepts string values")
+                raise ValueError("Set Attr only accepts string values")  # noqa: TRY004
             for e in self._outputs:
                 e.node.attrs[_hidden_key(k)] = v
                 e.node._parsed = None
 
     # -- composition ----------------------------------------------------------------------------
-    def __call__(self, *args, **kwargs) -> "Symbol":
+    def __call__(self, *args, **kwargs) -> Symbol:
         s = self.__copy__()
         s._compose(*args, **kwargs)
         return s
@@ -329,7 +344,7 @@ class Symbol:
                                        "broadcast_like": "broadcast_like",
                                        "zeros_like": "zeros_like",
                                        "ones_like": "ones_like"}.get(name)
-        if target is None:
+        if target is None or not registry.exists(target):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
         fn = _sym_op(target)
         return types.MethodType(lambda s, *a, **k: fn(s, *a, **k), self)
@@ -471,8 +486,11 @@ class Symbol:
 
     def eval(self, ctx=None, **kwargs):
         from .context import current_context
-        exe = self.bind(ctx or current_context(), kwargs, grad_req="null",
-                        aux_states=None if not self.list_auxiliary_states() else {})
+        aux_names = self.list_auxiliary_states()
+        args = {k: v for k, v in kwargs.items() if k not in aux_names}
+        aux = {k: v for k, v in kwargs.items() if k in aux_names}
+        exe = self.bind(ctx or current_context(), args, grad_req="null",
+                        aux_states=aux if aux_names else None)
         return exe.forward()
 
     def gradient(self, wrt):
@@ -534,7 +552,7 @@ def var(name: str, attr: dict | None = None, shape=None, lr_mult=None, wd_mult=N
     node = variable(name)
     for k, v in attr.items():
         if not isinstance(v, str):
-            raise ValueError("Set Attr only accepts string values")
+            raise ValueError("Set Attr only accepts string values")  # noqa: TRY004
         node.attrs[_hidden_key(k)] = v
     return Symbol([Entry(node, 0)])
 
@@ -707,7 +725,7 @@ def _helper(left, right, array_fn, scalar_fn, rscalar_fn, pyfn):
     raise TypeError(f"types ({type(left)}, {type(right)}) not supported")
 
 
-def pow(base, exp):  # noqa: A001 - MXNet's name
+def pow(base, exp):
     return _helper(base, exp, "_Power", "_PowerScalar", "_RPowerScalar", lambda a, b: a ** b)
 
 
@@ -716,12 +734,12 @@ power = pow
 
 def maximum(left, right):
     return _helper(left, right, "_Maximum", "_MaximumScalar", "_MaximumScalar",
-                   lambda a, b: a if a > b else b)
+                   lambda a, b: max(b, a))
 
 
 def minimum(left, right):
     return _helper(left, right, "_Minimum", "_MinimumScalar", "_MinimumScalar",
-                   lambda a, b: a if a < b else b)
+                   lambda a, b: min(b, a))
 
 
 def hypot(left, right):

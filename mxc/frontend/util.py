@@ -7,9 +7,21 @@ import functools
 import inspect
 import threading
 
-__all__ = ["np_shape", "is_np_shape", "set_np_shape", "use_np_shape", "np_array",
-           "is_np_array", "set_np_array", "use_np_array", "set_np", "reset_np", "use_np",
-           "getenv", "setenv"]
+__all__ = [
+    "getenv",
+    "is_np_array",
+    "is_np_shape",
+    "np_array",
+    "np_shape",
+    "reset_np",
+    "set_np",
+    "set_np_array",
+    "set_np_shape",
+    "setenv",
+    "use_np",
+    "use_np_array",
+    "use_np_shape",
+]
 
 _state = threading.local()
 

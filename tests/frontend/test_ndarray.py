@@ -1,6 +1,8 @@
 """mx.nd: creation, dtype rules, arithmetic and broadcasting, indexing, views, repr,
 save/load round trips and sparse conversions, all against numpy."""
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,10 +170,9 @@ def test_generated_ops_and_out():
     np.testing.assert_allclose(_np(out), a + a)
     # out aliasing an input of an op that is not elementwise in place: computed safely
     y = mx.nd.array(np.arange(6, dtype=np.float32).reshape(2, 3))
-    if mx.ir_registry_exists("transpose") if hasattr(mx, "ir_registry_exists") else True:
-        sq = mx.nd.array(np.arange(9, dtype=np.float32).reshape(3, 3))
-        mx.nd.transpose(sq, out=sq)
-        np.testing.assert_array_equal(_np(sq), np.arange(9, dtype=np.float32).reshape(3, 3).T)
+    sq = mx.nd.array(np.arange(9, dtype=np.float32).reshape(3, 3))
+    mx.nd.transpose(sq, out=sq)
+    np.testing.assert_array_equal(_np(sq), np.arange(9, dtype=np.float32).reshape(3, 3).T)
     with pytest.raises(MXNetError):
         mx.nd.elemwise_add(x, x, out=mx.nd.zeros((3, 2)))
     with pytest.raises(MXNetError):
@@ -329,9 +330,9 @@ def test_save_load_dict_list_and_buffer(tmp_path):
     mx.nd.save(f, d)
     back = mx.nd.load(str(f))
     assert isinstance(back, dict) and list(back) == list(d)
-    for k in d:
-        assert back[k].dtype == d[k].dtype
-        np.testing.assert_array_equal(_np(back[k]), _np(d[k]))
+    for k, v in d.items():
+        assert back[k].dtype == v.dtype
+        np.testing.assert_array_equal(_np(back[k]), _np(v))
     lst = [mx.nd.ones((2,)), mx.nd.zeros((1, 1), dtype="float64")]
     mx.nd.save(str(f), lst)
     back = mx.nd.load(str(f))
@@ -342,21 +343,36 @@ def test_save_load_dict_list_and_buffer(tmp_path):
     assert len(mx.nd.load(str(f))) == 1
 
 
-def test_load_mxnet_written_files():
-    import json
-    from pathlib import Path
-    d = Path(__file__).resolve().parents[2].parent / "shared" / "mxnet_cases" / "ndarray_files"
-    if not d.exists():
+NDFILES = Path(__file__).resolve().parents[2].parent / "shared" / "mxnet_cases" / \
+    "ndarray_files"
+
+
+@pytest.mark.parametrize("fname", ["dict_legacy.nd", "dict_npshape.nd", "list.nd",
+                                   "sparse.nd"])
+def test_load_mxnet_written_files(tmp_path, fname):
+    """Files written by MXNet 1.9.1's mx.nd.save load bit-exactly and save back byte for
+    byte."""
+    if not NDFILES.exists():
         pytest.skip("reference cases absent")
-    loaded = mx.nd.load(str(d / "list.nd"))
-    assert isinstance(loaded, list) and loaded
-    dct = mx.nd.load(str(d / "dict_legacy.nd"))
-    assert isinstance(dct, dict) and dct
-    sp = mx.nd.load(str(d / "sparse.nd"))
-    vals = sp.values() if isinstance(sp, dict) else sp
-    assert any(v.stype != "default" for v in vals)
-    meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
-    assert isinstance(meta, dict)
+    meta = json.loads((NDFILES / "meta.json").read_text())["files"][fname]
+    with mx.util.np_shape(meta["np_shape_semantics"]):
+        got = mx.nd.load(str(NDFILES / fname))
+        if meta["named"]:
+            assert isinstance(got, dict)
+            assert list(got) == [e["key"] for e in meta["entries"]]
+            vals = list(got.values())
+        else:
+            assert isinstance(got, list)
+            vals = got
+        assert len(vals) == len(meta["entries"])
+        for v, e in zip(vals, meta["entries"]):
+            want = np.load(NDFILES / e["file"])
+            assert v.shape == tuple(e["shape"]), e
+            assert np.dtype(v.dtype).name == e["dtype"], e
+            np.testing.assert_array_equal(v.asnumpy(), want)
+        out = tmp_path / "again.nd"
+        mx.nd.save(str(out), got)
+        assert out.read_bytes() == (NDFILES / fname).read_bytes()
 
 
 # --------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def test_softmax_output_multi_and_shapes():
                   {"multi_output": True, "normalization": "batch", "grad_scale": 3.0},
                   {"multi_output": True, "use_ignore": True, "normalization": "valid"},
                   {"multi_output": True, "smooth_alpha": 0.2}]:
-        outs, grads, hg = _run_loss("SoftmaxOutput", [x, lab], attrs)
+        outs, grads, _ = _run_loss("SoftmaxOutput", [x, lab], attrs)
         want = softmax_output_grad_np(_attrs("SoftmaxOutput", attrs), outs[0], lab)
         np.testing.assert_allclose(grads[0], want, rtol=1e-5, atol=1e-6, err_msg=str(attrs))
     # label (N, 1, d...) is accepted too; (N, d1*d2) is the default inferred shape
@@ -140,7 +140,7 @@ def test_sym_loss_ops_case():
         prog = cg.program
         prog.allocate()
 
-        def view(slot, key):
+        def view(slot, key, cg=cg, prog=prog):
             shp, dt = cg.shapes[key], np.dtype(cg.types[key])
             return prog.storage[slot][: int(np.prod(shp)) * dt.itemsize].view(dt).reshape(shp)
 

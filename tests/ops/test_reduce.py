@@ -262,6 +262,30 @@ def test_softmax_use_length(op):
         run_op(op, [x, ln[:, :3]], {"use_length": True})
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "softmin"])
+def test_softmax_long_rows(op):
+    """A few rows longer than the scheduler's chunking threshold: row max/sum come from their
+    own kernels (3 kernels) so chunks do not recompute them; results unchanged."""
+    from mxc.ir.ops.reduce import np_softmax
+
+    for shape, attrs in (((2, 20000), {}), ((17000, 3), {"axis": 0, "temperature": 3.0})):
+        x = _x(shape) * 5
+        check_forward(op, [x], attrs, rtol=1e-5, atol=1e-7)
+        hg = RNG.standard_normal(shape)
+        _, g, _ = run_op(op, [x.astype(np.float64)], attrs, head_grads=[hg])
+        ax, t = attrs.get("axis", -1), attrs.get("temperature", 1.0)
+        y = np_softmax(op, x.astype(np.float64), ax % 2, t)
+        if op == "log_softmax":
+            want = (hg - np.exp(y) * hg.sum(axis=ax, keepdims=True)) / t
+        else:
+            want = y * (hg - (hg * y).sum(axis=ax, keepdims=True)) / t * (
+                -1 if op == "softmin" else 1)
+        np.testing.assert_allclose(g[0], want, rtol=1e-8, atol=1e-12)
+    ln = np.array([5, 19000, 20000], np.int32)
+    check_forward(op, [_x((3, 20000)), ln], {"use_length": True}, rtol=1e-5, atol=1e-7)
+    assert len(_kernels(op, (2, 20000), {})[0]) == 3
+
+
 def test_softmax_activation():
     x = _x((2, 3, 4, 5)) * 2
     for mode in ("instance", "channel"):

@@ -10,7 +10,7 @@ import pytest
 from mxc.base import MXNetError, OpError
 from mxc.compiler.build import compile_graph
 from mxc.ir.graph import Entry, Graph, make_node, variable
-from mxc.ir.ops.rnn import rnn_param_size
+from mxc.ir.ops.rnn import rnn_forward_np, rnn_param_size
 from mxc.runtime import random as mxrandom
 from mxc.testing import check_forward, check_grad, run_op
 
@@ -49,19 +49,20 @@ def test_param_size_matches_mxnet():
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_rnn_forward(mode):
-    for (L, D), so in [((1, 1), False), ((2, 1), True), ((1, 2), True), ((3, 2), False)]:
-        ins = _inputs(mode, L, D, T=5, N=3, I=4, H=6, dtype=np.float32)
-        check_forward("RNN", ins, _attrs(mode, L, D, 6, state_outputs=so), rtol=1e-4,
-                      atol=1e-5)
-    # a single timestep, a single sequence; float64
-    ins = _inputs(mode, 2, 2, T=1, N=1, I=3, H=2)
-    check_forward("RNN", ins, _attrs(mode, 2, 2, 2, state_outputs=True), rtol=1e-10,
-                  atol=1e-12)
+    # (one layer, one direction); (three layers, bidirectional, state outputs);
+    # a single timestep of a single sequence in float64
+    for (L, D), so, T, N, dtype in [((1, 1), False, 5, 3, np.float32),
+                                    ((3, 2), True, 4, 3, np.float32),
+                                    ((2, 2), True, 1, 1, np.float64)]:
+        ins = _inputs(mode, L, D, T=T, N=N, I=4, H=6, dtype=dtype)
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        check_forward("RNN", ins, _attrs(mode, L, D, 6, state_outputs=so), rtol=tol,
+                      atol=tol / 10)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_rnn_gradient(mode):
-    for (L, D), so, T in [((1, 1), True, 3), ((2, 2), True, 2), ((2, 1), False, 1)]:
+    for (L, D), so, T in [((2, 2), True, 3), ((2, 1), False, 1)]:
         ins = _inputs(mode, L, D, T=T, N=2, I=3, H=2)
         check_grad("RNN", ins, _attrs(mode, L, D, 2, state_outputs=so), rtol=1e-4,
                    atol=1e-6, eps=1e-5)
@@ -77,6 +78,14 @@ def test_lstm_state_clip():
     check_grad("RNN", ins, _attrs("lstm", 1, 2, 3, state_outputs=True,
                                   lstm_state_clip_min=-0.3, lstm_state_clip_max=0.3),
                rtol=1e-4, atol=1e-6, eps=1e-6)
+
+
+def test_rnn_empty_sequence():
+    ins = _inputs("lstm", 1, 1, T=0, N=2, I=3, H=4, dtype=np.float32)
+    outs = check_forward("RNN", ins, _attrs("lstm", 1, 1, 4, state_outputs=True))
+    assert outs[0].shape == (0, 2, 4)
+    np.testing.assert_array_equal(outs[1], ins[2])
+    np.testing.assert_array_equal(outs[2], ins[3])
 
 
 def test_rnn_bad_attributes():
@@ -139,7 +148,7 @@ def test_rnn_dropout_between_layers(mode):
     check_forward("RNN", ins, attrs, rtol=1e-10, atol=1e-12)
     # training: dropout changes the result, reproducibly for a fixed seed
     prog = _Compiled(ins, attrs)
-    ref = run_op("RNN", ins, attrs)[0]
+    ref = rnn_forward_np(prog.graph.outputs[0].node.parsed, *ins)
     a = prog.forward(ins, seed=1)
     b = prog.forward(ins, seed=1)
     c = prog.forward(ins, seed=2)
@@ -170,16 +179,15 @@ def test_rnn_dropout_between_layers(mode):
 def test_rnn_long_sequence_shares_kernels():
     # every timestep's kernels are one compiled function called with other offsets
     T = 40
-    ins = _inputs("lstm", 2, 2, T=T, N=2, I=3, H=4, dtype=np.float32)
-    attrs = _attrs("lstm", 2, 2, 4)
-    node = make_node("RNN", [], attrs)
-    vs = [variable(n) for n in ("data", "parameters", "state", "state_cell")]
-    node.inputs = [Entry(v, 0) for v in vs]
-    cg = compile_graph(Graph([Entry(node, 0)]), {v.name: x.shape for v, x in zip(vs, ins)},
-                       is_train=True, grad_req={v.name: "write" for v in vs})
-    names = {c.name for c in cg.program.calls}
-    assert len(cg.program.calls) > 10 * T and len(names) < 40
-    check_forward("RNN", ins, attrs, rtol=1e-4, atol=1e-5)
+    ins = _inputs("lstm", 1, 2, T=T, N=2, I=3, H=4)
+    attrs = _attrs("lstm", 1, 2, 4, state_outputs=True)
+    prog = _Compiled(ins, attrs)
+    calls = prog.cg.program.calls
+    assert len(calls) > 10 * T and len({c.name for c in calls}) < 30
+    got = prog.forward(ins, seed=0)
+    want = rnn_forward_np(prog.graph.outputs[0].node.parsed, *ins)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +217,6 @@ def test_rnn_fed_by_param_concat():
     flat = np.concatenate(pieces)
     x = rng.standard_normal((T, N, I))
     h0 = rng.standard_normal((L * D, N, H))
-    want = run_op("RNN", [x, flat, h0], _attrs(mode, L, D, H))[0][0]
     vs = [variable(f"w{i}") for i in range(len(pieces))]
     cat = make_node("_rnn_param_concat", [Entry(v, 0) for v in vs],
                     {"num_args": len(pieces), "dim": 0})
@@ -232,6 +239,7 @@ def test_rnn_fed_by_param_concat():
         view(cg.var_slots[name], (v.uid, 0))[...] = val
     prog.run("forward")
     got = view(cg.head_slots[0], (rnn.uid, 0))
+    want = rnn_forward_np(rnn.parsed, x, flat, h0)[0]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     hg = rng.standard_normal(got.shape)
     view(cg.head_grad_slots[0], (rnn.uid, 0))[...] = hg

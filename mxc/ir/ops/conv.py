@@ -30,8 +30,21 @@ from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_int, pa
 from ..registry import OpDef, simple
 from .common import g
 from .matrix import fill_zero, in_gemm_types, matmul
-from .pool import and_all, compute_at, compute_runs, idx, out_vars, pad_extents, pad_temp, \
-    segments, shift_last, tap_axes, tsegments, window_pos, window_stack
+from .pool import (
+    and_all,
+    compute_at,
+    compute_runs,
+    idx,
+    out_vars,
+    pad_extents,
+    pad_temp,
+    segments,
+    shift_last,
+    tap_axes,
+    tsegments,
+    window_pos,
+    window_stack,
+)
 
 C = K.const
 I64 = "int64"
@@ -42,12 +55,12 @@ COL_LIMIT = 1 << 22
 _LAYOUTS = ("NCW", "NCHW", "NCDHW", "NHWC", "NDHWC")
 _TUNE = enum("off", "limited_workspace", "fastest")
 
-_CONV_PARAMS = dict(
-    kernel=Param(parse_shape), stride=Param(parse_shape, ()), dilate=Param(parse_shape, ()),
-    pad=Param(parse_shape, ()), num_filter=Param(parse_int), num_group=Param(parse_int, 1),
-    workspace=Param(parse_int, 1024), no_bias=Param(parse_bool, False),
-    cudnn_tune=Param(optional(_TUNE), None), cudnn_off=Param(parse_bool, False),
-    layout=Param(optional(enum(*_LAYOUTS)), None))
+_CONV_PARAMS = {
+    "kernel": Param(parse_shape), "stride": Param(parse_shape, ()), "dilate": Param(parse_shape, ()),
+    "pad": Param(parse_shape, ()), "num_filter": Param(parse_int), "num_group": Param(parse_int, 1),
+    "workspace": Param(parse_int, 1024), "no_bias": Param(parse_bool, False),
+    "cudnn_tune": Param(optional(_TUNE), None), "cudnn_off": Param(parse_bool, False),
+    "layout": Param(optional(enum(*_LAYOUTS)), None)}
 
 _DECONV_PARAMS = dict(_CONV_PARAMS, adj=Param(parse_shape, ()),
                       target_shape=Param(parse_shape, ()),
@@ -758,6 +771,17 @@ def deconv_ref(x: np.ndarray, w: np.ndarray, gm: Geom) -> np.ndarray:
     return out.reshape((gm.N, gm.C) + gm.X)[(slice(None),) * 2 + (slice(None),) * nd]
 
 
-__all__ = ["Convolution", "Deconvolution", "Geom", "conv_geom", "deconv_geom", "conv_forward",
-           "conv_backward_data", "conv_backward_weight", "bias_grad", "compute_at", "conv_ref",
-           "deconv_ref"]
+__all__ = [
+    "Convolution",
+    "Deconvolution",
+    "Geom",
+    "bias_grad",
+    "compute_at",
+    "conv_backward_data",
+    "conv_backward_weight",
+    "conv_forward",
+    "conv_geom",
+    "conv_ref",
+    "deconv_geom",
+    "deconv_ref",
+]

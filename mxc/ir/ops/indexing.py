@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...base import OpError, ShapeError
+from ...base import ShapeError
 from .. import kernel as K
 from ..dtypes import as_dtype
 from ..params import (
@@ -750,4 +750,3 @@ class BackwardSequenceMask(_IndexOp):
 
 
 __all__ = ["index_expr", "np_index", "to_int"]
-_ = (OpError,)

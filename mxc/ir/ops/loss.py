@@ -105,6 +105,8 @@ def _np_softmax(x, axis):
 
 @simple("SoftmaxOutput", aliases=("Softmax",), fusion="complex", params=_SMO_PARAMS)
 class SoftmaxOutput(OpDef):
+    variable_inputs = True
+
     def arguments(self, a):
         return ["data", "label"]
 
@@ -149,13 +151,13 @@ class SoftmaxOutput(OpDef):
             return
         if kind == "multi" and shp[2] > 1:
             _softmax_axis1(ctx, x.reshape(shp), o.reshape(shp))
-        else:
-            shp2 = (shp[0], shp[1]) if kind == "rows" else (shp[0], shp[1])
+        else:  # rows, or multi_output with nothing after the class axis
+            shp2 = (shp[0], shp[1])
             _softmax_rows(ctx, x.reshape(shp2), o.reshape(shp2))
 
     def reference(self, a, inputs, is_train=False):
         x = inputs[0]
-        kind, shp = _smo_views(a, x.shape)
+        _, shp = _smo_views(a, x.shape)
         xd = x.astype(np.float64).reshape(shp)
         y = _np_softmax(xd, 1)
         return [y.reshape(x.shape).astype(x.dtype)]
@@ -273,7 +275,7 @@ class BackwardSoftmaxOutput(OpDef):
 
             ctx.compute(cnt_ref, fcnt, "dsmo_valid_count")
         if kind == "multi":
-            n, c, d = shp
+            n, _, d = shp
             const_scale = gs / (1 if a.normalization == "valid" else d) / \
                 (n if a.normalization == "batch" else 1)
         else:
@@ -293,7 +295,7 @@ class BackwardSoftmaxOutput(OpDef):
             return gv
 
         if kind == "multi":
-            n, c, d = shp
+            n, _, d = shp
             o3 = out.reshape(shp)
             l2 = K.TensorRef(lab.buf, (n, d), None, lab.offset)
             g3 = og.reshape(shp) if og is not None else None
@@ -304,7 +306,7 @@ class BackwardSoftmaxOutput(OpDef):
 
             ctx.compute(dx.reshape(shp), f, "dsoftmax_output")
         else:
-            r, c = shp
+            r = shp[0]
             o2 = out.reshape(shp)
             g2 = og.reshape(shp) if og is not None else None
             nl = flab.size
@@ -333,6 +335,7 @@ def _sigmoid_np(x):
 
 
 class _Regression(OpDef):
+    variable_inputs = True
     params = _REG_PARAMS
     fusion = "elementwise"
     kind = "linear"
@@ -587,7 +590,7 @@ class BackwardSoftmaxCrossEntropy(OpDef):
     def lower(self, ctx):
         og, x, lab = ctx.inputs
         o = ctx.outputs[0]
-        n, c = x.shape
+        c = x.shape[1]
         dt = x.dtype
 
         def f(i, j):
@@ -655,4 +658,4 @@ class BackwardSmoothL1(OpDef):
         flat_map(ctx, lambda g_, v: g_ * _smooth_l1_grad(v, s), name="dsmooth_l1")
 
 
-__all__ = ["softmax_output_grad_np", "regression_grad_np", "make_loss_grad_np", "OpError"]
+__all__ = ["OpError", "make_loss_grad_np", "regression_grad_np", "softmax_output_grad_np"]

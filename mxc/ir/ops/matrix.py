@@ -96,8 +96,8 @@ def _float_check(op: str, dtypes) -> None:
 # ---------------------------------------------------------------------------------------------
 # dot
 # ---------------------------------------------------------------------------------------------
-_DOT_PARAMS = dict(transpose_a=Param(parse_bool, False), transpose_b=Param(parse_bool, False),
-                   forward_stype=Param(optional(enum("default", "row_sparse", "csr")), None))
+_DOT_PARAMS = {"transpose_a": Param(parse_bool, False), "transpose_b": Param(parse_bool, False),
+                   "forward_stype": Param(optional(enum("default", "row_sparse", "csr")), None)}
 
 
 def _dot_mats(lshape, rshape, ta: bool, tb: bool):
@@ -200,7 +200,7 @@ class Dot(OpDef):
     def gradient(self, node, ograds):
         a = node.parsed
         l, r = node.inputs
-        kw = dict(transpose_a=a.transpose_a, transpose_b=a.transpose_b)
+        kw = {"transpose_a": a.transpose_a, "transpose_b": a.transpose_b}
         return [g("_backward_dot", ograds[0], l, r, index=0, name=f"{node.name}_backward_lhs",
                   **kw),
                 g("_backward_dot", ograds[0], l, r, index=1, name=f"{node.name}_backward_rhs",
@@ -292,8 +292,8 @@ def _np_bmm(lhs, rhs, ta, tb, alpha=1.0):
     return (alpha * np.matmul(A, B)).astype(lhs.dtype)
 
 
-_BMM_PARAMS = dict(transpose_a=Param(parse_bool, False), transpose_b=Param(parse_bool, False),
-                   forward_stype=Param(optional(enum("default", "row_sparse", "csr")), None))
+_BMM_PARAMS = {"transpose_a": Param(parse_bool, False), "transpose_b": Param(parse_bool, False),
+                   "forward_stype": Param(optional(enum("default", "row_sparse", "csr")), None)}
 
 
 @simple("batch_dot", fusion="complex", params=ParamSpec(**_BMM_PARAMS))
@@ -336,7 +336,7 @@ class BatchDot(OpDef):
     def gradient(self, node, ograds):
         a = node.parsed
         l, r = node.inputs
-        kw = dict(transpose_a=a.transpose_a, transpose_b=a.transpose_b, alpha=self._alpha(a))
+        kw = {"transpose_a": a.transpose_a, "transpose_b": a.transpose_b, "alpha": self._alpha(a)}
         return [g("_backward_batch_dot", ograds[0], l, r, index=i,
                   name=f"{node.name}_backward_{'lhs' if i == 0 else 'rhs'}", **kw)
                 for i in (0, 1)]
@@ -388,8 +388,8 @@ class BackwardBatchDot(OpDef):
 # ---------------------------------------------------------------------------------------------
 # FullyConnected
 # ---------------------------------------------------------------------------------------------
-_FC_PARAMS = dict(num_hidden=Param(parse_int), no_bias=Param(parse_bool, False),
-                  flatten=Param(parse_bool, True))
+_FC_PARAMS = {"num_hidden": Param(parse_int), "no_bias": Param(parse_bool, False),
+                  "flatten": Param(parse_bool, True)}
 
 
 def _fc_dims(a, dshape) -> tuple:
@@ -468,7 +468,7 @@ class FullyConnected(OpDef):
     def gradient(self, node, ograds):
         a = node.parsed
         x, w = node.inputs[:2]
-        kw = dict(num_hidden=a.num_hidden, no_bias=a.no_bias, flatten=a.flatten)
+        kw = {"num_hidden": a.num_hidden, "no_bias": a.no_bias, "flatten": a.flatten}
         out = [g("_backward_FullyConnected", ograds[0], x, w, index=0,
                  name=f"{node.name}_backward_data", **kw),
                g("_backward_FullyConnected", ograds[0], x, w, index=1,
@@ -513,7 +513,7 @@ class BackwardFullyConnected(OpDef):
 
 def bias_grad_rows(ctx, dy2: K.TensorRef, db: K.TensorRef) -> None:
     """db[h] = sum_r dy2[r, h] (a reduction kernel, vectorised along h)."""
-    rows, h = dy2.shape
+    rows, _h = dy2.shape
     if rows == 0:
         fill_zero(ctx, db)
         return

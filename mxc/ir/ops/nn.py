@@ -97,6 +97,7 @@ def _gelu_grad(x: K.Expr) -> K.Expr:
 @simple("LeakyReLU", fusion="elementwise", params=_LRELU_PARAMS)
 class LeakyReLU(OpDef):
     uses_train_mode = True
+    variable_inputs = True
     random = True
 
     def arguments(self, a):

@@ -34,7 +34,7 @@ from ..graph import Entry
 from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_float, parse_int
 from ..registry import OpDef, simple
 from .common import g, outputs_of
-from .reduce import _fwd_attrs, require_float, row_view
+from .reduce import _fwd_attrs, long_rows, require_float, row_stat, row_view
 
 C = K.const
 
@@ -43,6 +43,18 @@ def _once(e: K.Expr) -> K.Expr:
     """``e`` as a one-element sum: the scheduler hoists it to the loop level its indices
     depend on (once per task for a per-channel factor) instead of the innermost loop."""
     return K.reduce("sum", e, [K.reduce_axis(1, "h")])
+
+
+def _row_fns(ctx, view: K.TensorRef, fn, n: int, dt: str, name: str):
+    """Per-row statistics ``fn(row) -> n expressions`` for a kernel over ``view``: inline
+    (hoisted once per row by the scheduler) unless the rows are so long and few that the
+    scheduler would cut them into chunks; then each statistic comes from its own per-row
+    kernel into a temporary, so chunks do not recompute it."""
+    if not long_rows(view):
+        return fn
+    temps = [row_stat(ctx, view, lambda row, k=k: fn(row)[k], dt, f"{name}{k}")
+             for k in range(n)]
+    return lambda row: tuple(t[tuple(row) + (0,)] for t in temps)
 
 
 def _param_dtype(d: str) -> str:
@@ -377,10 +389,11 @@ class LayerNorm(OpDef):
         ax = _norm_axis(a.axis, x.shape, "LayerNorm")
         dt = "float64" if x.dtype.name == "float64" else "float32"
         xv, ov = row_view(x, ax), row_view(out, ax)
+        stats = _row_fns(ctx, ov, lambda row: _row_stats(xv, row, a.eps, dt), 2, dt, "ln")
 
         def f(*i):
             row, j = i[:-1], i[-1]
-            mean, std = _row_stats(xv, row, a.eps, dt)
+            mean, std = stats(row)
             y = (K.cast(dt, xv[i]) - mean) / std
             return y * K.cast(dt, gamma[j]) + K.cast(dt, beta[j])
 
@@ -447,20 +460,23 @@ class BackwardLayerNorm(OpDef):
         ctx.compute(_stat_view(std_t), lambda *i: _row_stats(xv, i[:-1], a.eps, dt)[1],
                     "ln_std")
 
+        def gdy(row, k):
+            return K.cast(dt, gamma[k]) * K.cast(dt, dyv[row + (k,)])
+
+        def xhat(row, k):
+            return (K.cast(dt, xv[row + (k,)]) - mean_t[row]) / std_t[row]
+
+        def sums(row):
+            r1, r2 = K.reduce_axis(m, "g1"), K.reduce_axis(m, "g2")
+            return (K.reduce("sum", gdy(row, r1.var), [r1]) / C(m, dt),
+                    K.reduce("sum", gdy(row, r2.var) * xhat(row, r2.var), [r2]) / C(m, dt))
+
+        row_sums = _row_fns(ctx, dxv, sums, 2, dt, "ln_dsum")
+
         def f(*i):
             row, j = i[:-1], i[-1]
-            mean, std = mean_t[row], std_t[row]
-
-            def gdy(k):
-                return K.cast(dt, gamma[k]) * K.cast(dt, dyv[row + (k,)])
-
-            def xhat(k):
-                return (K.cast(dt, xv[row + (k,)]) - mean) / std
-
-            r1, r2 = K.reduce_axis(m, "g1"), K.reduce_axis(m, "g2")
-            s1 = K.reduce("sum", gdy(r1.var), [r1]) / C(m, dt)
-            s2 = K.reduce("sum", gdy(r2.var) * xhat(r2.var), [r2]) / C(m, dt)
-            return (gdy(j) - s1 - xhat(j) * s2) / std
+            s1, s2 = row_sums(row)
+            return (gdy(row, j) - s1 - xhat(row, j) * s2) / std_t[row]
 
         ctx.compute(dxv, f, "ln_dx")
         # gamma/beta gradients: sums over every row, per position along the axis
@@ -534,9 +550,10 @@ class InstanceNorm(OpDef):
         dt = "float64" if x.dtype.name == "float64" else "float32"
         xv, ov = _inst_view(x), _inst_view(out)
         eps = ctx.attrs.eps
+        stats = _row_fns(ctx, ov, lambda row: _inst_stats(xv, *row, eps, dt), 2, dt, "in")
 
         def f(n, c, j):
-            mean, inv = _inst_stats(xv, n, c, eps, dt)
+            mean, inv = stats((n, c))
             y = (K.cast(dt, xv[n, c, j]) - mean) * inv
             return y * _once(K.cast(dt, gamma[c])) + _once(K.cast(dt, beta[c]))
 
@@ -586,12 +603,19 @@ class BackwardInstanceNorm(OpDef):
         nb, nc, m = xv.shape
         eps = ctx.attrs.eps
 
-        def f(n, c, j):
+        def row_fn(row):
+            n, c = row
             mean, inv = _inst_stats(xv, n, c, eps, dt)
             r1, r2 = K.reduce_axis(m, "g1"), K.reduce_axis(m, "g2")
             s1 = K.reduce("sum", K.cast(dt, dyv[n, c, r1.var]), [r1]) / C(m, dt)
             s2 = K.reduce("sum", K.cast(dt, dyv[n, c, r2.var]) *
                           (K.cast(dt, xv[n, c, r2.var]) - mean), [r2]) * inv / C(m, dt)
+            return mean, inv, s1, s2
+
+        stats = _row_fns(ctx, dxv, row_fn, 4, dt, "in_d")
+
+        def f(n, c, j):
+            mean, inv, s1, s2 = stats((n, c))
             xh = (K.cast(dt, xv[n, c, j]) - mean) * inv
             return (K.cast(dt, dyv[n, c, j]) - s1 - xh * s2) * inv * \
                 _once(K.cast(dt, gamma[c]))
@@ -670,8 +694,8 @@ class L2Normalization(OpDef):
         out = ctx.outputs[0]
         dt = "float64" if x.dtype.name == "float64" else "float32"
         xv, ov = _l2_view(x, a.mode), _l2_view(out, a.mode)
-        ctx.compute(ov, lambda *i: K.cast(dt, xv[i]) / _l2_norm(xv, i[:-1], a.eps, dt),
-                    "l2normalization")
+        norm = _row_fns(ctx, ov, lambda row: (_l2_norm(xv, row, a.eps, dt),), 1, dt, "l2")
+        ctx.compute(ov, lambda *i: K.cast(dt, xv[i]) / norm(i[:-1])[0], "l2normalization")
 
     def reference(self, a, inputs, is_train=False):
         x = inputs[0]
@@ -705,12 +729,15 @@ class BackwardL2Normalization(OpDef):
         dt = "float64" if x.dtype.name == "float64" else "float32"
         xv, dyv, dxv = (_l2_view(r, a.mode) for r in (x, dy, dx))
 
-        def f(*i):
-            row = i[:-1]
-            n = _l2_norm(xv, row, a.eps, dt)
+        def row_fn(row):
             r = K.reduce_axis(xv.shape[-1], "dl")
-            s = K.reduce("sum", K.cast(dt, dyv[row + (r.var,)]) *
-                         K.cast(dt, xv[row + (r.var,)]), [r])
+            return _l2_norm(xv, row, a.eps, dt), K.reduce(
+                "sum", K.cast(dt, dyv[row + (r.var,)]) * K.cast(dt, xv[row + (r.var,)]), [r])
+
+        stats = _row_fns(ctx, dxv, row_fn, 2, dt, "dl2")
+
+        def f(*i):
+            n, s = stats(i[:-1])
             return (K.cast(dt, dyv[i]) - K.cast(dt, xv[i]) * s / (n * n)) / n
 
         ctx.compute(dxv, f, "dl2normalization")

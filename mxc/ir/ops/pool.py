@@ -25,18 +25,18 @@ I64 = "int64"
 
 _LAYOUTS = ("NCW", "NCHW", "NCDHW", "NWC", "NHWC", "NDHWC")
 
-_POOL_PARAMS = dict(
-    kernel=Param(parse_shape, ()),
-    pool_type=Param(enum("max", "avg", "sum", "lp"), "max"),
-    global_pool=Param(parse_bool, False),
-    cudnn_off=Param(parse_bool, False),
-    pooling_convention=Param(enum("valid", "full", "same"), "valid"),
-    stride=Param(parse_shape, ()),
-    pad=Param(parse_shape, ()),
-    p_value=Param(optional(parse_int), None),
-    count_include_pad=Param(optional(parse_bool), None),
-    layout=Param(optional(enum(*_LAYOUTS)), None),
-)
+_POOL_PARAMS = {
+    "kernel": Param(parse_shape, ()),
+    "pool_type": Param(enum("max", "avg", "sum", "lp"), "max"),
+    "global_pool": Param(parse_bool, False),
+    "cudnn_off": Param(parse_bool, False),
+    "pooling_convention": Param(enum("valid", "full", "same"), "valid"),
+    "stride": Param(parse_shape, ()),
+    "pad": Param(parse_shape, ()),
+    "p_value": Param(optional(parse_int), None),
+    "count_include_pad": Param(optional(parse_bool), None),
+    "layout": Param(optional(enum(*_LAYOUTS)), None),
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@
 * ``softmax log_softmax softmin`` (``axis``, ``temperature``, ``dtype``, ``use_length``) and
   ``SoftmaxActivation`` (``mode`` instance | channel), each ONE kernel forward and one kernel
   backward: the row maximum and the row sum are ``Reduce`` nodes that the scheduler hoists to
-  the row level, so they are computed once per row.
+  the row level, so they are computed once per row. (Exception: fewer than 8 rows longer than
+  16384 elements, which the scheduler cuts into chunk tasks; their row statistics come from
+  small per-row kernels first, see :func:`long_rows`.)
 
 Lowering idea shared by all of them: the input is viewed with consecutive reduced / kept axes
 merged (MXNet's ``BroadcastReduceShapeCompact``), the output as the kept axes (plus a trailing

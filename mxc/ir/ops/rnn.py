@@ -228,6 +228,7 @@ def _clip_mask(a, c: K.Expr) -> K.Expr | None:
 @simple("RNN", fusion="opaque", params=_RNN_PARAMS)
 class RNN(OpDef):
     uses_train_mode = True
+    variable_inputs = True
     random = True
 
     def arguments(self, a):
@@ -297,6 +298,10 @@ class RNN(OpDef):
         lay = _Layout(a, T, N, I)
         L, D, H, G = lay.L, lay.D, lay.H, lay.G
         if T == 0 or N == 0:
+            # an empty sequence leaves the states as they were
+            for src, dst in ((h0, hy), (c0, cy)):
+                if dst is not None and dst.size:
+                    ctx.copy(dst, src)
             return
         dt = x.dtype
         po = param_offsets(L, D, I, H, G)
@@ -322,7 +327,7 @@ class RNN(OpDef):
                 cell = _view(rc, lay.cell[(l, d)], (T, N, H)) if a.mode == "lstm" else None
                 gh = _view(rgh, lay.gh[(l, d)], (T, N, 3 * H)) if a.mode == "gru" else None
 
-                def hslice(t):
+                def hslice(t, yl=yl, d=d):
                     return _view(yl, t * N * D * H + d * H, (N, H), (D * H, 1))
 
                 for step, t in enumerate(order):
@@ -361,11 +366,11 @@ class RNN(OpDef):
                     xd = _view(ry, lay.xd[l], (TN * D * H,))
                     pkeep = 1.0 - a.p
                     scale = 1.0 / pkeep if pkeep > 0 else 0.0
-                    ctx.compute(m, lambda i: K.select(
-                        uniform01(seed, i, stream=l + 1).lt(C(pkeep, "float32")),
-                        C(scale, dt), C(0, dt)), "rnn_dropout_mask")
+                    ctx.compute(m, lambda i, stream=l + 1, pk=pkeep, sc=scale: K.select(
+                        uniform01(seed, i, stream=stream).lt(C(pk, "float32")),
+                        C(sc, dt), C(0, dt)), "rnn_dropout_mask")
                     yf = flat(yl)
-                    ctx.compute(xd, lambda i: yf[i] * m[i], "rnn_dropout")
+                    ctx.compute(xd, lambda i, yf=yf, m=m: yf[i] * m[i], "rnn_dropout")
                     xin = _view(xd, 0, (TN, D * H))
                 else:
                     xin = _view(yl, 0, (TN, D * H))
@@ -381,7 +386,7 @@ class RNN(OpDef):
 
         def fact(r, i):
             g_, b_ = r
-            n, blk, k = i
+            _, blk, k = i
             v = g_[i] + b_[blk, k]
             isg = blk.eq(C(2, "int64"))
             two, one = C(2, v.dtype), C(1, v.dtype)
@@ -579,7 +584,7 @@ class BackwardRNN(OpDef):
                 if train_drop:
                     m = _view(ry, lay.mask[l - 1], (TN * DH,))
                     fd = flat(dprev)
-                    ctx.compute(fd, lambda i: fd[i] * m[i], "rnn_ddropout")
+                    ctx.compute(fd, lambda i, fd=fd, m=m: fd[i] * m[i], "rnn_ddropout")
                 dy_l = dprev
 
 

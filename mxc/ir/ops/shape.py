@@ -272,10 +272,6 @@ def _norm_axis(axis: int, ndim: int, op: str, what: str = "axis", extra: int = 0
     return a
 
 
-def _need(s, k=None):
-    return s is None or (k is not None and s[k] is None)
-
-
 class _ShapeOp(OpDef):
     """Ops whose output dtype is the first input's (and which accept any dtype)."""
 
@@ -567,7 +563,7 @@ class Transpose(_ShapeOp):
 
     def reference(self, a, inputs, is_train=False):
         x = inputs[0]
-        return [np.ascontiguousarray(np.transpose(x, _transpose_axes(a, x.ndim)))]
+        return [np.transpose(x, _transpose_axes(a, x.ndim)).copy()]
 
     def gradient(self, node, ograds):
         a = node.parsed
@@ -604,7 +600,7 @@ class SwapAxis(_ShapeOp):
 
     def reference(self, a, inputs, is_train=False):
         x = inputs[0]
-        return [np.ascontiguousarray(np.transpose(x, _swap_axes(a, x.ndim)))]
+        return [np.transpose(x, _swap_axes(a, x.ndim)).copy()]
 
     def gradient(self, node, ograds):
         a = node.parsed
@@ -1691,10 +1687,10 @@ class BackwardPad(_ShapeOp):
             ctx.compute(o, lambda *i: ordered_sum([K.cast(adt, term(i, [_ci(c) for c in cb]))
                                                    for cb in combos]), "pad_backward")
             return
-        kahan_free = [K.reduce_axis(e) for e in exts]
+        raxes = [K.reduce_axis(e) for e in exts]
         ctx.compute(o, lambda *i: K.reduce("sum", K.cast(adt, term(i, [r.var for r in
-                                                                         kahan_free])),
-                                           kahan_free), "pad_backward")
+                                                                         raxes])),
+                                           raxes), "pad_backward")
 
     def reference(self, a, inputs, is_train=False):
         dy = inputs[0]
