@@ -58,6 +58,13 @@ def infer_shapes(graph: Graph, known: dict[str, tuple], partial: bool = False) -
             for i, s in enumerate(new_out):
                 if i < len(outs_before):
                     changed |= _merge(shapes, _key(n, i), s, n, None)
+            ins = [shapes.get(_key(e.node, e.index)) for e in n.inputs]
+            if any(s is None for s in ins):
+                outs = [shapes.get(_key(n, i)) for i in range(n.num_outputs)]
+                if any(s is not None for s in outs):
+                    back = op.infer_shape_backward(n.parsed, list(ins), outs)
+                    for e, s in zip(n.inputs, back):
+                        changed |= _merge(shapes, _key(e.node, e.index), s, n, e)
         if not changed:
             break
     if not partial:

@@ -82,6 +82,12 @@ class OpDef:
                                  f"{[tuple(x) if x is not None else None for x in in_shapes]}")
         return [s0] * len(in_shapes), [s0] * self.num_outputs(a)
 
+    def infer_shape_backward(self, a: Attrs, in_shapes: list, out_shapes: list) -> list:
+        """Complete unknown input shapes from known output shapes (MXNet's FInferShape sees
+        both; e.g. ``_rnn_param_concat`` learns an input's size from the RNN it feeds).
+        The default knows nothing more."""
+        return in_shapes
+
     def infer_type(self, a: Attrs, in_types: list) -> tuple[list, list]:
         """Return (completed input dtypes, output dtypes) as dtype names; None = unknown."""
         known = [t for t in in_types if t is not None]

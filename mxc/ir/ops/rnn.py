@@ -916,6 +916,21 @@ class RNNParamConcat(OpDef):
             return list(s), [tuple(o)]
         return list(s), [None]
 
+    def infer_shape_backward(self, a, s, outs):
+        out = outs[0]
+        unknown = [i for i, x in enumerate(s) if x is None]
+        if out is None or len(unknown) != 1:
+            return s
+        axis = _concat_axis(a, len(out))
+        rest = out[axis] - sum(x[axis] for x in s if x is not None)
+        if rest < 0:
+            raise ShapeError(f"_rnn_param_concat: inputs {s} exceed the output {out}")
+        shape = list(out)
+        shape[axis] = rest
+        s = list(s)
+        s[unknown[0]] = tuple(shape)
+        return s
+
     def infer_type(self, a, t):
         k = next((x for x in t if x is not None), None)
         return [k] * len(t), [k]
