@@ -101,7 +101,7 @@ def check_forward(op: str, inputs: list, attrs: dict | None = None, *, rtol: flo
 def numeric_grad(op: str, inputs: list, attrs: dict | None, head_grads: list,
                  eps: float = 1e-3, which: list | None = None, is_train: bool = True) -> list:
     """Central differences of sum(reference(x) * head_grad) in float64."""
-    xs = [np.asarray(x, np.float64) for x in inputs]
+    xs = [np.array(x, np.float64, copy=True, order="C") for x in inputs]
     which = range(len(xs)) if which is None else which
 
     def f(vals):

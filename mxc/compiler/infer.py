@@ -124,7 +124,7 @@ def infer_types(graph: Graph, known: dict[str, str], partial: bool = False) -> d
             try:
                 new_in, new_out = n.opdef.infer_type(n.parsed, list(ins))
             except MXNetError as e:
-                raise MXNetError(f"type inference failed at node '{n.name}' ({n.op}): {e}") \
+                raise type(e)(f"type inference failed at node '{n.name}' ({n.op}): {e}") \
                     from None
             for e, t in zip(n.inputs, new_in):
                 k = _key(e.node, e.index)

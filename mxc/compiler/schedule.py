@@ -155,7 +155,8 @@ def schedule(op: K.ComputeOp, name: str, buffers: list) -> K.Kernel:
     outer_shape = list(shape[:-1])
     last = shape[-1]
     outer_n = math.prod(outer_shape)
-    chunked = last > 2 * CHUNK and outer_n < MIN_TASKS
+    # chunking a row into tasks would make every chunk recompute the row's reductions
+    chunked = last > 2 * CHUNK and outer_n < MIN_TASKS and not _reduces(op.body)
     n_chunks = -(-last // CHUNK) if chunked else 1
     n_tasks = outer_n * n_chunks
     # decompose the task index into the outer indices (and the chunk number)

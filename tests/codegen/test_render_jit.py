@@ -450,7 +450,7 @@ def test_float16_rounding_is_nearest_even():
 # ---------------------------------------------------------------------------------------------
 # the object cache
 # ---------------------------------------------------------------------------------------------
-_KEEP: list = []   # compiled modules must outlive the process (see test_releasing_a_module...)
+_KEEP: list = []   # modules these tests drop from jit._memory_cache stay mapped
 
 
 def _add_const_ir(c: float, n: int = 10) -> tuple[str, list]:
@@ -522,6 +522,38 @@ def test_object_cache_memory_disk_and_fresh_process(fresh_cache, tmp_path):
     assert info["out"] == (x + np.float32(0.8125)).tolist()
 
 
+def test_compile_modules_caches_each_kernel_separately(fresh_cache):
+    """The graph path (render_modules + compile_modules): a kernel shared by two graphs is
+    compiled once and found in the disk cache the second time."""
+    from mxc.codegen.jit import compile_modules
+    from mxc.codegen.llvm_render import render_modules
+
+    n = 12
+    bx, bo = buf("x", "float32", n), buf("o", "float32", n)
+    X = ref(bx, (n,))
+    k1, k2, k3 = (kernel(ref(bo, (n,)), lambda i, c=c: X[i] * K.const(c, "float32"), [bx, bo])
+                  for c in (1.125, 2.375, 3.625))
+    mods_a, names_a = render_modules([k1, k2, k1])
+    assert len(mods_a) == 2 and names_a[0] == names_a[2] != names_a[1]
+    for _, text in mods_a:
+        jit._memory_cache.pop(jit._key(text), None)
+    cm_a = compile_modules(mods_a)
+    _KEEP.append(cm_a)
+    assert jit.STATS["compiled"] == 2 and jit.STATS["cache_hits"] == 0
+    mods_b, names_b = render_modules([k3, k1])
+    assert names_b[1] == names_a[0]
+    cm_b = compile_modules(mods_b)
+    _KEEP.append(cm_b)
+    assert jit.STATS["compiled"] == 3 and jit.STATS["cache_hits"] == 1
+    x = np.arange(n, dtype=np.float32)
+    for cm, names, consts in ((cm_a, names_a, (1.125, 2.375, 1.125)),
+                              (cm_b, names_b, (3.625, 1.125))):
+        for name, c in zip(names, consts):
+            o = np.zeros(n, np.float32)
+            cm.functions[name](0, 1, (ctypes.c_void_p * 2)(x.ctypes.data, o.ctypes.data), None)
+            np.testing.assert_array_equal(o, x * np.float32(c))
+
+
 def test_cache_key_depends_on_ir_text(fresh_cache):
     t1, _ = _add_const_ir(1.0)
     t2, _ = _add_const_ir(2.0)
@@ -545,10 +577,15 @@ def test_unwritable_cache_dir_only_costs_compile_time(tmp_path, monkeypatch):
     np.testing.assert_array_equal(o, x + np.float32(0.6875))
 
 
-@pytest.mark.xfail(strict=True, reason="jit.compile_ir hands any bytes found in the cache to "
-                   "ObjectFileRef.from_data/add_object_file: a corrupted, truncated or empty "
-                   "cache file crashes the process (SIGSEGV) instead of being recompiled")
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+_DAMAGED_ELF = pytest.mark.xfail(
+    strict=True, reason="jit.object_for trusts any cache file that starts with the 4-byte ELF "
+    "magic and hands it to ObjectFileRef.from_data/add_object_file: a corrupted or truncated "
+    "object crashes the process (SIGSEGV) instead of being recompiled")
+
+
+@pytest.mark.parametrize("damage", [pytest.param("garbage", marks=_DAMAGED_ELF),
+                                    pytest.param("truncated", marks=_DAMAGED_ELF),
+                                    "empty", "not_elf"])
 def test_corrupted_cache_file_is_recompiled(damage, fresh_cache, tmp_path):
     text, names = _add_const_ir(0.40625 + len(damage))
     key = jit._key(text)
@@ -558,7 +595,8 @@ def test_corrupted_cache_file_is_recompiled(damage, fresh_cache, tmp_path):
     path = fresh_cache / key[:2] / f"{key}.o"
     good = path.read_bytes()
     path.write_bytes({"garbage": b"\x7fELF" + bytes(range(256)) * 4,
-                      "truncated": good[: len(good) // 2], "empty": b""}[damage])
+                      "truncated": good[: len(good) // 2], "empty": b"",
+                      "not_elf": b"MZ" + good[2:]}[damage])
     rc, info = _compile_in_subprocess(tmp_path, text, names[0], str(fresh_cache))
     assert rc == 0, f"compiling with a damaged ({damage}) cache file exited with {rc}"
     assert info["stats"]["compiled"] == 1
@@ -600,12 +638,9 @@ _RELEASE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="jit.compile_ir passes the one shared host "
-                   "TargetMachine to every llvm.create_mcjit_compiler, and an MCJIT engine "
-                   "owns (deletes) its TargetMachine: once any CompiledModule is released, "
-                   "the next compile uses a freed TargetMachine (std::bad_alloc abort / "
-                   "SIGSEGV)")
 def test_releasing_a_module_does_not_break_later_compiles(tmp_path):
+    """Each MCJIT engine owns its target machine; releasing one module must not free a
+    target machine that later compiles use (a crash in a fresh process otherwise)."""
     env = dict(os.environ, MXC_CACHE_DIR=str(tmp_path / "cache"))
     p = subprocess.run([sys.executable, "-c", _RELEASE], env=env, capture_output=True,
                        text=True, timeout=120)

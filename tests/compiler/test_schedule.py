@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -212,21 +216,23 @@ def _np_reduce(op: str, a: np.ndarray, axes: tuple) -> np.ndarray:
     return NP_RED[op](moved, axis=-1)
 
 
-@pytest.mark.parametrize("axes", [(2,), (0,), (1,), (0, 2), (1, 2), (0, 1, 2)])
+@pytest.mark.parametrize("axes,shape", [((2,), (3, 4, 5)), ((0,), (3, 4, 5)), ((1,), (3, 4, 5)),
+                                        ((0, 2), (3, 4, 5)), ((1, 2), (3, 4, 5)),
+                                        ((0, 1, 2), (2, 2, 3))])   # 0-d output
 @pytest.mark.parametrize("dt", ["float64", "int32", "uint8"])
-def test_reductions_over_one_or_several_axes(dt, axes):
-    shape = (3, 4, 5)
+def test_reductions_over_one_or_several_axes(dt, axes, shape):
     rng = np.random.default_rng(3)
     if dt == "float64":
         a = rng.uniform(0.5, 1.5, shape)
     else:
         a = rng.integers(0, 4, shape).astype(dt)
-    a[1, 2, 3] = a.max() + 1 if dt != "uint8" else 200   # a unique extreme somewhere
+    a[1, 1, 2] = a.max() + 1 if dt != "uint8" else 200   # a unique extreme somewhere
     a[0, 0, 0] = a.min() if dt == "float64" else 0
     flat = a.ravel()
     bx = buf("x", dt, a.size)
     X = ref(bx, shape)
     keep = [d for d in range(3) if d not in axes]
+    assert len(NP_RED) == 6
     out_shape = tuple(shape[d] for d in keep)
     n_out = max(math.prod(out_shape), 1)
     kerns, outs = [], []
@@ -355,6 +361,40 @@ def test_max_min_reductions_propagate_nan():
     np.testing.assert_array_equal(got["min"], np.min(a, axis=1))
 
 
+_INVARIANT_MAX = textwrap.dedent("""
+    import sys
+    from mxc.codegen.jit import compile_ir
+    from mxc.codegen.llvm_render import render_module
+    from mxc.compiler.schedule import schedule
+    from mxc.ir import kernel as K
+    from mxc.ir.dtypes import as_dtype
+    x = K.Buffer("x", as_dtype("float32"), 64)
+    o = K.Buffer("o", as_dtype("float32"), 1)
+    r1, r2 = K.reduce_axis(8), K.reduce_axis(8)
+    op = K.compute(K.TensorRef(o, ()), lambda: K.reduce(
+        sys.argv[1], K.TensorRef(x, (8, 8))[r1.var, r2.var], [r1, r2]))
+    text, names = render_module([schedule(op, "__K__", [x, o])])
+    compile_ir(text, names)
+    print("compiled")
+""")
+
+
+@pytest.mark.xfail(strict=True, reason="a float max/min/argmax reduction whose value does not "
+                   "depend on the task index (0-d output, or leading dims of size 1) with "
+                   "~20-150 elements makes LLVM's loop vectorizer (jit.optimize) run for "
+                   "exponential time on the unrolled select(fcmp) chain: 24 elements 1.3 s, "
+                   "28 elements 21 s, 64 elements never finishes")
+def test_task_invariant_float_max_reduction_compiles(tmp_path):
+    op = "max"   # min, argmax and argmin behave the same
+    env = dict(os.environ, MXC_CACHE_DIR=str(tmp_path))
+    try:
+        p = subprocess.run([sys.executable, "-c", _INVARIANT_MAX, op], env=env,
+                           capture_output=True, text=True, timeout=6)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"compiling a 0-d {op} over an (8, 8) float32 tensor took over 6 s")
+    assert p.returncode == 0 and "compiled" in p.stdout, p.stderr[-2000:]
+
+
 def test_sum_reduction_of_nan_and_inf():
     a = np.array([[1, np.nan, 3], [np.inf, 1, 2], [np.inf, -np.inf, 0]], np.float64)
     bx, bo = buf("x", "float64", 9), buf("o", "float64", 3)
@@ -362,7 +402,8 @@ def test_sum_reduction_of_nan_and_inf():
     o = np.zeros(3)
     run(ref(bo, (3,)), lambda i: K.reduce("sum", ref(bx, (3, 3))[i, r.var], [r]), [bx, bo],
         [a.ravel(), o])
-    np.testing.assert_array_equal(o, a.sum(1))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(o, a.sum(1))
 
 
 # ---------------------------------------------------------------------------------------------
