@@ -87,6 +87,22 @@ class LowerCtx:
         kern = schedule(op, "__K__", bufs)
         self.emit(kern)
 
+    def compute_shifted(self, out: K.TensorRef, ins: list, fn, name: str = "shifted") -> None:
+        """``out[idx] = fn(rel_ins, idx)`` as one kernel whose IR addresses every buffer
+        relative to the lowest view offset used on it; those bases become per-call pointer
+        offsets (as for the GEMM template). Kernels that differ only in where their views
+        start (one per RNN timestep) thus share one compiled function."""
+        refs = [out] + list(ins)
+        base: dict = {}
+        for r in refs:
+            base[r.buf] = min(base.get(r.buf, r.offset), r.offset)
+        rel = [K.TensorRef(r.buf, r.shape, r.strides, r.offset - base[r.buf]) for r in refs]
+        op = K.compute(rel[0], lambda *i: fn(rel[1:], i), name)
+        bufs = list(dict.fromkeys(_buffers_of(op.body) + [out.buf]))
+        kern = schedule(op, "__K__", bufs)
+        kern.offsets = [base.get(b, 0) for b in kern.buffers]  # type: ignore[attr-defined]
+        self.emit(kern)
+
     def emit(self, kern) -> None:
         try:
             slots = [self._buf_slot[b] for b in kern.buffers]

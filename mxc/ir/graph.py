@@ -162,7 +162,10 @@ class Graph:
             d = {"op": n.op, "name": n.name}
             if n.attrs:
                 d["attrs"] = dict(sorted(n.attrs.items()))
-            d["inputs"] = [[index[e.node.uid], e.index, 0] for e in n.inputs]
+            aux = set(n.opdef.aux_indices(n.parsed)) if not n.is_variable else set()
+            # nnvm bumps a variable's version when an op mutates it (aux states)
+            d["inputs"] = [[index[e.node.uid], e.index, 1 if i in aux else 0]
+                           for i, e in enumerate(n.inputs)]
             if n.control_deps:
                 d["control_deps"] = [index[c.uid] for c in n.control_deps]
             if n.subgraphs:

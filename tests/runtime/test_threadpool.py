@@ -8,6 +8,7 @@ settings, errors raised in workers, and a Program run under pools of different s
 from __future__ import annotations
 
 import ctypes
+import itertools
 import threading
 
 import numpy as np
@@ -74,14 +75,13 @@ def _cases():
     out.append(("colsum", kernel(K.TensorRef(bo, (33,)),
                                  lambda j: K.reduce("sum", X[r.var, j], [r]), [bx, bo]),
                 [c.ravel()], (33, np.float32)))
-    # long rows chunked into tasks, with a per-row sum recomputed by every chunk
+    # long rows chunked into tasks (elementwise: rows with reductions are not chunked)
     L = 2 * S.CHUNK + 77
     d = rng.standard_normal((3, L)).astype(np.float32)
     bx, bo = buf("x", "float32", d.size), buf("o", "float32", d.size)
     X = K.TensorRef(bx, d.shape)
-    r = K.reduce_axis(L)
-    out.append(("chunked", kernel(K.TensorRef(bo, d.shape), lambda i, j: X[i, j] - K.reduce(
-        "sum", X[i, r.var], [r]), [bx, bo]), [d.ravel()], (d.size, np.float32)))
+    out.append(("chunked", kernel(K.TensorRef(bo, d.shape), lambda i, j: X[i, j] - K.cast(
+        "float32", j + i), [bx, bo]), [d.ravel()], (d.size, np.float32)))
     # integer argmax per row
     e = rng.integers(-50, 50, (41, 17)).astype(np.int16)
     bx, bo = buf("x", "int16", e.size), buf("o", "int32", 41)
@@ -97,7 +97,7 @@ FUNCS = compile_kernels([c[1] for c in CASES])
 
 
 def _run(case_idx: int, ranges=None, pool=None) -> np.ndarray:
-    name, k, ins, (size, dt) = CASES[case_idx]
+    _, k, ins, (size, dt) = CASES[case_idx]
     o = np.full(size, 123, dt)
     arrays = list(ins) + [o]
     args = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
@@ -110,15 +110,25 @@ def _run(case_idx: int, ranges=None, pool=None) -> np.ndarray:
     return o
 
 
+_POOLS: dict = {}
+
+
+def pool_of(threads: int) -> tp.ThreadPool:
+    """Pools are reused: their worker threads live as long as the process."""
+    if threads not in _POOLS:
+        _POOLS[threads] = tp.ThreadPool(threads)
+    return _POOLS[threads]
+
+
 def _random_partition(n: int, rng) -> list:
     cuts = sorted(set(rng.integers(0, n + 1, size=rng.integers(0, n + 1)).tolist()) | {0, n})
-    ranges = list(zip(cuts[:-1], cuts[1:]))
+    ranges = list(itertools.pairwise(cuts))
     ranges += [(c, c) for c in rng.choice(cuts, size=2)]   # empty ranges are no-ops
     rng.shuffle(ranges)
     return ranges
 
 
-def test_case_kernels_have_several_tasks():
+def test_case_kernel_task_counts():
     tasks = {name: k.n_tasks for name, k, _, _ in CASES}
     assert tasks == {"elementwise3d": 35, "rows": 37, "colsum": 1, "chunked": 9, "argmax": 1}
 
@@ -135,14 +145,14 @@ def test_any_split_of_the_task_range_is_bit_identical(idx):
     for ranges in splits:
         got = _run(idx, ranges)
         assert got.tobytes() == full.tobytes(), f"split {ranges}"
-    assert not np.any(full == 123) or CASES[idx][0] == "argmax", "every element written"
+    assert not np.any(full == 123), "every element written"
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("idx", range(len(CASES)), ids=[c[0] for c in CASES])
 def test_thread_pool_results_are_bit_identical(idx, threads):
     full = _run(idx)
-    pool = tp.ThreadPool(threads)
+    pool = pool_of(threads)
     for _ in range(3):
         got = _run(idx, pool=pool)
         assert got.tobytes() == full.tobytes()
@@ -166,7 +176,7 @@ class Recorder:
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 @pytest.mark.parametrize("n_tasks", [1, 2, 3, 7, 100])
 def test_pool_covers_every_task_exactly_once(threads, n_tasks):
-    pool = tp.ThreadPool(threads)
+    pool = pool_of(threads)
     rec = Recorder()
     pool.run(rec, n_tasks, None, 0, BIG)
     covered = sorted(t for b, e, _, _ in rec.calls for t in range(b, e))
@@ -179,7 +189,7 @@ def test_pool_covers_every_task_exactly_once(threads, n_tasks):
 
 
 def test_pool_runs_cheap_work_on_the_calling_thread():
-    pool = tp.ThreadPool(3)
+    pool = pool_of(3)
     rec = Recorder()
     pool.run(rec, 50, None, 0, cost=tp.PARALLEL_THRESHOLD - 1)
     assert [(b, e, th) for b, e, th, _ in rec.calls] == [(0, 50, threading.get_ident())]
@@ -189,7 +199,7 @@ def test_pool_runs_cheap_work_on_the_calling_thread():
 
 
 def test_scratch_is_aligned_and_private_per_thread():
-    pool = tp.ThreadPool(3)
+    pool = pool_of(3)
     rec = Recorder()
     pool.run(rec, 3, None, 1000, BIG)
     ptrs = [s for _, _, _, s in rec.calls]
@@ -197,23 +207,22 @@ def test_scratch_is_aligned_and_private_per_thread():
     assert len(set(ptrs)) == 3
     # regions do not overlap (each at least scratch_bytes long)
     ptrs.sort()
-    assert all(b - a >= 1000 for a, b in zip(ptrs, ptrs[1:]))
+    assert all(b - a >= 1000 for a, b in itertools.pairwise(ptrs))
     rec0 = Recorder()
     pool.run(rec0, 3, None, 0, BIG)
     assert all(s == 0 for *_, s in rec0.calls), "no scratch asked, null pointer"
 
 
 def test_scratch_grows_when_a_bigger_arena_is_needed():
-    pool = tp.ThreadPool(1)
+    pool = pool_of(1)
     seen = []
+    for nbytes in (64, 1 << 16, 100):
+        def fn(b, e, args, scratch, nbytes=nbytes):
+            seen.append(scratch)
+            ctypes.memset(scratch, 0xAB, nbytes)   # the whole requested arena is writable
 
-    def fn(b, e, args, scratch):
-        seen.append(scratch)
-        ctypes.memset(scratch, 0xAB, 1 << 16)   # the whole arena is writable
-
-    pool.run(fn, 1, None, 64, BIG)
-    pool.run(fn, 1, None, 1 << 16, BIG)
-    assert all(p % 64 == 0 for p in seen)
+        pool.run(fn, 1, None, nbytes, BIG)
+    assert len(seen) == 3 and all(p and p % 64 == 0 for p in seen)
 
 
 @pytest.mark.parametrize("env,want", [
@@ -265,6 +274,7 @@ def _bounded(fn, timeout: float = 5.0):
     return box.get("done", False), box.get("exc")
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.xfail(strict=True, reason="threadpool._Worker._loop lets an exception raised by "
                    "a job kill the worker thread (only done.set() runs), ThreadPool.run never "
                    "re-raises it, and the next run on that pool waits forever on the dead "
@@ -332,8 +342,9 @@ def test_program_runs_identically_on_any_pool(monkeypatch):
         results.append(p.storage[2][:nbytes].view(np.float32).copy())
     y = x.reshape(rows, n) * np.float32(3) - (np.arange(rows)[:, None] * 7
                                               + np.arange(n)[None, :]).astype(np.float32)
+    # (fma contraction of x*3 - c may differ from numpy by an ulp of values up to ~300)
     np.testing.assert_allclose(results[0].reshape(rows, n), y - y.max(1, keepdims=True),
-                               rtol=1e-6, atol=1e-5)
+                               rtol=1e-6, atol=1e-4)
     assert results[0].tobytes() == results[1].tobytes() == results[2].tobytes()
 
 

@@ -155,35 +155,10 @@ def _view(ref: K.TensorRef, offset: int, shape, strides=None) -> K.TensorRef:
                        None if strides is None else tuple(strides), ref.offset + int(offset))
 
 
-def _buffers(e: K.Expr, out: list, seen: set) -> None:
-    if id(e) in seen:
-        return
-    seen.add(id(e))
-    if isinstance(e, K.Load):
-        out.append(e.buf)
-    for c in K.children(e):
-        _buffers(c, out, seen)
-
-
 def emit_shifted(ctx, out: K.TensorRef, ins: list, fn, name: str) -> None:
-    """``out[idx] = fn(rel_ins, idx)`` as one kernel whose IR uses offsets relative to a
-    per-buffer base; the bases become per-call pointer offsets (as for the gemm template).
-    Kernels that differ only in where their views start (one per timestep) thus share one
-    compiled function."""
-    from ...compiler.schedule import schedule
-
-    refs = [out] + list(ins)
-    base: dict = {}
-    for r in refs:
-        base[r.buf] = min(base.get(r.buf, r.offset), r.offset)
-    rel = [K.TensorRef(r.buf, r.shape, r.strides, r.offset - base[r.buf]) for r in refs]
-    op = K.compute(rel[0], lambda *i: fn(rel[1:], i), name)
-    bufs: list = []
-    _buffers(op.body, bufs, set())
-    bufs = list(dict.fromkeys(bufs + [out.buf]))
-    kern = schedule(op, "__K__", bufs)
-    kern.offsets = [base.get(b, 0) for b in kern.buffers]  # type: ignore[attr-defined]
-    ctx.emit(kern)
+    """One kernel per distinct computation, shared by every timestep (see
+    LowerCtx.compute_shifted)."""
+    ctx.compute_shifted(out, ins, fn, name)
 
 
 def _sig(x):
