@@ -25,6 +25,8 @@ import numpy as np
 from ..base import MXNetError, string_types
 from ..runtime import random as _rt_random
 
+_log = logging.getLogger(__name__)
+
 __all__ = [
     "Bilinear",
     "Constant",
@@ -115,7 +117,7 @@ class Initializer:
 
     def _verbose_print(self, desc, init, arr):
         if self._verbose and self._print_func:
-            logging.info("Initialized %s as %s: %s", desc, init, self._print_func(arr))
+            _log.info("Initialized %s as %s: %s", desc, init, self._print_func(arr))
 
     def dumps(self):
         """The initializer as MXNet's JSON: ``'["normal", {"sigma": 0.5}]'``."""
@@ -209,11 +211,7 @@ class Initializer:
             self._init_zero(name, arr)
         elif name.endswith("moving_var"):
             self._init_one(name, arr)
-        elif name.endswith("moving_inv_var"):
-            self._init_zero(name, arr)
-        elif name.endswith("moving_avg"):
-            self._init_zero(name, arr)
-        elif name.endswith("min"):
+        elif name.endswith(("moving_inv_var", "moving_avg", "min")):
             self._init_zero(name, arr)
         elif name.endswith("max"):
             self._init_one(name, arr)
@@ -378,14 +376,14 @@ class Load:
                                  f"{tuple(src.shape)}")
             arr[:] = src
             if self.verbose:
-                logging.info("Initialized %s by loading", name)
+                _log.info("Initialized %s by loading", name)
         else:
             if self.default_init is None:
                 raise InitError(f"Cannot Initialize {name}. Not found in loaded param and no "
                                  "default Initializer is provided.")
             self.default_init(name, arr)
             if self.verbose:
-                logging.info("Initialized %s by default", name)
+                _log.info("Initialized %s by default", name)
 
 
 class Mixed:

@@ -16,6 +16,7 @@ import numpy
 from ..base import MXNetError, numeric_types, string_types
 
 __all__ = [
+    "F1",
     "MAE",
     "MCC",
     "MSE",
@@ -26,7 +27,6 @@ __all__ = [
     "CrossEntropy",
     "CustomMetric",
     "EvalMetric",
-    "F1",
     "Loss",
     "NegativeLogLikelihood",
     "PearsonCorrelation",

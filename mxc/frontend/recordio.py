@@ -17,6 +17,7 @@ float32 values after the header).
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import struct
@@ -97,9 +98,7 @@ def _strip_file_uri(uri) -> str:
     if isinstance(uri, bytes):
         uri = uri.decode("utf-8")
     uri = os.fspath(uri)
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
-    return uri
+    return uri.removeprefix("file://")
 
 
 class MXRecordIO:
@@ -150,10 +149,8 @@ class MXRecordIO:
             self.pid = None
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finalizer
-            pass
 
     def __enter__(self):
         return self
