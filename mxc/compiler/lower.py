@@ -119,8 +119,10 @@ class LowerCtx:
 
     def gemm(self, a: K.TensorRef, b: K.TensorRef, c: K.TensorRef, *, trans_a: bool = False,
              trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
-             bias: K.TensorRef | None = None, bias_axis: str | None = None) -> None:
-        """C[batch, m, n] = alpha * op(A) @ op(B) + beta*C (+ bias along m or n).
+             bias: K.TensorRef | None = None, bias_axis: str | None = None,
+             bias_batch_stride: int = 0) -> None:
+        """C[batch, m, n] = alpha * op(A) @ op(B) + beta*C (+ bias along m or n; with
+        ``bias_batch_stride`` each batch entry reads its own bias, e.g. one per conv group).
 
         ``a``, ``b``, ``c`` are 2-D (m, k) / 3-D (batch, m, k) views; strides express the
         transposes, so no data is moved before the template's own packing.
@@ -155,7 +157,7 @@ class LowerCtx:
             raise CompileError(f"{self.node.op} '{self.node.name}': matrix product of "
                                f"{a.dtype.name}/{b.dtype.name} -> {dt} is not supported yet "
                                "(float32 and float64 only)")
-        bias_stride = 0
+        bias_stride = int(bias_batch_stride)
         spec = GemmSpec(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
                         c_strides=sc, alpha=float(alpha), beta=float(beta),
                         bias=bias_axis if bias is not None else None,

@@ -150,6 +150,8 @@ class NDArray:
     __slots__ = ("__dict__", "__weakref__", "_ctx", "_data", "_dt", "writable")
     __array_priority__ = 1000.0
     stype = "default"
+    #: autograd tape entry ``(node, output index)`` once the array is in a recorded graph
+    _ag = None
 
     def __init__(self, data=None, ctx=None, dtype=None, writable: bool = True) -> None:
         """Wrap array-like ``data`` (copied into aligned storage). Prefer ``mx.nd.array``."""
@@ -228,7 +230,10 @@ class NDArray:
             return _op("Cast")(self, dtype=dt.name)
         arr = _aligned(self.shape, dt)
         np.copyto(arr, self._data, casting="unsafe")
-        return _wrap(arr, dt, self._ctx)
+        out = _wrap(arr, dt, self._ctx)
+        if self._ag is not None:
+            _autograd()._record_manual("Cast", {"dtype": dt.name}, [self], [out])
+        return out
 
     def copy(self) -> NDArray:
         return self.copyto(self._ctx)
@@ -242,13 +247,22 @@ class NDArray:
             if other.shape != self.shape:
                 raise MXNetError(f"copyto: shape mismatch, source {self.shape} vs destination "
                                  f"{other.shape}")
+            rec = (self._ag is not None or other._ag is not None) and \
+                _autograd().is_recording()
+            if rec:
+                _autograd()._check_out(None, [self], other)
             _copy_into(other, self)
+            if rec:
+                _autograd()._record_copy(self, other)
             return other
         if isinstance(other, Context):
             check_runnable(other)
             arr = _aligned(self.shape, self._dt)
             np.copyto(arr, self._data)
-            return _wrap(arr, self._dt, other)
+            out = _wrap(arr, self._dt, other)
+            if self._ag is not None:
+                _autograd()._record_copy(self, out)
+            return out
         raise TypeError(f"copyto does not support type {type(other).__name__}")
 
     def as_in_context(self, context: Context) -> NDArray:
@@ -289,7 +303,10 @@ class NDArray:
         if math.prod(new) != self.size:
             raise MXNetError(f"reshape: cannot reshape an array of shape {self.shape} "
                              f"({self.size} elements) into shape {tuple(shape)}")
-        return _wrap(self._data.reshape(new), self._dt, self._ctx, self.writable)
+        out = _wrap(self._data.reshape(new), self._dt, self._ctx, self.writable)
+        if self._ag is not None:
+            _autograd()._record_manual("Reshape", {"shape": new}, [self], [out])
+        return out
 
     def reshape_like(self, *args, **kwargs):
         if args and isinstance(args[0], NDArray) and not kwargs and len(args) == 1:
@@ -317,6 +334,40 @@ class NDArray:
 
     def ones_like(self, *args, **kwargs):
         return _op("ones_like")(self, *args, **kwargs)
+
+    # -- autograd -------------------------------------------------------------------------------
+    def attach_grad(self, grad_req: str = "write", stype=None) -> None:
+        """Attach a zero gradient buffer (``.grad``) and mark the array as a variable that
+        ``backward`` computes gradients for (``grad_req`` 'write' | 'add' | 'null')."""
+        _autograd()._attach_grad(self, grad_req, stype)
+
+    @property
+    def grad(self):
+        """The gradient buffer attached by ``attach_grad``/``mark_variables``, or None."""
+        if self._ag is None:
+            return None
+        return _autograd()._grad_of(self)
+
+    def detach(self) -> NDArray:
+        """An array sharing this one's data, outside any recorded graph."""
+        return _wrap(self._data, self._dt, self._ctx, self.writable)
+
+    def backward(self, out_grad=None, retain_graph: bool = False,  # noqa: FBT001
+                 train_mode: bool = True) -> None:  # noqa: FBT001
+        """Compute the gradients of this array w.r.t. the marked variables."""
+        _autograd().backward([self], None if out_grad is None else [out_grad],
+                             retain_graph=retain_graph, train_mode=train_mode)
+
+    @property
+    def _fresh_grad(self) -> bool:
+        if self._ag is None:
+            return False
+        return _autograd()._get_fresh(self)
+
+    @_fresh_grad.setter
+    def _fresh_grad(self, state) -> None:
+        if self._ag is not None:
+            _autograd()._set_fresh(self, state)
 
     # -- python protocol ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -369,6 +420,10 @@ class NDArray:
 
     # -- indexing -------------------------------------------------------------------------
     def __getitem__(self, key):
+        if self._ag is not None:
+            r = _autograd()._record_getitem(self, key)
+            if r is not None:
+                return r
         d = self._data
         if type(key) is int:
             if d.ndim == 0:
@@ -401,6 +456,8 @@ class NDArray:
     def __setitem__(self, key, value) -> None:
         if not self.writable:
             raise ValueError("Failed to assign to a readonly NDArray")
+        if self._ag is not None:
+            _autograd()._check_setitem(self)
         key = _convert_key(key)
         if isinstance(value, NDArray):
             if value.stype != "default":
@@ -521,6 +578,17 @@ class NDArray:
 
     def __dir__(self):
         return sorted(set(object.__dir__(self)) | set(_FLUENT))
+
+
+_autograd_mod = None
+
+
+def _autograd():
+    global _autograd_mod
+    if _autograd_mod is None:
+        from . import autograd
+        _autograd_mod = autograd
+    return _autograd_mod
 
 
 def _unpickle(state):

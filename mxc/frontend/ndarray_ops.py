@@ -111,11 +111,28 @@ def set_train_mode_hook(fn) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# autograd recording (mxc.frontend.autograd installs these when it loads)
+# ------------------------------------------------------------------------------------------
+_ag_state = None      # thread-local with a ``recording`` attribute
+_ag_record = None     # record(tmpl, is_train, inputs, datas, outputs, hidden)
+_ag_check_out = None  # check_out(tmpl, inputs, outs): raise when out= is not allowed
+
+
+def set_autograd_hooks(state, record, check_out) -> None:
+    """Install autograd's recording state and its callbacks (see :func:`invoke`)."""
+    global _ag_state, _ag_record, _ag_check_out
+    _ag_record = record
+    _ag_check_out = check_out
+    _ag_state = state
+
+
+# ------------------------------------------------------------------------------------------
 # templates (op + attributes) and their compiled forms (per shapes/dtypes/mode)
 # ------------------------------------------------------------------------------------------
 class _Compiled:
     __slots__ = (
         "compiled",
+        "hidden",
         "in_slots",
         "out_alias",
         "out_dt",
@@ -125,7 +142,7 @@ class _Compiled:
         "program",
     )
 
-    def __init__(self, cg, in_names, heads) -> None:
+    def __init__(self, cg, in_names, heads, node=None) -> None:
         self.compiled = cg
         self.program = cg.program
         self.in_slots = [cg.var_slots[n] for n in in_names]
@@ -141,6 +158,17 @@ class _Compiled:
             self.out_dt.append(d)
             self.out_np.append(d.np)
             self.out_alias.append(self.in_slots.index(slot) if slot in self.in_slots else None)
+        # hidden outputs (Dropout's mask, BatchNorm's mean/invstd): their slots, read back
+        # after a run when autograd records the call (the backward needs them)
+        self.hidden = []
+        if node is not None:
+            for i in range(len(heads), node.num_outputs):
+                k = (node.uid, i)
+                slot = cg.entry_slot.get(k)
+                if slot is None:
+                    continue
+                d = BY_NAME[cg.types[k]]
+                self.hidden.append((slot, tuple(cg.shapes[k]), d))
 
 
 class OpTemplate:
@@ -190,7 +218,7 @@ class OpTemplate:
             heads = [Entry(node, i) for i in range(self.n_vis)]
             cg = compile_graph(Graph(heads), dict(zip(names, shapes)),
                                dict(zip(names, dtypes)), is_train=is_train)
-            c = _Compiled(cg, names, heads)
+            c = _Compiled(cg, names, heads, node)
             self.compiled[key] = c
             return c
 
@@ -250,8 +278,16 @@ def invoke(tmpl: OpTemplate, inputs: list, out=None, ctx: Context | None = None)
         c = tmpl.compile(key)
     prog = c.program.clone()
     bound = dict(zip(c.in_slots, datas))
+    st = _ag_state
+    rec = st is not None and st.recording
     if out is not None:
-        return _invoke_out(tmpl, c, prog, bound, datas, out)
+        if rec:
+            _ag_check_out(tmpl, inputs, out)
+        res = _invoke_out(tmpl, c, prog, bound, datas, out)
+        if rec:
+            outs = [out] if isinstance(out, _NDArray) else list(out)
+            _ag_record(tmpl, key[2], inputs, datas, outs, _hidden(c, prog))
+        return res
     outs_np = []
     for i, slot in enumerate(c.out_slots):
         j = c.out_alias[i]
@@ -267,9 +303,23 @@ def invoke(tmpl: OpTemplate, inputs: list, out=None, ctx: Context | None = None)
         outs_np.append(arr)
     prog.allocate(bound)
     prog.run("forward")
+    if rec:
+        res = [_wrap(a, c.out_dt[i], ctx) for i, a in enumerate(outs_np)]
+        _ag_record(tmpl, key[2], inputs, datas, res, _hidden(c, prog))
+        return res[0] if len(res) == 1 else res
     if len(outs_np) == 1:
         return _wrap(outs_np[0], c.out_dt[0], ctx)
     return [_wrap(a, c.out_dt[i], ctx) for i, a in enumerate(outs_np)]
+
+
+def _hidden(c: _Compiled, prog) -> list:
+    """(array, DType) of each hidden output of the run of ``prog`` (views of its storage)."""
+    out = []
+    for slot, shape, d in c.hidden:
+        st = prog.storage[slot]
+        n = math.prod(shape) * d.itemsize
+        out.append((st[:n].view(d.np).reshape(shape), d))
+    return out
 
 
 def _invoke_out(tmpl, c, prog, bound, datas, out):

@@ -168,6 +168,9 @@ def test_hyper_twin_matches_public_op(op):
     attrs = dict(CASES[op][1][0])
     n_args = len(registry.get(op).arguments(registry.get(op).parse_attrs(attrs)))
     fn = getattr(nd, f"_hyper_{op}")
+    from mxc.frontend.ndarray_ops import template
+    _, sw0 = O.hyper_args(op, attrs)
+    before = set(template(f"_hyper_{op}", {"switches": sw0}).compiled)
     for scale in (1.0, 0.5, 0.25):
         if "lr" in attrs:
             attrs["lr"] = CASES[op][1][0]["lr"] * scale
@@ -175,8 +178,8 @@ def test_hyper_twin_matches_public_op(op):
         want, _ = _ref_step(op, [a.asnumpy() for a in arrs], attrs)
         got = fn(*arrs[:n_args], nd.array(vec, dtype="float64"), *arrs[n_args:], switches=sw)
         np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-5, atol=1e-6)
-    from mxc.frontend.ndarray_ops import template
-    assert len(template(f"_hyper_{op}", {"switches": sw}).compiled) == 1
+    assert sw == sw0
+    assert len(set(template(f"_hyper_{op}", {"switches": sw}).compiled) - before) <= 1
 
 
 def test_lamb_phase2():

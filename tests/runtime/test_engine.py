@@ -23,7 +23,27 @@ from mxc.runtime import engine as E
 
 NVARS = 10
 SIZE = 1024     # large enough that numpy releases the GIL inside the arithmetic
-TIMEOUT = 30    # only reached when the engine is broken
+TIMEOUT = 30    # seconds; only reached when the engine is broken
+
+
+def within(fn, *args):
+    """Run ``fn(*args)`` on a helper thread: a deadlocked engine fails the test instead of
+    hanging the test run."""
+    result, error = [], []
+
+    def target():
+        try:
+            result.append(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            error.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(TIMEOUT)
+    assert not t.is_alive(), f"{fn.__name__} did not finish: the engine is stuck"
+    if error:
+        raise error[0]
+    return result[0]
 
 
 @pytest.fixture
@@ -113,7 +133,7 @@ def test_random_workload_matches_serial_and_naive(seed, workers):
     assert_same(serial, run_engine(E.NaiveEngine(), ops, seed))
     eng = E.ThreadedEngine(cpu_workers=workers)
     try:
-        assert_same(serial, run_engine(eng, ops, seed))
+        assert_same(serial, within(run_engine, eng, ops, seed))
     finally:
         eng.shutdown()
 
@@ -143,7 +163,7 @@ def test_pushes_from_many_threads(eng):
         t.start()
     for t in threads:
         t.join()
-    eng.wait_all()
+    within(eng.wait_all)
     assert shared[0] == 1600
     assert [b[0] for b in own] == [400] * 4
 
@@ -192,7 +212,7 @@ def test_writes_are_exclusive():
                 eng.push(op("w"), (), [v])
             else:
                 eng.push(op("r"), [v])
-        eng.wait_all()
+        within(eng.wait_all)
     finally:
         eng.shutdown()
     assert not bad

@@ -10,15 +10,22 @@ Strategy (the heavy work always goes through the GEMM template):
 * pointwise (1x1, stride 1, no pad): GEMM directly on the NCHW views, one batched call per
   group, batch = images;
 * general: im2col into a temp laid out (C*k, images, Y) for a chunk of images (the chunk is
-  bounded, so the temp stays small for big batches; chunks reuse one kernel through run-time
-  pointer offsets), then one batched GEMM per group (batch = images of the chunk);
+  bounded by COL_LIMIT, so the temp stays small for big batches; chunks reuse one kernel
+  through run-time pointer offsets), then one batched GEMM per group (batch = images);
   backward-data: GEMM into a column buffer, then col2im in gather form (every input element
-  sums the kernel taps that read it: no scatter, no atomics); backward-weight: one GEMM per
-  group and chunk with K = images x output pixels, accumulated over chunks with beta = 1;
-* depthwise (one input channel per group): direct vectorised compute kernels.
+  sums the kernel taps that read it: no scatter, no atomics; strided convolutions run one
+  kernel per stride phase so the indices stay affine); backward-weight: one GEMM per group
+  and chunk with K = images x output pixels, accumulated over chunks with beta = 1;
+* depthwise (one input channel per group): direct vectorised compute kernels on a padded
+  copy of the input.
+
+im2col / col2im split the innermost (vectorised) dimension into border runs, which clamp and
+select, and an interior run with affine loads; narrow border runs are computed on a view with
+the last two dims swapped so every task still loops over many elements.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -31,6 +38,7 @@ from ..registry import OpDef, simple
 from .common import g
 from .matrix import fill_zero, in_gemm_types, matmul
 from .pool import (
+    _runs,
     and_all,
     compute_at,
     compute_runs,
@@ -354,6 +362,82 @@ def _col2im(ctx, gm: Geom, col: K.TensorRef, n0: int, nb: int, dx: K.TensorRef,
     compute_runs(ctx, dxv, refs, runs, make, "col2im")
 
 
+def _col2im_phased(ctx, gm: Geom, col: K.TensorRef, n0: int, nb: int, dx: K.TensorRef,
+                   bias: K.TensorRef | None) -> None:
+    """col2im for strided convolutions, one kernel per phase: the inputs i = m*s + phi - p
+    (phi fixed) are read by the taps t = t0 + j*step (t*d = phi mod s) at outputs
+    q = m - c0 - j*(d/g), affine in m, so no division or modulo is left in the loop."""
+    nd = gm.nd
+    cref = _col_ref(col, gm, nb)
+    dxv = _view(dx, (nb, gm.C) + gm.X, None, n0 * gm.C * gm.Xp)
+    refs = [cref] + ([bias] if bias is not None else [])
+    for phase in itertools.product(*[range(ss) for ss in gm.s]):
+        dims = []
+        for dd in range(nd):
+            kk, ss, pp, dl, ph = gm.k[dd], gm.s[dd], gm.p[dd], gm.d[dd], phase[dd]
+            m0 = -((ph - pp) // ss)                      # first m with i >= 0
+            M = (gm.X[dd] - 1 + pp - ph) // ss - m0 + 1
+            gg = math.gcd(dl, ss)
+            step = ss // gg
+            t0 = next((t for t in range(step) if (t * dl - ph) % ss == 0), None)
+            J = 0 if t0 is None or t0 >= kk else -(-(kk - t0) // step)
+            c0 = (t0 * dl - ph) // ss if J else 0
+            dims.append((m0, M, t0, step, J, c0, dl // gg))
+        if any(dm[1] <= 0 for dm in dims):
+            continue
+        view = K.TensorRef(dxv.buf, (nb, gm.C) + tuple(dm[1] for dm in dims),
+                           tuple(dxv.strides[:2]) + tuple(ss * st for ss, st in
+                                                          zip(gm.s, dxv.strides[2:])),
+                           dxv.offset + sum((dm[0] * ss + ph - pp) * st for dm, ss, ph, pp, st
+                                            in zip(dims, gm.s, phase, gm.p, dxv.strides[2:])))
+        if any(dm[4] == 0 for dm in dims):     # no tap reads these inputs
+            if bias is None:
+                ctx.compute(view, lambda *i: C(0, dx.dtype), "zero")
+            else:
+                compute_at(ctx, view, [bias], lambda i, br: br[i[1]], "deconv_bias")
+            continue
+
+        def make(a0, inner, dims=dims):
+            def fn(i, cr, *br):
+                b, c = i[0], i[1]
+                mv = shift_last(i[2:], a0)
+                axes, taps, qs, conds = [], [], [], []
+                for dd, (m0, M, t0, step, J, c0, e) in enumerate(dims):
+                    m = idx(mv[dd]) + m0
+                    if J > 1:
+                        r = K.reduce_axis(J, "t")
+                        axes.append(r)
+                        j = r.var
+                    else:
+                        j = C(0, I64)
+                    taps.append(j * step + t0)
+                    q = m - c0 - j * e
+                    Y = gm.Y[dd]
+                    if inner and dd == nd - 1:
+                        qs.append(q)
+                        continue
+                    cd = []
+                    if m0 - c0 - (J - 1) * e < 0:
+                        cd.append(q.ge(C(0, I64)))
+                        q = K.maximum(q, C(0, I64))
+                    if m0 + M - 1 - c0 > Y - 1:
+                        cd.append(q.lt(C(Y, I64)))
+                        q = K.minimum(q, C(Y - 1, I64))
+                    qs.append(q)
+                    conds.append(and_all(cd))
+                v = cr[(c, *taps, b, *qs)]
+                cond = and_all(conds)
+                if cond is not None:
+                    v = K.select(cond, v, C(0, v.dtype))
+                v = K.reduce("sum", v, axes) if axes else v
+                return v + br[0][c] if br else v
+            return fn
+
+        m0, M, t0, step, J, c0, e = dims[-1]
+        runs = _runs(M, c0 + (J - 1) * e - m0, gm.Y[-1] + c0 - m0)
+        compute_runs(ctx, view, refs, runs, make, "col2im")
+
+
 def _wmat(w: K.TensorRef, gm: Geom, gi: int, rows: int, cols: int) -> K.TensorRef:
     """Group ``gi``'s (rows, cols) block of the weight viewed as (G*rows, cols)."""
     return _view(w, (rows, cols), (cols, 1), gi * rows * cols)
@@ -428,7 +512,10 @@ def conv_backward_data(ctx, gm: Geom, dy, w, dx, bias=None) -> None:
                    _view(dy, (nb, Fg, Yp), (F * Yp, Yp, 1), n0 * F * Yp + gi * Fg * Yp),
                    _view(col, (nb, CgK, Yp), (Yp, nb * Yp, 1), gi * CgK * nb * Yp),
                    trans_a=True)
-        _col2im(ctx, gm, col, n0, nb, dx, bias)
+        if any(v > 1 for v in gm.s):
+            _col2im_phased(ctx, gm, col, n0, nb, dx, bias)
+        else:
+            _col2im(ctx, gm, col, n0, nb, dx, bias)
 
 
 def conv_backward_weight(ctx, gm: Geom, x, dy, dw) -> None:

@@ -1,15 +1,24 @@
 """Pooling (max / avg / sum / lp; 1-D, 2-D, 3-D; valid / full / same conventions; global).
 
-Forward: one compute per output element reducing over the kernel window; padded taps are
-clamped to a valid index and then selected away, so no load ever leaves the input.
+Forward: one compute per output element reducing over its kernel window. When windows reach
+into the padding, the input is first copied into a padded temp (filled with the lowest value
+for max, 0 otherwise; the copy clamps its index and selects, so no load leaves the input), and
+the window loop then has plain affine loads that the loop vectoriser handles.
 
 Backward is gather-form (no scatter, no atomics): every input element sums the contributions
-of the (at most ceil(k/s) per dimension) windows that contain it. Max pooling first records,
-per window, the position of the first element equal to the window's output (MXNet's rule),
-then each input element takes the gradient of the windows whose recorded position is itself.
+of the windows that contain it. Max pooling first records, per window, the position of the
+first element equal to the window's output (MXNet's rule); each input element then takes the
+gradient of the windows whose recorded position is itself. The gather runs per stride phase
+(inputs i = m*s + phi - p): within a phase the windows containing i are o = m - j at window
+offset j*s + phi, so with dy padded in front every index is affine in m (no division, modulo
+or range check in the loop).
+
+This module also holds the window/padding helpers conv.py shares (window_pos, pad_temp,
+compute_at, compute_runs, ...).
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -425,35 +434,22 @@ class BackwardPooling(OpDef):
         refs = [dy, x, y]
         if pt == "max":
             refs.append(self._argmax(ctx, x, y, X, O, k, s, p))
-        # windows containing input i along a dim: o in [(i+p-k)/s + 1, (i+p)/s] ∩ [0, O)
-        R = [min(-(-kk // ss), n) for kk, ss, n in zip(k, s, O)]
-        plo = phi = None
-        if all(ss == 1 for ss in s) and any(n > 1 for n in O):
-            # stride 1: pad dy (and y, argmax) so every candidate window is in range and the
-            # gather is affine: candidates o = i + p - r, r < k, index o + plo
-            plo = tuple(max(0, kk - 1 - pp) for kk, pp in zip(k, p))
-            phi = tuple(max(0, x_ + pp - n) for x_, pp, n in zip(X, p, O))
-            R = list(k)
-            refs[0] = pad_temp(ctx, dy, plo, phi, 0, name="pad_grad")
-            if pt == "lp":
-                refs[2] = pad_temp(ctx, y, plo, phi, 0, name="pad_out")
-            if pt == "max":
-                refs[3] = pad_temp(ctx, refs[3], plo, phi, -1, name="pad_argmax")
+        J = [-(-kk // ss) for kk, ss in zip(k, s)]
+        if all(j <= n for j, n in zip(J, O)) and any(n > 1 for n in O):
+            self._phase_gather(ctx, refs, dx, X, O, k, s, p, J, include)
+            return
+        # generic form (global pooling, windows larger than the output): windows containing
+        # input i along a dim: o in [(i+p-k)/s + 1, (i+p)/s] ∩ [0, O)
+        R = [min(jj, n) for jj, n in zip(J, O)]
 
         def body(n, c, *i):
             dyr, xr, yr = refs[:3]
-            raxes, os, ocs, conds, offs = [], [], [], [], []
+            raxes, os, conds, offs = [], [], [], []
             for dd in range(nd):
                 r = None
                 if R[dd] > 1:
                     r = K.reduce_axis(R[dd], "w")
                     raxes.append(r)
-                if plo is not None:
-                    od = idx(i[dd]) + p[dd] - (r.var if r is not None else C(0, I64))
-                    os.append(od)
-                    ocs.append(od + plo[dd] if plo[dd] else od)
-                    offs.append(r.var if r is not None else C(0, I64))
-                    continue
                 hi = K.minimum((idx(i[dd]) + p[dd]) // s[dd], C(O[dd] - 1, I64)) \
                     if O[dd] > 1 else C(0, I64)
                 od = hi - r.var if r is not None else hi
@@ -465,26 +461,22 @@ class BackwardPooling(OpDef):
                 if O[dd] > 1 or k[dd] < X[dd] + p[dd]:
                     cd.append(off.lt(C(k[dd], I64)))
                 os.append(od)
-                ocs.append(od)
                 conds.append(and_all(cd))
                 offs.append(off)
             cond = and_all(conds)
-            g_ = dyr[(n, c, *ocs)]
+            g_ = dyr[(n, c, *os)]
             if pt == "max":
                 flat = C(0, I64)
                 for dd in range(nd):
                     flat = flat * k[dd] + offs[dd]
-                hit = K.cast(I64, refs[3][(n, c, *ocs)]).eq(flat)
+                hit = K.cast(I64, refs[3][(n, c, *os)]).eq(flat)
                 contrib = K.select(hit, g_, zero)
             elif pt == "sum" or (pt == "lp" and a.p_value == 1):
                 contrib = g_
             elif pt == "avg":
-                size = _size_expr(os, X, O, k, s, p, include)
-                if plo is not None:   # padded candidates have g_ == 0; keep the size > 0
-                    size = K.maximum(size, C(1, I64))
-                contrib = g_ / K.cast(dt, size)
+                contrib = g_ / K.cast(dt, _size_expr(os, X, O, k, s, p, include))
             else:
-                yv = yr[(n, c, *ocs)]
+                yv = yr[(n, c, *os)]
                 ratio = xr[(n, c, *i)] / yv
                 if a.p_value == 3:
                     ratio = ratio * ratio
@@ -494,6 +486,81 @@ class BackwardPooling(OpDef):
             return K.reduce("sum", contrib, raxes) if raxes else contrib
 
         ctx.compute(dx, body, f"pool_{pt}_grad")
+
+    def _phase_gather(self, ctx, refs, dx, X, O, k, s, p, J, include):
+        """Gather-form backward by phase: input i = m*s + phi - p (phi fixed per kernel) lies
+        in the windows o = m - j, j < ceil((k - phi)/s), at window offset j*s + phi. With dy
+        (and the argmax / output) padded by ceil(k/s) - 1 in front, every index is affine in
+        m and needs no range check."""
+        a = ctx.attrs
+        pt = a.pool_type
+        nd = len(X)
+        dt = dx.dtype
+        zero = C(0, dt)
+        dy, x, y = refs[:3]
+        PL = tuple(jj - 1 for jj in J)
+        PH = tuple(max(0, (xx - 1 + pp) // ss - (n - 1)) for xx, pp, ss, n in zip(X, p, s, O))
+        padded = any(PL) or any(PH)
+        dyp = pad_temp(ctx, dy, PL, PH, 0, name="pad_grad") if padded else dy
+        yp = y
+        if pt == "lp" and a.p_value > 1 and padded:
+            yp = pad_temp(ctx, y, PL, PH, 0, name="pad_out")
+        amp = None
+        if pt == "max":
+            amp = pad_temp(ctx, refs[3], PL, PH, -1, name="pad_argmax") if padded else refs[3]
+        kst = [math.prod(k[dd + 1:]) for dd in range(nd)]
+        for phase in itertools.product(*[range(ss) for ss in s]):
+            m0 = [-((ph - pp) // ss) for ph, pp, ss in zip(phase, p, s)]
+            mx = [(xx - 1 + pp - ph) // ss for xx, pp, ph, ss in zip(X, p, phase, s)]
+            if any(b < a_ for a_, b in zip(m0, mx)):
+                continue
+            M = [b - a_ + 1 for a_, b in zip(m0, mx)]
+            i0 = [a_ * ss + ph - pp for a_, ss, ph, pp in zip(m0, s, phase, p)]
+            view = K.TensorRef(dx.buf, tuple(dx.shape[:2]) + tuple(M),
+                               tuple(dx.strides[:2]) + tuple(ss * st for ss, st in
+                                                             zip(s, dx.strides[2:])),
+                               dx.offset + sum(i * st for i, st in zip(i0, dx.strides[2:])))
+            Jp = [-(-(kk - ph) // ss) if ph < kk else 0 for kk, ph, ss in zip(k, phase, s)]
+            if 0 in Jp:   # these inputs are in no window
+                ctx.compute(view, lambda *i: zero, "zero")
+                continue
+
+            def body(ii, dyr, *rest, phase=phase, m0=m0, Jp=Jp):
+                n, c = ii[:2]
+                axes, os, ops, flat, xi = [], [], [], C(0, I64), []
+                for dd in range(nd):
+                    m = idx(ii[2 + dd]) + m0[dd]
+                    if Jp[dd] > 1:
+                        r = K.reduce_axis(Jp[dd], "w")
+                        axes.append(r)
+                        j = r.var
+                    else:
+                        j = C(0, I64)
+                    od = m - j
+                    os.append(od)
+                    ops.append(od + PL[dd] if PL[dd] else od)
+                    flat = flat + (j * s[dd] + phase[dd]) * kst[dd]
+                    xi.append(m * s[dd] + (phase[dd] - p[dd]))
+                g_ = dyr[(n, c, *ops)]
+                if pt == "max":
+                    contrib = K.select(K.cast(I64, rest[0][(n, c, *ops)]).eq(flat), g_, zero)
+                elif pt == "sum" or (pt == "lp" and a.p_value == 1):
+                    contrib = g_
+                elif pt == "avg":
+                    size = K.maximum(_size_expr(os, X, O, k, s, p, include), C(1, I64))
+                    contrib = g_ / K.cast(dt, size)
+                else:
+                    xr, yr = rest
+                    yv = yr[(n, c, *ops)]
+                    ratio = xr[(n, c, *xi)] / yv
+                    if a.p_value == 3:
+                        ratio = ratio * ratio
+                    contrib = K.select(yv.eq(zero), zero, g_ * ratio)
+                return K.reduce("sum", contrib, axes) if axes else contrib
+
+            extra = [amp] if pt == "max" else ([x, yp] if pt == "lp" and a.p_value > 1
+                                                else [])
+            compute_at(ctx, view, [dyp] + extra, body, f"pool_{pt}_grad")
 
     @staticmethod
     def _argmax(ctx, x, y, X, O, k, s, p):

@@ -1,0 +1,266 @@
+"""Running a hybridized block's graph (MXNet's ``CachedOp``).
+
+A :class:`CachedOp` holds the Symbol a HybridBlock traced and runs it on NDArrays given in
+``list_inputs()`` order (data and parameters). It compiles the whole graph once per input
+signature (shapes, dtypes, training mode, which inputs want gradients) with
+:func:`mxc.compiler.build.compile_graph` and binds each call's program straight to the
+arrays' storage: inputs and parameters are read in place, BatchNorm's running statistics
+(auxiliary states) are updated in place, outputs are fresh arrays.
+
+Under ``autograd.record()`` the call is one node on autograd's tape: the forward runs the
+training program (forward section), and that node's backward runs the same program instance's
+backward section, which writes the gradient of every differentiable input. The node is made
+with ``mx.autograd.Function`` (MXNet's custom-function API). When autograd offers no
+``Function``, the graph is instead interpreted op by op with ``mx.nd`` operators, which
+autograd records one by one (same numbers, slower).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..base import MXNetError
+from . import _autograd as ag
+
+__all__ = ["CachedOp", "run_graph_imperative"]
+
+_lock = threading.RLock()
+
+
+def _nd():
+    from ..frontend import ndarray
+    return ndarray
+
+
+class _Compiled:
+    """One compiled program of the graph for one input signature."""
+
+    def __init__(self, op: CachedOp, shapes: dict, types: dict, is_train: bool,
+                 grad_names: tuple) -> None:
+        from ..compiler.build import compile_graph
+        from ..ir.dtypes import BY_NAME
+
+        req = {n: "write" for n in grad_names} or None
+        cg = compile_graph(op.graph, shapes, types, is_train=is_train, grad_req=req)
+        self.cg = cg
+        self.in_slots = [cg.var_slots.get(n) for n in op.input_names]
+        self.out_shapes = []
+        self.out_dt = []
+        for h in op.graph.outputs:
+            k = (h.node.uid, h.index)
+            self.out_shapes.append(tuple(cg.shapes[k]))
+            self.out_dt.append(BY_NAME[cg.types[k]])
+        self.grad_names = grad_names
+        self.grad_slots = [cg.grad_slots.get(n) for n in grad_names]
+        self.head_grad_slots = list(cg.head_grad_slots)
+
+
+class _Run:
+    """One call's program instance (kept alive for backward when recording)."""
+
+    __slots__ = ("comp", "heads", "outputs", "prog")
+
+    def __init__(self, comp: _Compiled, arrays: list, ctx) -> None:
+        nd = _nd()
+        self.comp = comp
+        prog = comp.cg.program.clone()
+        bound: dict = {}
+        for slot, a in zip(comp.in_slots, arrays):
+            if slot is not None:
+                bound[slot] = a._data
+        outs = []
+        copy_back = []
+        for i, slot in enumerate(comp.cg.head_slots):
+            shape, dt = comp.out_shapes[i], comp.out_dt[i]
+            arr = _aligned(shape, dt)
+            if slot in bound:
+                copy_back.append((arr, slot))
+            else:
+                bound[slot] = arr
+            outs.append(nd._wrap(arr, dt, ctx))
+        self.heads = []
+        if comp.grad_names:
+            for i, slot in enumerate(comp.head_grad_slots):
+                a = _aligned(comp.out_shapes[i], comp.out_dt[i])
+                bound[slot] = a
+                self.heads.append(a)
+        prog.allocate(bound)
+        prog.run("forward")
+        for arr, slot in copy_back:
+            st = prog.storage[slot]
+            np.copyto(arr, st[: arr.nbytes].view(arr.dtype).reshape(arr.shape))
+        self.prog = prog
+        self.outputs = outs
+
+    def backward(self, head_grads: list, grad_shapes: list, grad_dts: list, ctx) -> list:
+        """Gradients of the inputs named ``comp.grad_names`` given the heads' gradients
+        (None means zeros)."""
+        nd = _nd()
+        comp = self.comp
+        for a, g in zip(self.heads, head_grads):
+            if g is None:
+                a[...] = 0
+            else:
+                np.copyto(a, g._float_view() if a.dtype != g._data.dtype else g._data,
+                          casting="unsafe")
+        grads = []
+        for slot, shape, dt in zip(comp.grad_slots, grad_shapes, grad_dts):
+            arr = _aligned(shape, dt)
+            if slot is None:
+                arr[...] = 0
+            else:
+                self.prog.rebind(slot, arr)
+            grads.append(arr)
+        self.prog.run("backward")
+        return [nd._wrap(g, dt, ctx) for g, dt in zip(grads, grad_dts)]
+
+
+def _aligned(shape, dt) -> np.ndarray:
+    from ..frontend.ndarray_ops import aligned_empty
+    return aligned_empty(tuple(shape), dt.np)
+
+
+class CachedOp:
+    """The compiled form of a symbol, called on NDArrays in ``list_inputs()`` order."""
+
+    def __init__(self, sym, flags=()) -> None:
+        from ..ir.graph import Graph
+        self.sym = sym
+        self.graph = Graph(sym._outputs)
+        self.input_names = sym.list_inputs()
+        self.aux_names = set(sym.list_auxiliary_states())
+        self.flags = dict(flags)
+        self._compiled: dict = {}
+
+    # -- signature --------------------------------------------------------------------------
+    def _compiled_for(self, arrays: list, is_train: bool, grad_names: tuple) -> _Compiled:
+        shapes = {n: tuple(a.shape) for n, a in zip(self.input_names, arrays)}
+        types = {n: a._dt.name for n, a in zip(self.input_names, arrays)}
+        key = (tuple(shapes.values()), tuple(types.values()), is_train, grad_names)
+        c = self._compiled.get(key)
+        if c is None:
+            with _lock:
+                c = self._compiled.get(key)
+                if c is None:
+                    c = self._compiled[key] = _Compiled(self, shapes, types, is_train,
+                                                        grad_names)
+        return c
+
+    def __call__(self, *args):
+        """Run on ``args`` (one NDArray per input); returns the list of outputs."""
+        nd = _nd()
+        arrays = list(args)
+        if len(arrays) != len(self.input_names):
+            raise MXNetError(f"CachedOp: {len(arrays)} inputs given, the graph takes "
+                             f"{len(self.input_names)} ({self.input_names})")
+        for n, a in zip(self.input_names, arrays):
+            if not isinstance(a, nd.NDArray):
+                raise MXNetError(f"CachedOp: input '{n}' must be an NDArray, got "
+                                 f"{type(a).__name__}")
+        arrays = [a.tostype("default") if a.stype != "default" else a for a in arrays]
+        ctx = arrays[0].context if arrays else None
+        is_train = ag.is_training()
+        if ag.is_recording():
+            m = ag.module()
+            if getattr(m, "Function", None) is not None:
+                return self._call_recorded(arrays, is_train, ctx)
+            return run_graph_imperative(self.sym, dict(zip(self.input_names, arrays)))
+        comp = self._compiled_for(arrays, is_train, ())
+        return _Run(comp, arrays, ctx).outputs
+
+    # -- recording ----------------------------------------------------------------------------
+    def _grad_inputs(self, arrays: list) -> tuple:
+        """Names of the inputs whose gradient backward needs: those autograd tracks (marked
+        variables with a gradient, or outputs of recorded ops), floating point, not
+        auxiliary states."""
+        out = []
+        for n, a in zip(self.input_names, arrays):
+            if n in self.aux_names or a._dt.kind != "f":
+                continue
+            if _needs_grad(a):
+                out.append(n)
+        return tuple(out)
+
+    def _call_recorded(self, arrays: list, is_train: bool, ctx) -> list:
+        m = ag.module()
+        grad_names = self._grad_inputs(arrays)
+        comp = self._compiled_for(arrays, is_train, grad_names)
+        if not grad_names:
+            return _Run(comp, arrays, ctx).outputs  # nothing to differentiate: not recorded
+        op = self
+        idx = {n: i for i, n in enumerate(self.input_names)}
+        shapes = [arrays[idx[n]].shape for n in grad_names]
+        dts = [arrays[idx[n]]._dt for n in grad_names]
+
+        class _GraphFunction(m.Function):
+            """The whole cached graph as one autograd node."""
+
+            def forward(self, *inputs):
+                self._run = _Run(comp, list(inputs), ctx)
+                outs = self._run.outputs
+                return outs[0] if len(outs) == 1 else tuple(outs)
+
+            def backward(self, *head_grads):
+                nd = _nd()
+                grads = self._run.backward(list(head_grads), shapes, dts, ctx)
+                by_name = dict(zip(grad_names, grads))
+                res = []
+                for n, a in zip(op.input_names, arrays):
+                    g = by_name.get(n)
+                    if g is None:  # not differentiated: autograd ignores this entry
+                        g = nd.zeros(a.shape, ctx=a.context, dtype=a.dtype)
+                    res.append(g)
+                return res[0] if len(res) == 1 else tuple(res)
+
+        outs = _GraphFunction()(*arrays)
+        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
+def _needs_grad(x) -> bool:
+    """Whether autograd will want the gradient of ``x``."""
+    e = getattr(x, "_ag", None)
+    if e is None:
+        return False
+    node = e[0]
+    if getattr(node, "cleared", False):
+        return False
+    if getattr(node, "is_leaf", False):
+        return bool(getattr(node, "is_var", False)) and getattr(node, "grad_req", "null") != \
+            "null"
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# op-by-op interpretation
+# ------------------------------------------------------------------------------------------
+def run_graph_imperative(sym, inputs: dict) -> list:
+    """Evaluate ``sym`` with one ``mx.nd`` operator call per node (so autograd records each);
+    ``inputs`` maps variable names to NDArrays."""
+    from ..frontend.ndarray_ops import invoke, template
+    from ..ir.graph import topo_order
+
+    vals: dict = {}
+    for n in topo_order(sym._outputs):
+        if n.is_variable:
+            try:
+                vals[(n.uid, 0)] = inputs[n.name]
+            except KeyError:
+                raise MXNetError(f"no value for graph input '{n.name}'") from None
+            continue
+        attrs = {k: v for k, v in n.attrs.items() if not (k.startswith("__") and
+                                                          k.endswith("__"))}
+        tmpl = template(n.op, attrs)
+        ins = [vals[(e.node.uid, e.index)] for e in n.inputs]
+        out = invoke(tmpl, ins)
+        outs = out if isinstance(out, list) else [out]
+        for i, o in enumerate(outs):
+            vals[(n.uid, i)] = o
+    res = []
+    for e in sym._outputs:
+        v = vals.get((e.node.uid, e.index))
+        if v is None:
+            raise MXNetError(f"output {e.index} of '{e.node.name}' is hidden; it cannot be "
+                             "computed imperatively")
+        res.append(v)
+    return res
