@@ -88,7 +88,9 @@ def _check_names_match(names: list, shapes: list, what: str, throw: bool) -> Non
 
 def _as_desc(x) -> DataDesc:
     if isinstance(x, DataDesc):
-        return x
+        if isinstance(x.shape, tuple):
+            return x
+        return DataDesc(x.name, tuple(int(d) for d in x.shape), x.dtype, x.layout)
     if not isinstance(x, (list, tuple)) or len(x) < 2:
         raise ValueError(f"expected a DataDesc or a (name, shape) pair, got {x!r}")
     name, shape = x[0], x[1]
@@ -1017,8 +1019,9 @@ class Module(BaseModule):
         """Re-bind for new input shapes, keeping the parameters (their shapes must not
         change)."""
         _require(self.binded, "reshape: the module is not bound")
-        self._data_shapes, self._label_shapes = self._parse_shapes(data_shapes, label_shapes)
-        self._exec_group.reshape(self._data_shapes, self._label_shapes)
+        dshapes, lshapes = self._parse_shapes(data_shapes, label_shapes)
+        self._exec_group.reshape(dshapes, lshapes)
+        self._data_shapes, self._label_shapes = dshapes, lshapes
 
     def _parse_shapes(self, data_shapes, label_shapes) -> tuple:
         """DataDescs of the inputs; labels the symbol does not take (an iterator's labels for

@@ -96,17 +96,19 @@ def test_module_train_steps_match_mxnet(name, store):
             _close(got, ref, tol["g_rtol"], atol, f"step{step['step']} grad {pname}")
         arg_params, aux_params = mod.get_params()
         for pname, v in list(arg_params.items()) + list(aux_params.items()):
-            if pname in fixed_gamma:
-                continue        # see test_fix_gamma_gamma_is_written_to_one
+            if pname in fixed_gamma and store == "kvstore":
+                # the store updates its own copy of gamma, which the forward's write of 1
+                # into the executor's array does not reach (MXNet's own reference used no
+                # store: one device)
+                continue
             ref = np.load(sd / "params_after" / f"{pname}.npy")
             rtol = 0 if pname in NOISE.get(name, ()) else tol["p_rtol"]
             _close(v.asnumpy(), ref, rtol, tol["p_atol"], f"step{step['step']} {pname}")
 
 
-@pytest.mark.xfail(reason="MXNet's (oneDNN) BatchNorm forward writes 1 into the gamma array "
-                          "of a fix_gamma=True BatchNorm, so weight decay then acts on 1; "
-                          "mxc's BatchNorm ignores gamma without writing it", strict=False)
 def test_fix_gamma_gamma_is_written_to_one():
+    """MXNet's CPU BatchNorm writes 1 into the gamma array of a fix_gamma=True layer during
+    a training forward, so weight decay then acts on 1 (0.99999 after step 1)."""
     d, _, _, mod, batch = _reference_module("sym_convnet", "local")
     mod.forward_backward(batch)
     mod.update()

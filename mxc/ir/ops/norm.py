@@ -190,9 +190,15 @@ class BatchNorm(OpDef):
             return v + cv.per_channel(_vec(beta, c, pt))
 
         ctx.compute(oe, f, "bn_out")
+        if a.fix_gamma and ctx.is_train:
+            # MXNet's CPU BatchNorm writes 1 into a fixed gamma during a training forward, so
+            # the optimizer's weight decay then acts on 1 (sym_convnet module_train shows it)
+            ctx.compute(gamma, lambda c: C(1, gamma.dtype), "bn_fix_gamma")
 
     def reference(self, a, inputs, is_train=False):
         x, gamma, beta, mm, mv = inputs
+        if a.fix_gamma and is_train:
+            gamma[...] = 1
         ax = _norm_axis(a.axis, x.shape, "BatchNorm")
         red = tuple(i for i in range(x.ndim) if i != ax)
         bshape = [1] * x.ndim
