@@ -165,7 +165,7 @@ def test_kernel_counts():
     bn = {"data": (4, 8, 6, 6), "gamma": (8,), "beta": (8,), "moving_mean": (8,),
           "moving_var": (8,)}
     assert len(_node_kernels("BatchNorm", bn, {})) == 1
-    assert len(_node_kernels("BatchNorm", bn, {}, is_train=True)) == 3
+    assert len(_node_kernels("BatchNorm", bn, {}, is_train=True)) == 4  # + fixed gamma <- 1
     ln = {"data": (4, 6, 10), "gamma": (10,), "beta": (10,)}
     assert len(_node_kernels("LayerNorm", ln, {})) == 1
     assert len(_node_kernels("LayerNorm", dict(ln, gamma=(6,), beta=(6,)), {"axis": 1})) == 1
