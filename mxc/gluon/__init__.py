@@ -2,14 +2,15 @@
 
 ``Parameter`` / ``ParameterDict`` (parameter.py), ``Block`` / ``HybridBlock`` /
 ``SymbolBlock`` (block.py; hybridized blocks run as one compiled graph, _cached_op.py),
-layers (nn/), losses (loss.py), ``Trainer`` (trainer.py) and helpers (utils.py).
+layers (nn/), losses (loss.py), ``Trainer`` (trainer.py), datasets and the DataLoader
+(data/) and helpers (utils.py).
 """
-from . import nn, utils
+from . import data, nn, utils
 from .block import Block, HybridBlock, SymbolBlock
 from .parameter import Constant, DeferredInitializationError, Parameter, ParameterDict
 
 __all__ = ["Block", "Constant", "DeferredInitializationError", "HybridBlock", "Parameter",
-           "ParameterDict", "SymbolBlock", "Trainer", "loss", "nn", "utils"]
+           "ParameterDict", "SymbolBlock", "Trainer", "data", "loss", "nn", "utils"]
 
 
 def __getattr__(name):

@@ -16,7 +16,9 @@ autograd records one by one (same numbers, slower).
 """
 from __future__ import annotations
 
+import math
 import threading
+import weakref
 
 import numpy as np
 
@@ -34,7 +36,11 @@ def _nd():
 
 
 class _Compiled:
-    """One compiled program of the graph for one input signature."""
+    """One compiled program of the graph for one input signature, with a pool of storage for
+    its internal slots (temporaries, gradients) so that calls reuse memory instead of paying
+    for fresh pages every time."""
+
+    _POOL_MAX = 4
 
     def __init__(self, op: CachedOp, shapes: dict, types: dict, is_train: bool,
                  grad_names: tuple) -> None:
@@ -54,18 +60,44 @@ class _Compiled:
         self.grad_names = grad_names
         self.grad_slots = [cg.grad_slots.get(n) for n in grad_names]
         self.head_grad_slots = list(cg.head_grad_slots)
+        fixed = {s for s in self.in_slots if s is not None} | set(cg.head_slots)
+        self._internal = [(i, s.nbytes) for i, s in enumerate(cg.program.slots)
+                          if i not in fixed]
+        self._pool: list = []
+        self._pool_lock = threading.Lock()
+
+    def take(self) -> dict:
+        """Storage for the internal slots (slot -> uint8 array): pooled or new."""
+        with self._pool_lock:
+            if self._pool:
+                return self._pool.pop()
+        from ..frontend.ndarray_ops import aligned_empty
+        return {i: aligned_empty((max(n, 1),), np.uint8) for i, n in self._internal}
+
+    def give(self, storage: dict) -> None:
+        with self._pool_lock:
+            if len(self._pool) < self._POOL_MAX:
+                self._pool.append(storage)
+
+
+def _slot_view(st: np.ndarray, shape, dt) -> np.ndarray:
+    n = math.prod(shape) * dt.itemsize
+    return st[:n].view(dt.np).reshape(shape)
 
 
 class _Run:
-    """One call's program instance (kept alive for backward when recording)."""
+    """One call's program instance. Its internal storage goes back to the pool after the
+    forward pass (inference) or when the run is dropped (recorded: backward needs the forward
+    temporaries, possibly more than once with ``retain_graph``)."""
 
-    __slots__ = ("comp", "heads", "outputs", "prog")
+    __slots__ = ("__weakref__", "comp", "outputs", "prog")
 
-    def __init__(self, comp: _Compiled, arrays: list, ctx) -> None:
+    def __init__(self, comp: _Compiled, arrays: list, ctx, keep: bool) -> None:
         nd = _nd()
         self.comp = comp
         prog = comp.cg.program.clone()
-        bound: dict = {}
+        internal = comp.take()
+        bound = dict(internal)
         for slot, a in zip(comp.in_slots, arrays):
             if slot is not None:
                 bound[slot] = a._data
@@ -79,41 +111,41 @@ class _Run:
             else:
                 bound[slot] = arr
             outs.append(nd._wrap(arr, dt, ctx))
-        self.heads = []
-        if comp.grad_names:
-            for i, slot in enumerate(comp.head_grad_slots):
-                a = _aligned(comp.out_shapes[i], comp.out_dt[i])
-                bound[slot] = a
-                self.heads.append(a)
         prog.allocate(bound)
         prog.run("forward")
         for arr, slot in copy_back:
-            st = prog.storage[slot]
-            np.copyto(arr, st[: arr.nbytes].view(arr.dtype).reshape(arr.shape))
-        self.prog = prog
+            np.copyto(arr, prog.storage[slot][: arr.nbytes].view(arr.dtype).reshape(arr.shape))
         self.outputs = outs
+        if keep:
+            self.prog = prog
+            weakref.finalize(self, comp.give, internal)
+        else:
+            self.prog = None
+            comp.give(internal)
 
     def backward(self, head_grads: list, grad_shapes: list, grad_dts: list, ctx) -> list:
         """Gradients of the inputs named ``comp.grad_names`` given the heads' gradients
         (None means zeros)."""
         nd = _nd()
         comp = self.comp
-        for a, g in zip(self.heads, head_grads):
+        st = self.prog.storage
+        for i, (slot, g) in enumerate(zip(comp.head_grad_slots, head_grads)):
+            v = _slot_view(st[slot], comp.out_shapes[i], comp.out_dt[i])
             if g is None:
-                a[...] = 0
+                v[...] = 0
             else:
-                np.copyto(a, g._float_view() if a.dtype != g._data.dtype else g._data,
+                np.copyto(v, g._float_view() if v.dtype != g._data.dtype else g._data,
                           casting="unsafe")
+        self.prog.run("backward")
         grads = []
         for slot, shape, dt in zip(comp.grad_slots, grad_shapes, grad_dts):
             arr = _aligned(shape, dt)
             if slot is None:
                 arr[...] = 0
             else:
-                self.prog.rebind(slot, arr)
-            grads.append(arr)
-        self.prog.run("backward")
-        return [nd._wrap(g, dt, ctx) for g, dt in zip(grads, grad_dts)]
+                np.copyto(arr, _slot_view(st[slot], shape, dt))
+            grads.append(nd._wrap(arr, dt, ctx))
+        return grads
 
 
 def _aligned(shape, dt) -> np.ndarray:
@@ -167,7 +199,7 @@ class CachedOp:
                 return self._call_recorded(arrays, is_train, ctx)
             return run_graph_imperative(self.sym, dict(zip(self.input_names, arrays)))
         comp = self._compiled_for(arrays, is_train, ())
-        return _Run(comp, arrays, ctx).outputs
+        return _Run(comp, arrays, ctx, keep=False).outputs
 
     # -- recording ----------------------------------------------------------------------------
     def _grad_inputs(self, arrays: list) -> tuple:
@@ -186,8 +218,8 @@ class CachedOp:
         m = ag.module()
         grad_names = self._grad_inputs(arrays)
         comp = self._compiled_for(arrays, is_train, grad_names)
-        if not grad_names:
-            return _Run(comp, arrays, ctx).outputs  # nothing to differentiate: not recorded
+        if not grad_names:  # nothing to differentiate: not recorded
+            return _Run(comp, arrays, ctx, keep=False).outputs
         op = self
         idx = {n: i for i, n in enumerate(self.input_names)}
         shapes = [arrays[idx[n]].shape for n in grad_names]
@@ -197,8 +229,9 @@ class CachedOp:
             """The whole cached graph as one autograd node."""
 
             def forward(self, *inputs):
-                self._run = _Run(comp, list(inputs), ctx)
+                self._run = _Run(comp, list(inputs), ctx, keep=True)
                 outs = self._run.outputs
+                self._run.outputs = None  # the outputs refer to this node: no cycle
                 return outs[0] if len(outs) == 1 else tuple(outs)
 
             def backward(self, *head_grads):

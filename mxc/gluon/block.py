@@ -761,7 +761,7 @@ class HybridBlock(Block):
         """Infer the parameters' dtypes from the inputs."""
         self._infer_attrs("infer_type", "dtype", *args)
 
-    def export(self, path: str, epoch: int = 0, remove_amp_cast: bool = True):
+    def export(self, path: str, epoch: int = 0, remove_amp_cast: bool = True) -> None:
         """Write ``path-symbol.json`` and ``path-%04d.params`` (``arg:``/``aux:`` keys), as
         ``mx.model.save_checkpoint`` and MXNet's ``HybridBlock.export`` do."""
         if not self._cached_graph:
@@ -783,7 +783,6 @@ class HybridBlock(Block):
             else:
                 warnings.warn(f'Parameter "{name}" is not found in the graph. ', stacklevel=3)
         _nd().save(f"{path}-{epoch:04d}.params", arg_dict)
-        return sym
 
     def register_op_hook(self, callback, monitor_all: bool = False) -> None:
         self._callback = callback

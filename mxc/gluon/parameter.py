@@ -476,7 +476,7 @@ class Constant(Parameter):
             def _init_weight(self, _, arr):
                 value.copyto(arr)
 
-        init_name = f"Constant_{name}_{id(self)}"
+        init_name = f"Constant_{name}_{id(self)}".lower()  # the registry is case-blind
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.alias(init_name)(Init)

@@ -379,7 +379,7 @@ class ThreadedEngine(Engine):
             else:
                 v.nreads += 1
         for v in op.mut:
-            if v.writing or v.queue:
+            if v.writing or v.nreads or v.queue:
                 if v.queue is None:
                     v.queue = deque()
                 v.queue.append((op, True))

@@ -50,7 +50,7 @@ def within(fn, *args):
 def eng():
     e = E.ThreadedEngine(cpu_workers=2)
     yield e
-    e.shutdown()
+    within(e.shutdown)
 
 
 # -- the randomized workload -----------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_random_workload_matches_serial_and_naive(seed, workers):
     try:
         assert_same(serial, within(run_engine, eng, ops, seed))
     finally:
-        eng.shutdown()
+        within(eng.shutdown)
 
 
 def test_pushes_from_many_threads(eng):
@@ -214,7 +214,7 @@ def test_writes_are_exclusive():
                 eng.push(op("r"), [v])
         within(eng.wait_all)
     finally:
-        eng.shutdown()
+        within(eng.shutdown)
     assert not bad
 
 
