@@ -81,14 +81,14 @@ class _State(threading.local):
 _state = _State()
 
 
-def set_recording(is_recording: bool) -> bool:  # noqa: FBT001
+def set_recording(is_recording: bool) -> bool:
     """Set recording on/off; returns the previous state."""
     prev = _state.recording
     _state.recording = bool(is_recording)
     return prev
 
 
-def set_training(train_mode: bool) -> bool:  # noqa: FBT001
+def set_training(train_mode: bool) -> bool:
     """Set training/predicting mode (``is_train`` of the ops); returns the previous state."""
     prev = _state.training
     _state.training = bool(train_mode)
@@ -127,12 +127,12 @@ class _RecordingStateScope:
             set_training(self._prev_train_mode)
 
 
-def record(train_mode: bool = True) -> _RecordingStateScope:  # noqa: FBT001
+def record(train_mode: bool = True) -> _RecordingStateScope:
     """Scope that records operations for differentiation (and sets train mode)."""
     return _RecordingStateScope(True, train_mode)
 
 
-def pause(train_mode: bool = False) -> _RecordingStateScope:  # noqa: FBT001
+def pause(train_mode: bool = False) -> _RecordingStateScope:
     """Scope that stops recording (predict mode unless ``train_mode``)."""
     return _RecordingStateScope(False, train_mode)
 
@@ -889,15 +889,15 @@ def _function_backward(n, acc, need, add, train_mode) -> None:
         add(e, r._data if r._dt is d else r.astype(d.name)._data)
 
 
-def backward(heads, head_grads=None, retain_graph: bool = False,  # noqa: FBT001
-             train_mode: bool = True) -> None:  # noqa: FBT001
+def backward(heads, head_grads=None, retain_graph: bool = False,
+             train_mode: bool = True) -> None:
     """Compute the gradients of ``heads`` w.r.t. the marked variables into their ``.grad``
     (write or add per their grad_req)."""
     _differentiate(heads, head_grads, None, bool(retain_graph), bool(train_mode))
 
 
-def grad(heads, variables, head_grads=None, retain_graph=None, create_graph: bool = False,  # noqa: FBT001
-         train_mode: bool = True):  # noqa: FBT001
+def grad(heads, variables, head_grads=None, retain_graph=None, create_graph: bool = False,
+         train_mode: bool = True):
     """Gradients of ``heads`` w.r.t. ``variables``, returned as new arrays (``.grad`` is not
     touched)."""
     if create_graph:

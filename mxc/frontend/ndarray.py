@@ -352,8 +352,8 @@ class NDArray:
         """An array sharing this one's data, outside any recorded graph."""
         return _wrap(self._data, self._dt, self._ctx, self.writable)
 
-    def backward(self, out_grad=None, retain_graph: bool = False,  # noqa: FBT001
-                 train_mode: bool = True) -> None:  # noqa: FBT001
+    def backward(self, out_grad=None, retain_graph: bool = False,
+                 train_mode: bool = True) -> None:
         """Compute the gradients of this array w.r.t. the marked variables."""
         _autograd().backward([self], None if out_grad is None else [out_grad],
                              retain_graph=retain_graph, train_mode=train_mode)

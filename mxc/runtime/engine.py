@@ -120,14 +120,12 @@ class _Opr:
         self.done = None
 
 
-def _unique(vars_) -> tuple:
-    if not vars_:
-        return ()
+def _as_tuple(vars_) -> tuple:
+    if vars_.__class__ is tuple:
+        return vars_
     if vars_.__class__ is Var:
         return (vars_,)
-    if len(vars_) == 1:
-        return tuple(vars_)
-    return tuple(dict.fromkeys(vars_))
+    return tuple(vars_)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -223,16 +221,23 @@ class Engine:
         """Finish pending work and stop worker threads (the engine can still be used)."""
 
     def _check(self, const_vars, mutable_vars) -> tuple[tuple, tuple]:
-        mut = _unique(mutable_vars)
-        cst = _unique(const_vars)
-        for v in cst:
-            if v in mut:      # read and written: counts as a write
-                cst = tuple(x for x in cst if x not in mut)
-                break
+        """Validate and normalize the variable lists: duplicates dropped, a variable in
+        both lists kept only as mutable."""
+        cst = _as_tuple(const_vars)
+        mut = _as_tuple(mutable_vars)
         for vs in (cst, mut):
             for v in vs:
                 if v.__class__ is not Var or v.deleted:
                     self._bad_var(v)
+        if len(mut) > 1:
+            mut = tuple(dict.fromkeys(mut))
+        if cst:
+            if len(cst) > 1:
+                cst = tuple(dict.fromkeys(cst))
+            for v in cst:
+                if v in mut:
+                    cst = tuple(x for x in cst if x not in mut)
+                    break
         return cst, mut
 
     @staticmethod
@@ -293,6 +298,7 @@ class _Pool:
             t.start()
             engine._worker_idents.add(t.ident)
             self.threads.append(t)
+        weakref.finalize(engine, self.stop)   # an engine dropped without shutdown()
 
     def stop(self) -> None:
         for _ in self.threads:
@@ -330,7 +336,7 @@ class ThreadedEngine(Engine):
         self._idle = threading.Condition(self._lock)   # notified when nothing is pending
         self._pending = 0                              # pushed NORMAL/DELETE ops not done
         self._seq = 0
-        self._errors: list[_ErrorBox] = []             # errors in push order, for wait_all
+        self._errors: list[_ErrorBox] = []             # errors as they happened
         self._pools: dict = {}                         # device object or key -> _Pool
         self._worker_idents: set = set()
         self._cpu = None                               # the default pool, made on demand
@@ -566,7 +572,8 @@ class ThreadedEngine(Engine):
                 self._worker_idents.discard(t.ident)
 
     def _after_fork_in_child(self) -> None:
-        # the workers did not survive the fork; work pending in the parent is lost to the child
+        # the workers did not survive the fork (the parent drained its work before forking);
+        # variables keep their state, new workers start on the next push
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0
@@ -640,10 +647,17 @@ def _finish_at_exit() -> None:
               f"never waited for; the first: {type(first).__name__}: {first}", file=sys.stderr)
 
 
+def _before_fork() -> None:
+    # as MXNet stops its engine before fork: finish pending work so the child starts clean
+    eng = _engine
+    if isinstance(eng, ThreadedEngine) and threading.get_ident() not in eng._worker_idents:
+        eng._drain()
+
+
 def _after_fork_in_child() -> None:
     if isinstance(_engine, ThreadedEngine):
         _engine._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -49,22 +49,37 @@ class ThreadPool:
 
     def __init__(self, num_threads: int | None = None) -> None:
         self.num_threads = num_threads or default_num_threads()
-        self._main_scratch = _Scratch()
+        self._local = threading.local()
+        self._busy = threading.Lock()
         self._workers: list[_Worker] = [_Worker(i) for i in range(self.num_threads - 1)]
 
+    def _scratch(self) -> _Scratch:
+        sc = getattr(self._local, "scratch", None)
+        if sc is None:
+            sc = self._local.scratch = _Scratch()
+        return sc
+
     def run(self, fn, n_tasks: int, args, scratch_bytes: int = 0, cost: int = 0) -> None:
+        """Run tasks [0, n_tasks). Safe to call from several threads at once (engine
+        workers): a caller that finds the helpers busy runs its whole range itself."""
         if n_tasks <= 0:
             return
         nt = min(self.num_threads, n_tasks)
-        if nt <= 1 or cost < PARALLEL_THRESHOLD:
-            fn(0, n_tasks, args, self._main_scratch.get(scratch_bytes))
+        if nt <= 1 or cost < PARALLEL_THRESHOLD or not self._busy.acquire(blocking=False):
+            fn(0, n_tasks, args, self._scratch().get(scratch_bytes))
             return
+        try:
+            self._run_split(fn, n_tasks, nt, args, scratch_bytes)
+        finally:
+            self._busy.release()
+
+    def _run_split(self, fn, n_tasks: int, nt: int, args, scratch_bytes: int) -> None:
         bounds = [n_tasks * i // nt for i in range(nt + 1)]
         for w, (b, e) in zip(self._workers, zip(bounds[1:-1], bounds[2:])):
             w.submit(fn, b, e, args, scratch_bytes)
         err = None
         try:
-            fn(bounds[0], bounds[1], args, self._main_scratch.get(scratch_bytes))
+            fn(bounds[0], bounds[1], args, self._scratch().get(scratch_bytes))
         except BaseException as ex:  # pragma: no cover - ctypes kernels do not raise
             err = ex
         for w in self._workers[: nt - 1]:

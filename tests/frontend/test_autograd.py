@@ -23,7 +23,7 @@ def _rng(seed=0):
 @pytest.fixture
 def count_compiles(monkeypatch):
     """Counts compile_graph calls (imperative ops and backward programs alike)."""
-    import mxc.compiler.build as build
+    from mxc.compiler import build
 
     calls = []
     real = build.compile_graph
@@ -419,9 +419,8 @@ def test_dropout_train_and_predict_mode():
     y.backward()                                # (backward train_mode=True by default)
     np.testing.assert_allclose(x.grad.asnumpy(), np.ones_like(xa))
 
-    with ag.record():
-        with ag.predict_mode():
-            y = mx.nd.Dropout(x, p=0.5)
+    with ag.record(), ag.predict_mode():
+        y = mx.nd.Dropout(x, p=0.5)
     np.testing.assert_array_equal(y.asnumpy(), xa)
     with ag.train_mode():                       # not recording, but training: drops
         y = mx.nd.Dropout(x, p=0.5)
