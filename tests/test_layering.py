@@ -55,3 +55,10 @@ def test_checker_sees_violations(tmp_path):
         assert "mxc.compiler" in _imports(fake, "mxc")
     finally:
         fake.unlink()
+
+
+def test_test_module_names_are_unique():
+    # tests/ has no packages: two test files with one basename break collection
+    names = [p.name for p in PKG.parent.joinpath("tests").rglob("test_*.py")]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    assert not dups, f"duplicate test file names: {dups}"
