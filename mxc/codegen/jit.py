@@ -120,7 +120,7 @@ _memory_cache: dict[str, CompiledModule] = {}
 def _key(text: str) -> str:
     t = host_target()
     h = hashlib.sha256()
-    for part in (text, t.triple, t.cpu, t.features, "O3", llvm.__name__, "v2"):
+    for part in (text, t.triple, t.cpu, t.features, "O3", llvm.__name__, "v3"):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -132,8 +132,9 @@ def object_for(text: str) -> bytes:
     key = _key(text)
     path = cache_dir() / key[:2] / f"{key}.o"
     try:
-        obj = path.read_bytes()
-        if obj[:4] == b"\x7fELF":
+        data = path.read_bytes()
+        obj, digest = data[:-32], data[-32:]
+        if obj[:4] == b"\x7fELF" and hashlib.sha256(obj).digest() == digest:
             STATS["cache_hits"] += 1
             return obj
     except OSError:
@@ -146,7 +147,7 @@ def object_for(text: str) -> bytes:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        tmp.write_bytes(obj)
+        tmp.write_bytes(obj + hashlib.sha256(obj).digest())  # checked before every use
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache only costs compile time
@@ -177,7 +178,7 @@ def compile_modules(modules: list[tuple[str, str]]) -> CompiledModule:
 
 def compile_ir(text: str, names: list[str]) -> CompiledModule:
     """JIT-compile one module's IR text (cached in memory and on disk)."""
-    key = _key(text)
+    key = _key(text + "\0" + "\0".join(names))
     with _lock:
         cm = _memory_cache.get(key)
         if cm is not None:

@@ -198,7 +198,13 @@ class KernelRenderer:
         if op in ("max", "min"):
             c = self.tmp("c")
             if isf:
+                # NaN-propagating like numpy/MXNet: a > b ? a : (a is NaN ? a : b)
+                n, s2 = self.tmp("n"), self.tmp("s")
                 self.emit(f"{c} = fcmp {'ogt' if op == 'max' else 'olt'} {t} {x}, {y}")
+                self.emit(f"{n} = fcmp uno {t} {x}, {x}")
+                self.emit(f"{s2} = select i1 {n}, {t} {x}, {t} {y}")
+                self.emit(f"{r} = select i1 {c}, {t} {x}, {t} {s2}")
+                return r
             else:
                 cmp = ("ugt" if op == "max" else "ult") if uns else \
                     ("sgt" if op == "max" else "slt")
@@ -208,7 +214,19 @@ class KernelRenderer:
         if op in ("pow", "atan2", "hypot"):
             if not isf:
                 raise TypeError(f"kernel IR: integer '{op}' is not supported")
+            if op == "hypot":
+                return self._hypot(t, x, y)
+            if op == "atan2":
+                return self._atan2(d, t, x, y)
             return self.call_named(op, d, [x, y])
+        if isf and op == "mod":
+            # C fmod without libm (LLVM's frem becomes a call to fmodf): a - b*trunc(a/b)
+            q, tr, m = self.tmp("q"), None, self.tmp("m")
+            self.emit(f"{q} = fdiv {t} {x}, {y}")
+            tr = self.call_named("trunc", d, [q])
+            self.emit(f"{m} = fmul {t} {tr}, {y}")
+            self.emit(f"{r} = fsub {t} {x}, {m}")
+            return r
         if isf:
             if op not in _FBIN:
                 raise TypeError(f"kernel IR: '{op}' on floats")
@@ -225,6 +243,53 @@ class KernelRenderer:
         else:
             raise TypeError(f"kernel IR: unknown binary op '{op}'")
         return r
+
+    def _hypot(self, t: str, x: str, y: str) -> str:
+        # scaled so large inputs do not overflow: m*sqrt(1+(n/m)^2), m = max(|x|,|y|)
+        ax, ay, m, n, q, q2, s1, r0, r, z = (self.tmp("h") for _ in range(10))
+        self.emit(f"{ax} = call {t} @llvm.fabs.{_sfx(t)}({t} {x})")
+        self.emit(f"{ay} = call {t} @llvm.fabs.{_sfx(t)}({t} {y})")
+        c = self.tmp("c")
+        self.emit(f"{c} = fcmp ogt {t} {ax}, {ay}")
+        self.emit(f"{m} = select i1 {c}, {t} {ax}, {t} {ay}")
+        self.emit(f"{n} = select i1 {c}, {t} {ay}, {t} {ax}")
+        self.emit(f"{q} = fdiv {t} {n}, {m}")
+        self.emit(f"{q2} = fmul {t} {q}, {q}")
+        self.emit(f"{s1} = fadd {t} {q2}, {float_literal(1.0, t)}")
+        self.emit(f"{r0} = call {t} @llvm.sqrt.{_sfx(t)}({t} {s1})")
+        self.emit(f"{r} = fmul {t} {m}, {r0}")
+        self.emit(f"{z} = fcmp oeq {t} {m}, {float_literal(0.0, t)}")
+        out = self.tmp("h")
+        self.emit(f"{out} = select i1 {z}, {t} {float_literal(0.0, t)}, {t} {r}")
+        return out
+
+    def _atan2(self, d: DType, t: str, y: str, x: str) -> str:
+        """atan2(y, x) from mathlib's arctan with the quadrant fixed by selects."""
+        import math
+
+        q = self.tmp("q")
+        self.emit(f"{q} = fdiv {t} {y}, {x}")
+        at = self.call_named("arctan", d, [q])
+        pi, hp = float_literal(math.pi, t), float_literal(math.pi / 2, t)
+        zero = float_literal(0.0, t)
+        xneg, yneg, xz = self.tmp("c"), self.tmp("c"), self.tmp("c")
+        self.emit(f"{xneg} = fcmp olt {t} {x}, {zero}")
+        self.emit(f"{yneg} = fcmp olt {t} {y}, {zero}")
+        self.emit(f"{xz} = fcmp oeq {t} {x}, {zero}")
+        plus, minus, adj = self.tmp("a"), self.tmp("a"), self.tmp("a")
+        self.emit(f"{plus} = fadd {t} {at}, {pi}")
+        self.emit(f"{minus} = fsub {t} {at}, {pi}")
+        self.emit(f"{adj} = select i1 {yneg}, {t} {minus}, {t} {plus}")
+        r1, half, r2 = self.tmp("a"), self.tmp("a"), self.tmp("a")
+        self.emit(f"{r1} = select i1 {xneg}, {t} {adj}, {t} {at}")
+        yz, nhp = self.tmp("c"), self.tmp("a")
+        self.emit(f"{nhp} = fneg {t} {hp}")
+        self.emit(f"{half} = select i1 {yneg}, {t} {nhp}, {t} {hp}")
+        self.emit(f"{yz} = fcmp oeq {t} {y}, {zero}")
+        z2 = self.tmp("a")
+        self.emit(f"{z2} = select i1 {yz}, {t} {zero}, {t} {half}")
+        self.emit(f"{r2} = select i1 {xz}, {t} {z2}, {t} {r1}")
+        return r2
 
     def unary(self, e: K.Unary) -> str:
         t = vtype(e.dtype)
@@ -374,7 +439,7 @@ class KernelRenderer:
         self.label(latch)
         self.emit(f"{nxt} = add nsw i64 {iv}, 1")
         md = f"!L{len(self.loop_md)}"
-        self.loop_md.append(md)
+        self.loop_md.append(kind)
         self.emit(f"br label {h}, !llvm.loop {md}")
         self.label(x)
         del self.env[var]
@@ -394,14 +459,22 @@ class KernelRenderer:
             self.emit(f"{a} = alloca {vtype(loc.dtype)}, align 8")
             self.locals[loc] = a
         self.loop(k.task_var, "%task_begin", None, k.body, "parallel", end_value="%task_end")
+        if "novector" in self.loop_md:
+            # once inner max/min loops are unrolled, vectorizing the task loop around them
+            # hits the same exponential case in LLVM's vectorizer
+            self.loop_md[-1] = "novector"
         self.emit("ret void")
         head = (f"define void @{k.name}(i64 %task_begin, i64 %task_end, ptr %args, "
                 f"ptr %scratch) #0 {{")
         text = head + "\n" + "\n".join(self.lines) + "\n}\n"
         mds = []
-        for j in range(len(self.loop_md)):
+        for j, kind in enumerate(self.loop_md):
+            # loops with NaN-propagating max/min chains: LLVM 22's vectorizer can take
+            # exponential time on them, so they stay scalar
+            hint = '!{!"llvm.loop.vectorize.enable", i1 false}' if kind == "novector" \
+                else '!{!"llvm.loop.mustprogress"}'
             mds.append(f"!{2 * j} = distinct !{{!{2 * j}, !{2 * j + 1}}}\n"
-                       f"!{2 * j + 1} = !{{!\"llvm.loop.mustprogress\"}}")
+                       f"!{2 * j + 1} = {hint}")
         for j in reversed(range(len(self.loop_md))):
             text = text.replace(f"!llvm.loop !L{j}\n", f"!llvm.loop !{2 * j}\n")
         return text, mds

@@ -5,8 +5,11 @@ The pipeline, in order (each step a small module of its own):
 1. ``infer``     shapes and dtypes of every entry;
 2. ``gradient``  (training binds) the backward graph for the requested arguments;
 3. ``lower``     every node to kernels over storage slots (views share their input's slot);
-4. ``codegen``   kernels to one LLVM module, JIT-compiled through the object cache;
-5. the Program: slots + calls, split into ``forward`` and ``backward`` sections.
+                 computes are recorded unscheduled;
+4. ``fuse``      producer computes inlined into their consumers, the rest scheduled
+                 (``MXNET_USE_FUSION=0`` / ``fusion=False``: everything scheduled as lowered);
+5. ``codegen``   kernels to one LLVM module, JIT-compiled through the object cache;
+6. the Program: slots + calls, split into ``forward`` and ``backward`` sections.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ class CompiledGraph:
     entry_slot: dict = field(default_factory=dict)
     kernels: list = field(default_factory=list)      # LoweredKernel, for inspection
     llvm_ir: str = ""                                # every kernel module, concatenated
+    kernels_unfused: int = 0                         # kernel count without fusion
+    fused_groups: list = field(default_factory=list)  # node names per fused kernel
 
     @property
     def modules(self) -> list:
@@ -49,9 +54,11 @@ def _entry_key(e: Entry) -> tuple:
 
 
 def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None, *,
-                  is_train: bool = False, grad_req: dict | None = None) -> CompiledGraph:
+                  is_train: bool = False, grad_req: dict | None = None,
+                  fusion: bool | None = None) -> CompiledGraph:
     """Compile ``graph``. ``grad_req`` maps variable names to 'write' | 'add' | 'null'; when
-    any is not 'null', the backward graph is built and compiled into section 'backward'."""
+    any is not 'null', the backward graph is built and compiled into section 'backward'.
+    ``fusion`` (default: ``MXNET_USE_FUSION``, on) inlines producers into consumers."""
     arg_types = arg_types or {}
     fwd_shapes = infer.infer_shapes(graph, arg_shapes)
     fwd_types = infer.infer_types(graph, arg_types)
@@ -120,7 +127,7 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
         dst = K.TensorRef(gbuf, tuple(s))
         ge = grad_entries.get(name)
         fake = Node("_grad_out", f"{name}_grad")
-        ctx = LowerCtx(fake, {}, [], [dst], True, slots, {gbuf: gslot}, lowered)
+        ctx = LowerCtx(fake, {}, [], [dst], True, slots, {gbuf: gslot}, lowered, defer=True)
         if ge is None:
             if req == "write":
                 ctx.compute(dst, lambda *i: K.const(0, d), "zero_grad")
@@ -134,11 +141,35 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
         else:
             ctx.compute(dst, lambda *i: K.cast(d, src[i]), "grad_write")
 
+    fused = _fuse(lowered, slots, n_fwd_kernels, full, entry_slot, fusion)
+    lowered, n_fwd_kernels = fused.kernels, fused.n_fwd
     program = _codegen(lowered, slots, n_fwd_kernels)
     head_slots = [entry_slot[_entry_key(h)] for h in graph.outputs]
     return CompiledGraph(program, full, shapes, types, var_slots, head_slots,
                          [var_slots[v.name] for v in head_grad_vars], grad_slots, entry_slot,
-                         lowered, program.owner.ir_text if program.owner else "")
+                         lowered, program.owner.ir_text if program.owner else "",
+                         fused.kernels_unfused, fused.groups)
+
+
+def _fuse(lowered: list, slots: SlotTable, n_fwd: int, full: Graph, entry_slot: dict,
+          option: bool | None):
+    """Run the fusion pass; slots it leaves unwritten get no storage (kind 'fused')."""
+    from .fuse import fuse, fusion_enabled
+
+    keep = {entry_slot[_entry_key(h)] for h in full.outputs}
+    owner = {}
+    for n in full.nodes:
+        if not n.is_variable:
+            for i in range(n.num_outputs):
+                s = entry_slot.get((n.uid, i))
+                if s is not None:
+                    owner.setdefault(s, n.name)
+    res = fuse(lowered, slots.nbytes, slots.kinds, n_fwd, keep=keep, owner=owner,
+               enabled=fusion_enabled(option))
+    for s in res.inlined_slots:
+        slots.nbytes[s] = 0
+        slots.kinds[s] = "fused"
+    return res
 
 
 def _lower_node(node: Node, shapes, types, is_train, slots: SlotTable, entry_slot, buf_slot,
@@ -171,7 +202,8 @@ def _lower_node(node: Node, shapes, types, is_train, slots: SlotTable, entry_slo
         out_refs.append(K.TensorRef(buf, tuple(s)))
     if all(r is None for r in out_refs):
         return
-    ctx = LowerCtx(node, attrs, in_refs, out_refs, is_train, slots, buf_slot, lowered)
+    ctx = LowerCtx(node, attrs, in_refs, out_refs, is_train, slots, buf_slot, lowered,
+                   defer=True)
     try:
         op.lower(ctx)
     except MXNetError:

@@ -115,7 +115,10 @@ def infer_types(graph: Graph, known: dict[str, str], partial: bool = False) -> d
             code = int(n.attrs["__dtype__"])
             t = as_dtype(code).name if code >= 0 else None
         if t is not None:
-            types[_key(n)] = as_dtype(t).name
+            try:
+                types[_key(n)] = as_dtype(t).name
+            except ValueError as e:
+                raise MXNetError(f"input '{n.name}': {e}") from None
     nodes = [n for n in graph.nodes if not n.is_variable]
     for _ in range(len(nodes) + 2):
         changed = False

@@ -19,9 +19,13 @@ from .schedule import schedule
 
 @dataclass
 class LoweredKernel:
-    kernel: object             # K.Kernel | K.TemplateKernel
+    kernel: object             # K.Kernel | K.TemplateKernel; None: a compute awaiting fusion
     slots: list                # slot per kernel buffer
     node: str
+    compute: object = None     # the K.ComputeOp of a deferred compute (compiler.fuse)
+    buf_slots: dict = None     # type: ignore[assignment]  # buffer -> slot (deferred compute)
+    node_op: str = ""          # op of ``node``
+    members: list = None       # type: ignore[assignment]  # nodes fused into this kernel
 
 
 @dataclass
@@ -43,8 +47,11 @@ class LowerCtx:
     """What an op's ``lower`` sees: typed attrs, input/output views, kernel emitters."""
 
     def __init__(self, node, attrs, in_refs: list, out_refs: list, is_train: bool,
-                 slots: SlotTable, buf_slot: dict, out: list) -> None:
+                 slots: SlotTable, buf_slot: dict, out: list, defer: bool = False) -> None:
         self.node = node
+        #: computes are recorded unscheduled (``LoweredKernel.compute``) so that the fusion
+        #: pass can inline producers into consumers; ``schedule_deferred`` schedules them
+        self.defer = defer
         self.attrs = attrs
         self.inputs = in_refs
         self.outputs = out_refs
@@ -80,12 +87,32 @@ class LowerCtx:
         self._buf_slot[buf] = slot
         return K.TensorRef(buf, (1,))
 
-    def compute(self, out: K.TensorRef, fn, name: str = "compute") -> None:
+    def compute(self, out: K.TensorRef, fn, name: str = "compute", *,
+                offsets: dict | None = None) -> None:
+        """One kernel computing every element of ``out`` from ``fn(*idx)``.
+
+        ``offsets`` (buffer -> element offset) makes those offsets run-time pointer offsets
+        of the call, so kernels differing only in where their views start share one function;
+        such kernels are scheduled at once and never fused."""
         op = K.compute(out, fn, name)
         bufs = _buffers_of(op.body) + [out.buf]
         bufs = list(dict.fromkeys(bufs))
+        if self.defer and offsets is None:
+            bslots = {b: self._slot_of(b) for b in bufs}
+            self._out.append(LoweredKernel(None, list(bslots.values()), self.node.name, op,
+                                           bslots, self.node.op))
+            return
         kern = schedule(op, "__K__", bufs)
+        if offsets is not None:
+            kern.offsets = [offsets.get(b, 0) for b in kern.buffers]  # type: ignore[attr-defined]
         self.emit(kern)
+
+    def _slot_of(self, buf: K.Buffer) -> int:
+        try:
+            return self._buf_slot[buf]
+        except KeyError:
+            raise CompileError(f"{self.node.op} '{self.node.name}': kernel uses a buffer that "
+                               f"is not an input, output or temp: {buf}") from None
 
     def compute_shifted(self, out: K.TensorRef, ins: list, fn, name: str = "shifted") -> None:
         """``out[idx] = fn(rel_ins, idx)`` as one kernel whose IR addresses every buffer
@@ -170,6 +197,14 @@ class LowerCtx:
                                 cost=gk.flops, note="gemm")
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
+
+
+def schedule_deferred(lk: LoweredKernel) -> LoweredKernel:
+    """The kernel of a deferred compute, exactly as ``LowerCtx.compute`` would have made it."""
+    bufs = list(lk.buf_slots)
+    kern = schedule(lk.compute, "__K__", bufs)
+    return LoweredKernel(kern, [lk.buf_slots[b] for b in bufs], lk.node, node_op=lk.node_op,
+                         members=[lk.node])
 
 
 def _buffers_of(e: K.Expr) -> list:

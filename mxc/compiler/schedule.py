@@ -87,6 +87,11 @@ class _Lowerer:
         saved = self.levels
         self.levels = self.levels[: depth + 1]
         arg = r.op in ("argmax", "argmin")
+        orig = r
+        body = r.body
+        if r.op in ("sum", "prod") and r.dtype != body.dtype:
+            body = K.cast(r.dtype, body)  # accumulate in the requested type (bool/int8 sums)
+            r = K.Reduce(r.op, body, r.axes, r.dtype)
         vdtype = r.body.dtype
         acc = self.local(vdtype, "acc")
         stmts = [K.Assign(acc, _identity(r.op, vdtype))]
@@ -116,17 +121,20 @@ class _Lowerer:
             innermost.pre.append(K.Assign(acc, K.Bin(combine, acc, val, vdtype), ))
             innermost.pre[-1].reassoc = True  # type: ignore[attr-defined]
         # build the loops inside-out; each axis loop starts with its hoisted statements
+        inner_kind = "novector" if (r.op != "sum" and r.op != "prod"
+                                    and vdtype.kind == "f") else "vector"
         loop = K.For(r.axes[-1].var, K.const(r.axes[-1].extent, K.INDEX), innermost.pre,
-                     "vector")
+                     inner_kind)
         for ax, lv in reversed(list(zip(r.axes[:-1], inner_levels[:-1]))):
-            loop = K.For(ax.var, K.const(ax.extent, K.INDEX), lv.pre + [loop], "serial")
+            loop = K.For(ax.var, K.const(ax.extent, K.INDEX), lv.pre + [loop],
+                         "novector" if inner_kind == "novector" else "serial")
         stmts.append(loop)
         self.levels = saved
         result: K.Expr = idx_local if arg else acc
         if result.dtype != r.dtype:
             result = K.cast(r.dtype, result)
         level.pre.extend(stmts)
-        level.memo[r] = result
+        level.memo[orig] = result
         return result
 
 

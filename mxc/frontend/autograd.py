@@ -455,6 +455,7 @@ class _Plan:
 
 
 _plans: dict = {}
+_MAX_PLANS = 1024
 _plans_lock = threading.Lock()
 #: compiled backward graphs built so far (tests check a training loop compiles once)
 stats = {"compiles": 0, "hits": 0}
@@ -612,6 +613,8 @@ def _run_segment(nodes: list, heads: list, head_grads: list, targets: list,
         with _plans_lock:
             plan = _plans.get(key)
             if plan is None:
+                if len(_plans) >= _MAX_PLANS:
+                    _plans.clear()  # (a bound on memory for programs with ever-new shapes)
                 plan = _plans[key] = _build_plan(key, nodes, ext)
     else:
         stats["hits"] += 1

@@ -195,8 +195,13 @@ class Graph:
                     raise MXNetError(f"{source}: node {i} ('{nd.get('name')}') has input {nid}, "
                                      "which is not an earlier node (dangling input or cycle)")
                 inputs.append(Entry(nodes[nid], idx))
-            node = Node(op, nd["name"], nd.get("attrs", {}), inputs,
-                        [nodes[c] for c in nd.get("control_deps", [])],
+            deps = []
+            for c in nd.get("control_deps", []):
+                if not 0 <= int(c) < i:
+                    raise MXNetError(f"{source}: node {i} ('{nd.get('name')}') has control "
+                                     f"dependency {c}, which is not an earlier node")
+                deps.append(nodes[int(c)])
+            node = Node(op, nd["name"], nd.get("attrs", {}), inputs, deps,
                         nd.get("subgraphs") or None)
             nodes.append(node)
         heads = []
@@ -207,12 +212,20 @@ class Graph:
             heads.append(Entry(nodes[nid], idx))
         g = cls(heads)
         for n in g.nodes:
+            for e in n.inputs:
+                if not 0 <= e.index < e.node.num_outputs:
+                    raise MXNetError(f"{source}: node '{n.name}' reads output {e.index} of "
+                                     f"'{e.node.name}', which has {e.node.num_outputs}")
             if not n.is_variable:
                 n.parsed  # validate attributes now, naming the node
                 want = n.opdef.num_inputs(n.parsed)
                 if want is not None and len(n.inputs) != want:
                     raise MXNetError(f"{source}: node '{n.name}' ({n.op}) has {len(n.inputs)} "
                                      f"inputs, expected {want}")
+        for h in heads:
+            if not 0 <= h.index < h.node.num_outputs:
+                raise MXNetError(f"{source}: head reads output {h.index} of '{h.node.name}', "
+                                 f"which has {h.node.num_outputs}")
         return g
 
 

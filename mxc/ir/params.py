@@ -153,6 +153,10 @@ def parse_dtype_name(s: Any) -> str:
 
 def format_value(v: Any) -> str:
     """Format a typed value the way MXNet's Python frontend writes attributes."""
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        v = v.item()
     if isinstance(v, bool):
         return "True" if v else "False"
     if isinstance(v, (tuple, list)):

@@ -83,7 +83,10 @@ class ThreadPool:
         except BaseException as ex:  # pragma: no cover - ctypes kernels do not raise
             err = ex
         for w in self._workers[: nt - 1]:
-            w.wait()
+            try:
+                w.wait()
+            except BaseException as ex:
+                err = err or ex
         if err is not None:
             raise err
 
@@ -92,6 +95,7 @@ class _Worker:
     def __init__(self, i: int) -> None:
         self.scratch = _Scratch()
         self.job = None
+        self.error = None
         self.ready = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=f"mxc-cpu-{i}", daemon=True)
@@ -104,6 +108,9 @@ class _Worker:
 
     def wait(self) -> None:
         self.done.wait()
+        err, self.error = self.error, None
+        if err is not None:
+            raise err
 
     def _loop(self) -> None:
         while True:
@@ -112,6 +119,8 @@ class _Worker:
             fn, b, e, args, sb = self.job
             try:
                 fn(b, e, args, self.scratch.get(sb))
+            except BaseException as ex:  # surfaced by wait(); the worker lives on
+                self.error = ex
             finally:
                 self.done.set()
 

@@ -120,9 +120,6 @@ def test_head_referring_to_a_missing_node():
         Graph.from_json_dict(d, "m.json")
 
 
-@pytest.mark.xfail(strict=True, reason="Graph.from_json_dict indexes nodes[c] for "
-                   "control_deps without a range check: a dangling control dependency raises "
-                   "a bare IndexError (load_json's JSON layer checks it, the dict API does not)")
 def test_dangling_control_dependency_in_from_json_dict():
     d = graph_json([var("x"), {"op": "relu", "name": "r1", "inputs": [[0, 0, 0]],
                                "control_deps": [7]}])
@@ -131,10 +128,6 @@ def test_dangling_control_dependency_in_from_json_dict():
             load()
 
 
-@pytest.mark.xfail(strict=True, reason="Graph.from_json_dict does not check an entry's output "
-                   "index: an input taking output 3 of a one-output variable is accepted and "
-                   "only fails later with a misleading 'cannot infer the shape of output 0 of "
-                   "node r1'")
 def test_input_entry_output_index_out_of_range_in_from_json_dict():
     d = graph_json([var("x"), {"op": "relu", "name": "r1", "inputs": [[0, 3, 0]]}])
     for load in both_loaders(d):
@@ -226,10 +219,6 @@ def test_type_inference_failure_names_node():
         infer.infer_types(_add_graph(), {"lhs_in": "float32", "rhs_in": "int32"})
 
 
-@pytest.mark.xfail(strict=True, reason="compiler.infer.infer_types calls ir.dtypes.as_dtype "
-                   "on user-given input dtypes without catching its ValueError: an unsupported "
-                   "dtype (complex64, float128, a typo) escapes as a bare ValueError that does "
-                   "not name the input (and `mxc run` only catches MXNetError)")
 @pytest.mark.parametrize("dt", ["complex64", "float128", "flaot32"])
 def test_unsupported_input_dtype_names_the_input(dt):
     g = Graph([Entry(make_node("relu", [Entry(variable("data"), 0)], name="r"), 0)])

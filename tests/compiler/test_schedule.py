@@ -275,6 +275,24 @@ def test_integer_sum_and_prod_wrap_in_the_body_dtype():
     np.testing.assert_array_equal(p, a.prod(1, dtype=np.int8))
 
 
+def test_reduce_accumulates_in_the_requested_dtype():
+    bb, b8 = buf("b", "bool", 8), buf("i", "int8", 8)
+    o1, o2 = buf("o1", "int64", 2), buf("o2", "int32", 2)
+    r1, r2 = K.reduce_axis(4), K.reduce_axis(4)
+    k1 = kernel(ref(o1, (2,)), lambda i: K.reduce("sum", ref(bb, (2, 4))[i, r1.var], [r1],
+                                                  dtype="int64"), [bb, o1])
+    k2 = kernel(ref(o2, (2,)), lambda i: K.reduce("sum", ref(b8, (2, 4))[i, r2.var], [r2],
+                                                  dtype="int32"), [b8, o2])
+    f1, f2 = compile_kernels([k1, k2])
+    b = np.array([1, 1, 1, 0, 1, 1, 0, 0], bool)
+    i8 = np.array([100, 100, 100, 0, -100, -100, -100, 5], np.int8)
+    s1, s2 = np.zeros(2, np.int64), np.zeros(2, np.int32)
+    call(k1, f1, [b, s1])
+    call(k2, f2, [i8, s2])
+    assert s1.tolist() == [3, 2]
+    assert s2.tolist() == [300, -295]
+
+
 def test_argmax_argmin_first_occurrence_and_flat_index_over_several_axes():
     a = np.array([[[1, 5], [5, 0]],
                   [[-np.inf, -np.inf], [-np.inf, -np.inf]],
@@ -338,10 +356,6 @@ def test_sum_over_zero_extent_axis_with_nonzero_output():
     np.testing.assert_array_equal(o, np.zeros(3))
 
 
-@pytest.mark.xfail(strict=True, reason="schedule._Lowerer.reduce folds max/min with "
-                   "llvm_render's select(fcmp ogt/olt acc, v): a NaN is kept only until the "
-                   "next element, so max/min of a row with a NaN is order-dependent garbage "
-                   "(min([1, nan, 3]) == 3); numpy and MXNet's reducers propagate the NaN")
 def test_max_min_reductions_propagate_nan():
     a = np.array([[1, np.nan, 3], [np.nan, 1, 2], [1, 2, np.nan], [1, 2, 3]], np.float32)
     bx = buf("x", "float32", 12)
@@ -379,11 +393,6 @@ _INVARIANT_MAX = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="a float max/min/argmax reduction whose value does not "
-                   "depend on the task index (0-d output, or leading dims of size 1) with "
-                   "~20-150 elements makes LLVM's loop vectorizer (jit.optimize) run for "
-                   "exponential time on the unrolled select(fcmp) chain: 24 elements 1.3 s, "
-                   "28 elements 21 s, 64 elements never finishes")
 def test_task_invariant_float_max_reduction_compiles(tmp_path):
     op = "max"   # min, argmax and argmin behave the same
     env = dict(os.environ, MXC_CACHE_DIR=str(tmp_path))

@@ -135,11 +135,8 @@ def test_enum_and_dtype_names():
     (math.inf, "inf"), (-math.inf, "-inf"), ("relu", "relu"), ((None, 3), "(None, 3)"),
     (np.int64(3), "3"), (np.float32(0.25), "0.25"), (np.bool_(True), "True"),
     ((np.int64(2), np.int64(5)), "(2, 5)"),
-    pytest.param(np.float64(1.5), "1.5", marks=pytest.mark.xfail(
-        strict=True, reason="params.format_value formats floats with repr(); with numpy>=2 "
-        "repr(np.float64(1.5)) is 'np.float64(1.5)', which MXNet and parse_float reject")),
-    pytest.param((np.float64(0.5), 2.0), "(0.5, 2.0)", marks=pytest.mark.xfail(
-        strict=True, reason="same: repr() of numpy float64 inside a tuple")),
+    (np.float64(1.5), "1.5"),
+    pytest.param((np.float64(0.5), 2.0), "(0.5, 2.0)"),
 ])
 def test_format_value(value, text):
     assert format_value(value) == text

@@ -275,10 +275,6 @@ def _bounded(fn, timeout: float = 5.0):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.xfail(strict=True, reason="threadpool._Worker._loop lets an exception raised by "
-                   "a job kill the worker thread (only done.set() runs), ThreadPool.run never "
-                   "re-raises it, and the next run on that pool waits forever on the dead "
-                   "worker")
 def test_an_error_in_a_worker_surfaces_and_the_pool_survives():
     pool = tp.ThreadPool(2)
 

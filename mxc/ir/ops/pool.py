@@ -1,9 +1,11 @@
 """Pooling (max / avg / sum / lp; 1-D, 2-D, 3-D; valid / full / same conventions; global).
 
 Forward: one compute per output element reducing over its kernel window. When windows reach
-into the padding, the input is first copied into a padded temp (filled with the lowest value
-for max, 0 otherwise; the copy clamps its index and selects, so no load leaves the input), and
-the window loop then has plain affine loads that the loop vectoriser handles.
+into the padding, taps are clamped into the input and selected against the pad value (the
+lowest value for max, 0 otherwise), so no load leaves the input; the output's last dimension
+is split into border runs and an interior run whose taps are all in range, where loads stay
+plain and affine for the loop vectoriser. (No padded copy: it would cost a temp as large as
+the input, the largest buffer of a ResNet's inference.)
 
 Backward is gather-form (no scatter, no atomics): every input element sums the contributions
 of the windows that contain it. Max pooling first records, per window, the position of the
@@ -163,26 +165,19 @@ def seg_view(ref: K.TensorRef, a: int, b: int) -> K.TensorRef:
 def compute_at(ctx, out: K.TensorRef, refs: list, fn, name: str) -> None:
     """``out[i] = fn(i, *refs)``. The views' element offsets become run-time pointer offsets
     of the kernel call (as ``ctx.gemm`` does), so a loop over image chunks or border runs
-    compiles one kernel per distinct shape instead of one per offset. Falls back to offsets
-    inside the index arithmetic when the lowering context does not expose its kernel list."""
+    compiles one kernel per distinct shape instead of one per offset."""
     offs: dict = {}
     ok = True
     for r in list(refs) + [out]:
         if r.buf in offs and offs[r.buf] != r.offset:
             ok = False
         offs[r.buf] = r.offset
-    lst = getattr(ctx, "_out", None)
-    if not ok or not isinstance(lst, list) or not any(offs.values()):
+    if not ok or not any(offs.values()):
         ctx.compute(out, lambda *i: fn(i, *refs), name)
         return
     z = [K.TensorRef(r.buf, r.shape, r.strides, 0) for r in refs]
     zo = K.TensorRef(out.buf, out.shape, out.strides, 0)
-    n = len(lst)
-    ctx.compute(zo, lambda *i: fn(i, *z), name)
-    kern = lst[-1].kernel if len(lst) == n + 1 else None
-    if kern is None or getattr(kern, "offsets", None) is not None:
-        raise AssertionError("compute_at: unexpected kernel list state")
-    kern.offsets = [offs.get(b, 0) for b in kern.buffers]
+    ctx.compute(zo, lambda *i: fn(i, *z), name, offsets=offs)
 
 
 def compute_runs(ctx, out: K.TensorRef, refs: list, runs: list, make_fn, name: str) -> None:
@@ -361,15 +356,9 @@ class Pooling(OpDef):
         dt = x.dtype
         pt = a.pool_type
         include = _include_pad(a)
-        src, lo = _padded_source(ctx, x, X, O, k, s, p, lowest(dt) if pt == "max" else 0)
+        fill = lowest(dt) if pt == "max" else 0
 
-        def body(n, c, *o):
-            o = out_vars(o, O)
-            axes, taps = tap_axes(k)
-            pos = [idx(od) * ss + tt - (pp - ll) for od, ss, tt, pp, ll in
-                   zip(o, s, taps, p, lo)]
-            v = src[(n, c, *pos)]
-
+        def value(o, v, axes):
             def red(op, e):
                 return K.reduce(op, e, axes) if axes else e
 
@@ -387,7 +376,42 @@ class Pooling(OpDef):
                 return K.sqrt(red("sum", v * v))
             return K.call("cbrt", red("sum", v * v * v))
 
-        ctx.compute(y, body, f"pool_{pt}")
+        lo, hi = pad_extents(X, O, k, s, p)
+        if not any(lo) and not any(hi):
+            def body(n, c, *o):
+                o = out_vars(o, O)
+                axes, taps = tap_axes(k)
+                pos = [idx(od) * ss + tt - pp for od, ss, tt, pp in zip(o, s, taps, p)]
+                return value(o, x[(n, c, *pos)], axes)
+
+            ctx.compute(y, body, f"pool_{pt}")
+            return
+
+        # windows reaching into the padding: no padded copy of the input (it would cost a
+        # temp as large as the input); taps are clamped and selected instead, except on the
+        # interior run of the last dimension where every tap is in range (affine loads)
+        nd = len(X)
+
+        def make(a0, inner):
+            def fn(i, xr):
+                n, c = i[:2]
+                o = out_vars(shift_last(i[2:], a0), O)
+                axes, taps = tap_axes(k)
+                pos, conds = [], []
+                for dd in range(nd):
+                    pc, cd = window_pos(o[dd], taps[dd], X[dd], O[dd], k[dd], s[dd], p[dd],
+                                        interior=inner and dd == nd - 1)
+                    pos.append(pc)
+                    conds.append(cd)
+                v = xr[(n, c, *pos)]
+                cond = and_all(conds)
+                if cond is not None:
+                    v = K.select(cond, v, C(fill, dt))
+                return value(o, v, axes)
+            return fn
+
+        compute_runs(ctx, y, [x], segments(X[-1], O[-1], k[-1], s[-1], p[-1]), make,
+                     f"pool_{pt}")
 
     def reference(self, a, inputs, is_train=False):
         return [pool_reference(a, inputs[0])]
