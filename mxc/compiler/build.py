@@ -8,8 +8,11 @@ The pipeline, in order (each step a small module of its own):
                  computes are recorded unscheduled;
 4. ``fuse``      producer computes inlined into their consumers, the rest scheduled
                  (``MXNET_USE_FUSION=0`` / ``fusion=False``: everything scheduled as lowered);
-5. ``codegen``   kernels to one LLVM module, JIT-compiled through the object cache;
-6. the Program: slots + calls, split into ``forward`` and ``backward`` sections.
+5. ``plan_memory`` gradients written in place, calls reordered for memory, temporaries
+                 placed in one workspace arena (inplace + sharing; ``MXC_PLAN_MEMORY=0`` /
+                 ``plan_memory=False``: one buffer per slot);
+6. ``codegen``   kernels to one LLVM module, JIT-compiled through the object cache;
+7. the Program: slots + calls, split into ``forward`` and ``backward`` sections.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from ..ir.dtypes import as_dtype
 from ..ir.graph import Entry, Graph, Node, topo_order, variable
 from ..runtime.program import KernelCall, Program, SlotInfo
 from . import infer
+from . import plan_memory as memplan
 from .gradient import gradient
 from .lower import LowerCtx, LoweredKernel, SlotTable
 
@@ -41,6 +45,7 @@ class CompiledGraph:
     llvm_ir: str = ""                                # every kernel module, concatenated
     kernels_unfused: int = 0                         # kernel count without fusion
     fused_groups: list = field(default_factory=list)  # node names per fused kernel
+    memory: object = None                            # plan_memory.MemoryPlan, or None
 
     @property
     def modules(self) -> list:
@@ -55,10 +60,14 @@ def _entry_key(e: Entry) -> tuple:
 
 def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None, *,
                   is_train: bool = False, grad_req: dict | None = None,
-                  fusion: bool | None = None) -> CompiledGraph:
+                  fusion: bool | None = None, plan_memory: bool = True,
+                  retain_graph: bool = False) -> CompiledGraph:
     """Compile ``graph``. ``grad_req`` maps variable names to 'write' | 'add' | 'null'; when
     any is not 'null', the backward graph is built and compiled into section 'backward'.
-    ``fusion`` (default: ``MXNET_USE_FUSION``, on) inlines producers into consumers."""
+    ``fusion`` (default: ``MXNET_USE_FUSION``, on) inlines producers into consumers.
+    ``plan_memory`` (default on unless ``MXC_PLAN_MEMORY=0``) shares the temporaries' storage;
+    the backward section then runs once per forward (as in MXNet) unless ``retain_graph``
+    keeps the forward values it reads until its end, so it may run again."""
     arg_types = arg_types or {}
     fwd_shapes = infer.infer_shapes(graph, arg_shapes)
     fwd_types = infer.infer_types(graph, arg_types)
@@ -143,12 +152,53 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
 
     fused = _fuse(lowered, slots, n_fwd_kernels, full, entry_slot, fusion)
     lowered, n_fwd_kernels = fused.kernels, fused.n_fwd
-    program = _codegen(lowered, slots, n_fwd_kernels)
+    memory = None
+    if memplan.enabled(plan_memory):
+        lowered, memory = _plan_memory(lowered, slots, n_fwd_kernels, graph, full, entry_slot,
+                                       grad_entries, grad_slots, wanted, retain_graph)
+    program = _codegen(lowered, slots, n_fwd_kernels, memory)
     head_slots = [entry_slot[_entry_key(h)] for h in graph.outputs]
     return CompiledGraph(program, full, shapes, types, var_slots, head_slots,
                          [var_slots[v.name] for v in head_grad_vars], grad_slots, entry_slot,
                          lowered, program.owner.ir_text if program.owner else "",
-                         fused.kernels_unfused, fused.groups)
+                         fused.kernels_unfused, fused.groups, memory)
+
+
+def _plan_memory(lowered: list, slots: SlotTable, n_fwd: int, graph: Graph, full: Graph,
+                 entry_slot: dict, grad_entries: dict, grad_slots: dict, wanted: dict,
+                 retain_graph: bool):
+    """Run the memory planner. Slots of the nodes producing graph outputs stay out of the
+    arena (callers read them, and the hidden outputs of an imperative op, after a run)."""
+    protected = set()
+    for h in graph.outputs:
+        if not h.node.is_variable:
+            for i in range(h.node.num_outputs):
+                s = entry_slot.get((h.node.uid, i))
+                if s is not None:
+                    protected.add(s)
+    declared: dict = {}
+    for n in full.nodes:
+        if n.is_variable:
+            continue
+        for i, o in n.opdef.inplace(n.parsed):
+            if i < len(n.inputs):
+                si = entry_slot.get(_entry_key(n.inputs[i]))
+                so = entry_slot.get((n.uid, o))
+                if si is not None and so is not None and si != so:
+                    declared.setdefault(n.name, []).append((si, so))
+    copies = {}
+    for name, ge in grad_entries.items():
+        if ge is not None and wanted.get(name) == "write" and name in grad_slots:
+            copies.setdefault(entry_slot[_entry_key(ge)], grad_slots[name])
+    lowered, renamed = memplan.elide_copies(lowered, slots.nbytes, slots.kinds, n_fwd, copies,
+                                            protected)
+    if renamed:
+        for k, s in list(entry_slot.items()):
+            if s in renamed:
+                entry_slot[k] = renamed[s]
+    return memplan.plan_program(lowered, slots.nbytes, slots.kinds, n_fwd,
+                                protected=protected, node_inplace=declared,
+                                retain_graph=retain_graph)
 
 
 def _fuse(lowered: list, slots: SlotTable, n_fwd: int, full: Graph, entry_slot: dict,
@@ -216,13 +266,17 @@ def slots_len(slots: SlotTable) -> int:
     return len(slots.nbytes)
 
 
-def _codegen(lowered: list, slots: SlotTable, n_fwd: int) -> Program:
+def _codegen(lowered: list, slots: SlotTable, n_fwd: int, memory=None) -> Program:
     from ..codegen.jit import compile_modules
     from ..codegen.llvm_render import render_modules
 
     infos = [SlotInfo(nb, kd, nm) for nb, kd, nm in zip(slots.nbytes, slots.kinds, slots.names)]
+    arena = {} if memory is None else {"arena_offsets": memory.offsets,
+                                       "arena_bytes": memory.arena_bytes,
+                                       "poison": memory.poison}
     if not lowered:
-        return Program(infos, [], None, sections={"forward": (0, 0), "backward": (0, 0)})
+        return Program(infos, [], None, sections={"forward": (0, 0), "backward": (0, 0)},
+                       **arena)
     modules, names = render_modules([lk.kernel for lk in lowered])
     try:
         cm = compile_modules(modules)
@@ -241,7 +295,7 @@ def _codegen(lowered: list, slots: SlotTable, n_fwd: int) -> Program:
         calls.append(KernelCall(cm.functions[fname], fname, lk.slots, byte_offs, k.n_tasks,
                                 k.scratch_bytes, k.cost, lk.node))
     return Program(infos, calls, cm, sections={"forward": (0, n_fwd),
-                                              "backward": (n_fwd, len(calls))})
+                                              "backward": (n_fwd, len(calls))}, **arena)
 
 
 __all__ = ["compile_graph", "CompiledGraph", "topo_order"]

@@ -184,6 +184,7 @@ class Liveness:
     n_calls: int
     pairs: dict                  # call -> [(in slot, out slot)] safe handoffs at that call
     declared: dict               # call -> [(in slot, out slot)] safe and declared by the op
+    n_fwd: int | None = None     # calls of the forward section
 
 
 def liveness(accesses: list, nbytes: list, plannable, n_fwd: int | None = None,
@@ -213,7 +214,7 @@ def liveness(accesses: list, nbytes: list, plannable, n_fwd: int | None = None,
                 declared[k] = d
     slots = sorted(first, key=lambda s: (first[s], s))
     size = {s: aligned(nbytes[s]) for s in slots}
-    return Liveness(slots, first, last, size, n, pairs, declared)
+    return Liveness(slots, first, last, size, n, pairs, declared, n_fwd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,6 +467,21 @@ def check(lv: Liveness, off: dict, inplace: bool = True) -> None:
                     f"{t_slot} (calls {f[t]}..{la[t]}, bytes {o[t]}+{z[t]}) overlap")
 
 
+def backward_reruns(lv: Liveness, off: dict) -> bool:
+    """Whether the backward section may run again on the same forward: no forward value it
+    reads shares bytes with a value born in the backward section."""
+    nf = lv.n_fwd
+    if nf is None or nf >= lv.n_calls:
+        return True
+    kept = [s for s in lv.slots if lv.first[s] < nf <= lv.last[s]]
+    born = [s for s in lv.slots if lv.first[s] >= nf]
+    if not kept or not born:
+        return True
+    o = np.array([off[s] for s in born])
+    z = np.array([lv.size[s] for s in born])
+    return not any(((o < off[s] + lv.size[s]) & (o + z > off[s])).any() for s in kept)
+
+
 def poison_events(lv: Liveness, off: dict) -> dict:
     """call -> [(offset, nbytes)] of arena bytes that hold no live value after that call (the
     runtime's debug mode fills them with NaN garbage)."""
@@ -524,6 +540,8 @@ class MemoryPlan:
     intervals: dict = field(default_factory=dict)       # slot -> (first, last) call
     poison: dict = field(default_factory=dict)          # call -> [(offset, nbytes)]
     candidates: dict = field(default_factory=dict)      # strategy -> arena bytes
+    backward_reruns: bool = True  # no forward value backward reads shares bytes with a
+    #                               backward temp: backward may run twice on one forward
 
     def summary(self) -> dict:
         return {"naive_bytes": self.naive_bytes, "inplace_bytes": self.inplace_bytes,
@@ -612,6 +630,7 @@ def plan_liveness(lv: Liveness, *, inplace: bool | None = None,
         intervals={s: (lv.first[s], lv.last[s]) for s in lv.slots},
         poison=poison_events(lv, off),
         candidates=sizes,
+        backward_reruns=backward_reruns(lv, off),
     )
 
 

@@ -131,6 +131,7 @@ class Executor:
         self._output_names = symbol.list_outputs()
         self._bound: dict = {}
         self._train_ran = False
+        self._backward_ran = False
         self._monitor = None
 
     # -- properties -----------------------------------------------------------------------------
@@ -168,6 +169,7 @@ class Executor:
         b.run_forward(self)
         if is_train:
             self._train_ran = True
+            self._backward_ran = False
         if self._monitor is not None:
             for n, o in zip(self._output_names, self.outputs):
                 self._monitor(n, o)
@@ -182,6 +184,13 @@ class Executor:
         if not self._train_ran:
             raise MXNetError("backward: call forward(is_train=True) first")
         b = self._program(True)
+        mem = b.cg.memory
+        if self._backward_ran and mem is not None and not mem.backward_reruns:
+            raise MXNetError(
+                "backward: this forward pass was already differentiated, and the memory plan "
+                "let that backward reuse the storage of the forward values it read (as "
+                "MXNet's planner does); call forward(is_train=True) again first, or set "
+                "MXC_PLAN_MEMORY=0 to keep every value")
         if out_grads is None:
             out_grads = []
         elif isinstance(out_grads, NDArray):
@@ -202,6 +211,7 @@ class Executor:
                                  f"output '{self._output_names[i]}' has {view.shape}")
             np.copyto(view, src, casting="unsafe")
         b.prog.run("backward")
+        self._backward_ran = True
 
     # -- parameters -----------------------------------------------------------------------------
     def copy_params_from(self, arg_params: dict, aux_params: dict | None = None,
@@ -272,10 +282,18 @@ class Executor:
         total = sum(a.size * a._dt.itemsize for a in self.arg_arrays + self.aux_arrays)
         lines.append(f"Total {total / 1048576:.3f} MB of arguments and auxiliary states")
         for key, b in self._bound.items():
-            nb = sum(s.nbytes for s in b.cg.program.slots)
+            prog = b.cg.program
+            mem = b.cg.memory
+            internal = sum(s.nbytes for s in prog.slots if s.kind == "temp")
+            if mem is not None:
+                internal = mem.planned_bytes
             lines.append(f"{'train' if key else 'inference'} program: "
-                         f"{len(b.cg.program.calls)} kernel calls, {nb / 1048576:.3f} MB "
-                         "of slots")
+                         f"{len(prog.calls)} kernel calls")
+            lines.append(f"Total {internal / 1048576:.0f} MB allocated")
+            if mem is not None:
+                lines.append(f"  memory plan '{mem.strategy}': {mem.naive_bytes / 1048576:.3f} "
+                             f"MB without reuse, {mem.planned_bytes / 1048576:.3f} MB planned "
+                             f"(lower bound {mem.lower_bound_bytes / 1048576:.3f} MB)")
         return "\n".join(lines) + "\n"
 
 

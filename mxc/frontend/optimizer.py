@@ -74,12 +74,23 @@ class UnknownOptimizerError(MXNetError, ValueError):
     """``create`` was given a name no optimizer is registered under (a ValueError in MXNet)."""
 
 
+_HYPER_CACHE: dict = {}
+
+
 def _fused(op: str, args: list, states: list, out, **attrs):
     """Run update op ``op`` (through its ``_hyper_`` twin) on NDArrays ``args`` (weight, grad,
     ...) and ``states`` (updated in place); ``attrs`` are the op's MXNet attributes."""
-    vec, switches = _update_ops.hyper_args(op, attrs)
-    hyper = nd.array(vec, ctx=args[0].context, dtype="float64")
-    fn = getattr(nd, "_hyper_" + op)
+    ctx = args[0].context
+    key = (op, tuple(attrs.items()), ctx)
+    hit = _HYPER_CACHE.get(key)
+    if hit is None:
+        vec, switches = _update_ops.hyper_args(op, attrs)
+        # the hyper vector is only read by the kernels: one NDArray per distinct setting
+        hit = (nd.array(vec, ctx=ctx, dtype="float64"), switches, getattr(nd, "_hyper_" + op))
+        if len(_HYPER_CACHE) >= 4096:
+            _HYPER_CACHE.clear()
+        _HYPER_CACHE[key] = hit
+    hyper, switches, fn = hit
     return fn(*args, hyper, *states, out=out, switches=switches)
 
 

@@ -48,7 +48,9 @@ class _Compiled:
         from ..ir.dtypes import BY_NAME
 
         req = {n: "write" for n in grad_names} or None
-        cg = compile_graph(op.graph, shapes, types, is_train=is_train, grad_req=req)
+        # retain_graph: autograd may run this backward twice on one forward
+        cg = compile_graph(op.graph, shapes, types, is_train=is_train, grad_req=req,
+                           retain_graph=True)
         self.cg = cg
         self.in_slots = [cg.var_slots.get(n) for n in op.input_names]
         self.out_shapes = []
@@ -61,18 +63,22 @@ class _Compiled:
         self.grad_slots = [cg.grad_slots.get(n) for n in grad_names]
         self.head_grad_slots = list(cg.head_grad_slots)
         fixed = {s for s in self.in_slots if s is not None} | set(cg.head_slots)
+        planned = cg.program.arena_offsets
         self._internal = [(i, s.nbytes) for i, s in enumerate(cg.program.slots)
-                          if i not in fixed]
+                          if i not in fixed and i not in planned]
         self._pool: list = []
         self._pool_lock = threading.Lock()
 
     def take(self) -> dict:
-        """Storage for the internal slots (slot -> uint8 array): pooled or new."""
+        """Storage for the internal slots (slot -> uint8 array; key ``"arena"``: the
+        workspace of the planned temporaries): pooled or new."""
         with self._pool_lock:
             if self._pool:
                 return self._pool.pop()
         from ..frontend.ndarray_ops import aligned_empty
-        return {i: aligned_empty((max(n, 1),), np.uint8) for i, n in self._internal}
+        st = {i: aligned_empty((max(n, 1),), np.uint8) for i, n in self._internal}
+        st["arena"] = self.cg.program.new_arena()
+        return st
 
     def give(self, storage: dict) -> None:
         with self._pool_lock:
@@ -97,7 +103,7 @@ class _Run:
         self.comp = comp
         prog = comp.cg.program.clone()
         internal = comp.take()
-        bound = dict(internal)
+        bound = {k: v for k, v in internal.items() if k != "arena"}
         for slot, a in zip(comp.in_slots, arrays):
             if slot is not None:
                 bound[slot] = a._data
@@ -111,7 +117,7 @@ class _Run:
             else:
                 bound[slot] = arr
             outs.append(nd._wrap(arr, dt, ctx))
-        prog.allocate(bound)
+        prog.allocate(bound, internal["arena"])
         prog.run("forward")
         for arr, slot in copy_back:
             np.copyto(arr, prog.storage[slot][: arr.nbytes].view(arr.dtype).reshape(arr.shape))

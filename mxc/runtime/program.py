@@ -4,10 +4,19 @@ The compiler produces a :class:`Program`; the runtime binds numpy-backed storage
 and runs the calls in order on the thread pool. Nothing here knows about LLVM: a call is an
 opaque ctypes function plus the slots of its arguments, so the same runtime runs programs
 built elsewhere (and a future artifact loader needs only this module).
+
+Memory: the compiler's memory plan places the temporaries at byte offsets of one workspace
+*arena* (``arena_offsets``, ``arena_bytes``); ``allocate`` makes the arena once and binds
+those slots as views into it, every other slot (inputs, parameters, gradients, outputs) gets
+the caller's array or a buffer of its own. Debug mode (``MXC_POISON_MEMORY=1`` or
+``debug_poison = True``) fills the arena with NaN bytes before the forward section and the
+bytes of every value after its last use, so a plan that let two live values share storage
+shows up as NaNs in the results.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,22 +51,50 @@ class Program:
     storage: list = field(default_factory=list)  # numpy uint8 arrays, one per slot
     sections: dict = field(default_factory=dict)  # name -> (start, end) call ranges
     _args: list = field(default_factory=list)     # per-call ctypes argument arrays
+    arena_offsets: dict = field(default_factory=dict)  # slot -> byte offset in the arena
+    arena_bytes: int = 0
+    poison: dict = field(default_factory=dict)    # call -> [(offset, nbytes)] dead after it
+    arena: np.ndarray | None = None               # the workspace of this instance
+    debug_poison: bool | None = None              # None: MXC_POISON_MEMORY
 
-    def clone(self) -> "Program":
+    def clone(self) -> Program:
         """A new instance sharing the compiled calls, with its own (unallocated) storage."""
-        return Program(self.slots, self.calls, self.owner, [], self.sections)
+        return Program(self.slots, self.calls, self.owner, [], self.sections,
+                       arena_offsets=self.arena_offsets, arena_bytes=self.arena_bytes,
+                       poison=self.poison, debug_poison=self.debug_poison)
 
-    def allocate(self, bound: dict | None = None) -> None:
-        """Give every slot storage: ``bound`` maps slot -> numpy array to use as is."""
+    def new_arena(self) -> np.ndarray | None:
+        """A 64-byte-aligned workspace for the planned slots (None when nothing is planned)."""
+        if not self.arena_offsets:
+            return None
+        return _aligned_bytes(self.arena_bytes)
+
+    def allocate(self, bound: dict | None = None, arena: np.ndarray | None = None) -> None:
+        """Give every slot storage: ``bound`` maps slot -> numpy array to use as is; planned
+        slots not bound are views of ``arena`` (made here when not given)."""
         bound = bound or {}
+        if any(i not in bound for i in self.arena_offsets):
+            if arena is None:
+                arena = self.new_arena()
+            elif arena.nbytes < self.arena_bytes or arena.ctypes.data % 64:
+                raise ValueError(f"workspace arena has {arena.nbytes} bytes at "
+                                 f"{arena.ctypes.data:#x}; the plan needs {self.arena_bytes} "
+                                 "bytes, 64-byte aligned")
+        else:
+            arena = None
+        self.arena = arena
         self.storage = []
         for i, s in enumerate(self.slots):
             arr = bound.get(i)
             if arr is None:
-                arr = np.empty(max(s.nbytes, 1) + 64, np.uint8)
-                off = (-arr.ctypes.data) % 64
-                arr = arr[off: off + max(s.nbytes, 1)]
+                off = self.arena_offsets.get(i)
+                if off is not None:
+                    arr = arena[off: off + max(s.nbytes, 1)]
+                else:
+                    arr = _aligned_bytes(max(s.nbytes, 1))
             self.storage.append(arr)
+        if self.debug_poison is None:
+            self.debug_poison = os.environ.get("MXC_POISON_MEMORY", "0") not in ("", "0")
         self._prepare()
 
     def rebind(self, slot: int, arr: np.ndarray) -> None:
@@ -88,6 +125,26 @@ class Program:
         b, e = self.sections.get(section, (0, len(self.calls))) if section else \
             (0, len(self.calls))
         calls, args = self.calls, self._args
+        if self.debug_poison and self.arena is not None:
+            self._run_poisoned(pool, b, e, section in (None, "forward"))
+            return
         for i in range(b, e):
             c = calls[i]
             pool.run(c.fn, c.n_tasks, args[i], c.scratch_bytes, c.cost)
+
+    def _run_poisoned(self, pool, b: int, e: int, fresh: bool) -> None:
+        """``run`` in debug mode: dead arena bytes hold NaN garbage (0xFF bytes)."""
+        arena = self.arena
+        if fresh:
+            arena.fill(0xFF)
+        for i in range(b, e):
+            c = self.calls[i]
+            pool.run(c.fn, c.n_tasks, self._args[i], c.scratch_bytes, c.cost)
+            for off, n in self.poison.get(i, ()):
+                arena[off: off + n] = 0xFF
+
+
+def _aligned_bytes(nbytes: int) -> np.ndarray:
+    arr = np.empty(nbytes + 64, np.uint8)
+    off = (-arr.ctypes.data) % 64
+    return arr[off: off + nbytes]

@@ -126,6 +126,21 @@ def test_views_copies_and_indexing_are_recorded():
     np.testing.assert_array_equal(b.asnumpy(), xa[1])
 
 
+def test_multi_output_ops_and_out_argument():
+    xa = np.arange(12, dtype=np.float32).reshape(4, 3)
+    x = mx.nd.array(xa)
+    x.attach_grad()
+    buf = mx.nd.zeros((4, 3))
+    with ag.record():
+        a, _b = mx.nd.split(x, num_outputs=2, axis=0)   # two outputs, one unused below
+        mx.nd.elemwise_mul(x, x, out=buf)               # out= a fresh array: recorded
+        loss = (a * 5).sum() + buf.sum()
+    loss.backward()
+    want = 2 * xa
+    want[:2] += 5
+    np.testing.assert_allclose(x.grad.asnumpy(), want)
+
+
 def test_variable_as_head_and_detach():
     x = mx.nd.array([1.0, 2.0])
     x.attach_grad()

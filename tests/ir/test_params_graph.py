@@ -299,8 +299,9 @@ def test_gradient_of_an_unused_variable_is_none_and_head_count_is_checked():
 class Bound:
     """compile_graph + numpy views of its slots (as the frontend executor binds them)."""
 
-    def __init__(self, graph, shapes, grad_req):
-        self.cg = compile_graph(graph, shapes, is_train=True, grad_req=grad_req)
+    def __init__(self, graph, shapes, grad_req, retain_graph=False):
+        self.cg = compile_graph(graph, shapes, is_train=True, grad_req=grad_req,
+                                retain_graph=retain_graph)
         self.prog = self.cg.program
         self.prog.allocate()
         self.shapes = shapes
@@ -334,7 +335,9 @@ DW = HG * np.maximum(X, 0)
 
 def test_gradient_write_add_and_null():
     shapes = {"x": X.shape, "w": W.shape}
-    b = Bound(_xw_graph(), shapes, {"x": "add", "w": "write"})
+    # retain_graph: backward runs twice on one forward below (planned memory otherwise lets
+    # backward temporaries reuse the forward values it has read, as MXNet's planner does)
+    b = Bound(_xw_graph(), shapes, {"x": "add", "w": "write"}, retain_graph=True)
     b.var("x")[...] = X
     b.var("w")[...] = W
     b.grad("x")[...] = 10.0            # 'add' accumulates into what is there
