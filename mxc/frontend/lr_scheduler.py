@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from math import cos, pi
 
+_log = logging.getLogger(__name__)
+
 __all__ = ["CosineScheduler", "FactorScheduler", "LRScheduler", "MultiFactorScheduler",
            "PolyScheduler"]
 
@@ -95,10 +97,10 @@ class FactorScheduler(LRScheduler):
             self.base_lr *= self.factor
             if self.base_lr < self.stop_factor_lr:
                 self.base_lr = self.stop_factor_lr
-                logging.info("Update[%d]: now learning rate arrived at %0.5e, will not "
+                _log.info("Update[%d]: now learning rate arrived at %0.5e, will not "
                              "change in the future", num_update, self.base_lr)
             else:
-                logging.info("Update[%d]: Change learning rate to %0.5e",
+                _log.info("Update[%d]: Change learning rate to %0.5e",
                              num_update, self.base_lr)
         return self.base_lr
 
@@ -112,7 +114,7 @@ class MultiFactorScheduler(LRScheduler):
         super().__init__(base_lr, warmup_steps, warmup_begin_lr, warmup_mode)
         assert isinstance(step, list) and len(step) >= 1
         for i, _step in enumerate(step):
-            if i != 0 and step[i] <= step[i - 1]:
+            if i != 0 and _step <= step[i - 1]:
                 raise ValueError("Schedule step must be an increasing integer list")
             if _step < 1:
                 raise ValueError("Schedule step must be greater or equal than 1 round")
@@ -131,7 +133,7 @@ class MultiFactorScheduler(LRScheduler):
                 self.count = self.step[self.cur_step_ind]
                 self.cur_step_ind += 1
                 self.base_lr *= self.factor
-                logging.info("Update[%d]: Change learning rate to %0.5e",
+                _log.info("Update[%d]: Change learning rate to %0.5e",
                              num_update, self.base_lr)
             else:
                 return self.base_lr

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
+from typing import ClassVar
 
 import numpy
 
@@ -121,7 +122,7 @@ class Optimizer:
         Index to parameter objects with ``lr_mult``/``wd_mult`` (gluon's Trainer).
     """
 
-    opt_registry: dict = {}
+    opt_registry: ClassVar[dict] = {}
 
     def __init__(self, rescale_grad=1., param_idx2name=None, wd=0., clip_gradient=None,
                  learning_rate=None, lr_scheduler=None, sym=None, begin_num_update=0,
@@ -131,11 +132,11 @@ class Optimizer:
         if self.lr_scheduler is None and learning_rate is None:
             learning_rate = 0.01
         self.lr = learning_rate
-        if self.lr_scheduler is not None and learning_rate is not None:
-            if self.lr_scheduler.base_lr != learning_rate:
-                print(UserWarning("learning rate from ``lr_scheduler`` has been "
-                                  "overwritten by ``learning_rate`` in optimizer."))
-                self.lr_scheduler.base_lr = learning_rate
+        if self.lr_scheduler is not None and learning_rate is not None and \
+                self.lr_scheduler.base_lr != learning_rate:
+            print(UserWarning("learning rate from ``lr_scheduler`` has been "
+                              "overwritten by ``learning_rate`` in optimizer."))
+            self.lr_scheduler.base_lr = learning_rate
 
         self.wd = wd
         self.lr_mult: dict = {}
@@ -227,7 +228,7 @@ class Optimizer:
         ``__wd_mult__`` attributes of ``sym``'s arguments override, then ``args_wd_mult``."""
         self.wd_mult = {}
         for n in self.idx2name.values():
-            if not (n.endswith("_weight") or n.endswith("_gamma")):
+            if not n.endswith(("_weight", "_gamma")):
                 self.wd_mult[n] = 0.0
         if self.sym_info:
             attr, arg_names = self.sym_info

@@ -217,8 +217,8 @@ def test_formulas_against_mxnet_docs():
     w, g = _r((5, 4)), _r((5, 4)) * 3
     mom, var, n = _r((5, 4)), _nonneg((5, 4)), _nonneg((5, 4))
     lr, wd, rg, cg, m = 0.1, 0.01, 0.5, 0.4, 0.9
-    f = lambda v: np.float64(_f32(v))  # noqa: E731  (float parameters, like MXNet)
-    clip = lambda x: np.clip(x, -f(cg), f(cg))  # noqa: E731
+    f = lambda v: np.float64(_f32(v))  # float parameters, like MXNet
+    clip = lambda x: np.clip(x, -f(cg), f(cg))
     common = {"lr": lr, "wd": wd, "rescale_grad": rg, "clip_gradient": cg}
 
     def run(op, ins, extra):
@@ -297,7 +297,7 @@ def test_mixed_precision_ops():
     g16 = (_r(shape) * 2).astype(np.float16)
     mom = _r(shape).astype(np.float32)
     attrs = {"lr": 0.1, "momentum": 0.9, "wd": 0.01, "rescale_grad": 0.5}
-    f = lambda v: np.float64(_f32(v))  # noqa: E731
+    f = lambda v: np.float64(_f32(v))
     g = f(0.5) * g16.astype(np.float64)
     # mp_sgd_mom_update: float32 momentum and master weights, float16 output
     outs, _, after = run_op("mp_sgd_mom_update", [w16, g16, mom, w32], attrs)
@@ -312,7 +312,7 @@ def test_mixed_precision_ops():
     np.testing.assert_allclose(after[2], want, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(outs[0], after[2].astype(np.float16))
     # mp_nag_mom_update against nag_mom_update in float32 on the master weights
-    o1, _, a1 = run_op("mp_nag_mom_update", [w16, g16, mom, w32], attrs)
+    _, _, a1 = run_op("mp_nag_mom_update", [w16, g16, mom, w32], attrs)
     o2, _, a2 = run_op("nag_mom_update", [w32, g16.astype(np.float32), mom], attrs)
     np.testing.assert_allclose(a1[3], o2[0], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(a1[2], a2[2], rtol=1e-6, atol=1e-7)

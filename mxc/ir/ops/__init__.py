@@ -4,7 +4,7 @@ from importlib.util import find_spec
 
 # each family module registers its ops with @register when imported
 FAMILIES = ["elemwise", "reduce", "matrix", "shape", "nn", "norm", "pool", "conv", "rnn",
-            "loss", "indexing", "random_ops"]
+            "loss", "indexing", "random_ops", "optimizer"]
 
 for _f in FAMILIES:
     if find_spec(f"{__name__}.{_f}") is not None:

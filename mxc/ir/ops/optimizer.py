@@ -230,8 +230,8 @@ def _np_gc(p, g, wd_w=None):
 # base class
 # ---------------------------------------------------------------------------------------------
 def _common(**extra) -> ParamSpec:
-    p = dict(lr=Param(parse_float), wd=Param(parse_float, 0.0),
-             rescale_grad=Param(parse_float, 1.0), clip_gradient=Param(parse_float, -1.0))
+    p = {"lr": Param(parse_float), "wd": Param(parse_float, 0.0),
+         "rescale_grad": Param(parse_float, 1.0), "clip_gradient": Param(parse_float, -1.0)}
     p.update(extra)
     return ParamSpec(**p)
 
@@ -448,7 +448,7 @@ class SGDUpdate(_Update):
         return (1 - p.lr * p.wd) * w - p.lr * _np_gc(p, g), []
 
 
-_MOM = dict(momentum=Param(parse_float, 0.0), lazy_update=Param(parse_bool, True))
+_MOM = {"momentum": Param(parse_float, 0.0), "lazy_update": Param(parse_bool, True)}
 _MOM_VALUES = ("lr", "momentum", "wd", "rescale_grad", "clip_gradient")
 
 
@@ -612,8 +612,8 @@ class AdamUpdate(_Update):
         return w - p.lr * mean_n / (np.sqrt(var_n) + p.epsilon), [mean_n, var_n]
 
 
-_RMS = dict(gamma1=Param(parse_float, 0.95), epsilon=Param(parse_float, 1e-8),
-            clip_weights=Param(parse_float, -1.0))
+_RMS = {"gamma1": Param(parse_float, 0.95), "epsilon": Param(parse_float, 1e-8),
+        "clip_weights": Param(parse_float, -1.0)}
 _RMS_VALUES = ("lr", "gamma1", "epsilon", "wd", "rescale_grad", "clip_gradient", "clip_weights")
 
 
