@@ -69,7 +69,7 @@ def gluon_step_factory(mx, rng):
             loss = loss_fn(net(x), y)
         loss.backward()
         trainer.step(B)
-        loss.wait_to_read() if hasattr(loss, "wait_to_read") else None
+        mx.nd.waitall()   # the whole step (backward, updates), not just the loss
 
     return step
 
@@ -90,13 +90,13 @@ def module_step_factory(mx, rng):
     def step():
         mod.forward_backward(batch)
         mod.update()
-        mod.get_outputs()[0].wait_to_read() if hasattr(mod.get_outputs()[0], "wait_to_read") \
-            else None
+        mx.nd.waitall()   # the whole step (backward, update), not just the outputs
 
     return step
 
 
 def dispatch_overhead(mx, n=2000) -> float:
+    mx.nd.waitall()
     a = mx.nd.ones((10,))
     for _ in range(50):
         a + 1

@@ -40,6 +40,7 @@ _LAZY = {
     "module": "mxc.frontend.module",
     "callback": "mxc.frontend.callback",
     "gluon": "mxc.gluon",
+    "compile": "mxc.compiler.aot",     # mx.compile(...): the module is callable
 }
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The ``mxc`` command line: demo, run, inspect.
+"""The ``mxc`` command line: demo, run, inspect, compile.
 
 Each command is a thin layer over the library (``compiler.model``), so everything the CLI
 does is also reachable from Python.
@@ -83,12 +83,16 @@ def demo(repeat: int) -> None:
 
 
 @main.command()
-@click.argument("symbol", type=click.Path(exists=True, dir_okay=False))
+@click.argument("symbol", type=click.Path(exists=True))
 @click.option("--params", type=click.Path(exists=True, dir_okay=False), help=".params file")
 @click.option("--input", "inputs", multiple=True, required=True, help="NAME=FILE.npy")
 @click.option("--output", type=click.Path(dir_okay=False), help="write output 0 to .npy")
 def run(symbol: str, params: str | None, inputs: tuple, output: str | None) -> None:
-    """Run MODEL-symbol.json on .npy inputs and print (or save) the outputs."""
+    """Run MODEL-symbol.json (or an artifact directory from `mxc compile`) on .npy inputs
+    and print (or save) the outputs."""
+    if Path(symbol).is_dir():
+        _run_artifact(symbol, inputs, output)
+        return
     from ..compiler.model import CompiledModel, load_model
 
     try:
@@ -110,6 +114,106 @@ def run(symbol: str, params: str | None, inputs: tuple, output: str | None) -> N
         np.save(output, outs[0])
 
 
+def _run_artifact(path: str, inputs: tuple, output: str | None) -> None:
+    from ..runtime import load
+
+    try:
+        t = time.perf_counter()
+        model = load(path)
+        t_load = time.perf_counter() - t
+        feed = _parse_inputs(inputs)
+        t = time.perf_counter()
+        outs = model(**feed)
+        dt = time.perf_counter() - t
+    except MXNetError as e:
+        raise click.ClickException(str(e)) from None
+    for name, o in zip(model.output_names, outs):
+        click.echo(f"output {name}: shape {o.shape} dtype {o.dtype}")
+        click.echo(str(o))
+    click.echo(f"load {t_load * 1e3:.1f} ms, run {dt * 1e3:.3f} ms", err=True)
+    if output:
+        np.save(output, outs[0])
+
+
+def _short(features: str, n: int = 48) -> str:
+    if len(features) <= n:
+        return features
+    return features[:n] + f"... ({features.count(',') + 1} flags)"
+
+
+def _find_params(symbol: str) -> str | None:
+    """MODEL-0000.params beside MODEL-symbol.json (Gluon export / checkpoint pairs)."""
+    p = Path(symbol)
+    stem = p.name[: -len("-symbol.json")] if p.name.endswith("-symbol.json") else p.stem
+    cands = sorted(p.parent.glob(f"{stem}-*.params"))
+    return str(cands[-1]) if cands else None
+
+
+@main.command("compile")
+@click.argument("symbol", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("--params", type=click.Path(exists=True, dir_okay=False),
+              help=".params file (default: MODEL-NNNN.params beside the symbol file)")
+@click.option("--shape", "shapes", multiple=True, help="NAME=D1,D2,... for each data input")
+@click.option("--dtype", "dtypes", multiple=True, help="NAME=DTYPE (default float32)")
+@click.option("--target", default="host", show_default=True,
+              help="target preset (see --list-targets)")
+@click.option("--cpu", help="override the preset's CPU")
+@click.option("--features", help="override the preset's CPU features (+neon,-avx512f,...)")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="artifact directory")
+@click.option("--prefix", default="mxc_model", show_default=True,
+              help="C symbol prefix (<prefix>_run, ...)")
+@click.option("--no-static", is_flag=True, help="do not write libmodel.a")
+@click.option("--keep-ir", is_flag=True, help="also write the LLVM IR (model.ll)")
+@click.option("--list-targets", is_flag=True, help="print the target presets and exit")
+def compile_cmd(symbol: str | None, params: str | None, shapes: tuple, dtypes: tuple, target: str,
+                cpu: str | None, features: str | None, out_dir: str | None, prefix: str,
+                no_static: bool, keep_ir: bool, list_targets: bool) -> None:
+    """Compile MODEL-symbol.json into a standalone artifact directory (libmodel.so,
+    libmodel.a, model.h, metadata.json) for the host or a cross target."""
+    from ..codegen import targets
+
+    if list_targets:
+        for n in targets.names():
+            t = targets.resolve(n)
+            click.echo(f"{n:28s} {t.triple:36s} cpu={t.cpu} features={_short(t.features) or '-'} "
+                       f"gemm={t.gemm_isa}")
+        return
+    if not symbol:
+        raise click.UsageError("missing MODEL-symbol.json")
+    if not out_dir:
+        raise click.UsageError("missing -o/--output OUTDIR")
+    from ..compiler import aot
+
+    try:
+        params = params or _find_params(symbol)
+        dts = {}
+        for v in dtypes:
+            if "=" not in v:
+                raise click.BadParameter(f"expected NAME=DTYPE, got {v!r}")
+            k, d = v.split("=", 1)
+            dts[k] = d
+        art = aot.compile(symbol, params, None, _parse_shape_opt(shapes), target=target,
+                          prefix=prefix, out_dir=out_dir, types=dts, cpu=cpu,
+                          features=features, static_lib=not no_static, keep_ir=keep_ir)
+    except MXNetError as e:
+        raise click.ClickException(str(e)) from None
+    m = art.metadata
+    click.echo(f"wrote {art.path}/ for {art.target.name} ({art.target.triple})")
+    click.echo(f"  libmodel.so  {m['files']['libmodel.so']['bytes']:,} bytes "
+               f"({m['weights_bytes']:,} bytes of weights, {len(m['kernels'])} kernel calls)")
+    click.echo(f"  workspace    {m['workspace_bytes']:,} bytes (planned arena "
+               f"{m['memory']['arena_bytes']:,}, unplanned {m['memory']['naive_bytes']:,}, "
+               f"scratch {m['memory']['scratch_bytes']:,})")
+    for r in m["inputs"]:
+        click.echo(f"  input        {r['name']} {r['dtype']} {tuple(r['shape'])}")
+    for r in m["outputs"]:
+        click.echo(f"  output       {r['name']} {r['dtype']} {tuple(r['shape'])}")
+    st = art.stats
+    secs = st["lower_seconds"] + st["codegen_seconds"] + st["link_seconds"]
+    click.echo(f"  built in     {secs:.2f} s")
+
+
 @main.command()
 @click.argument("symbol", type=click.Path(exists=True, dir_okay=False))
 @click.option("--shape", "shapes", multiple=True, help="NAME=D1,D2,... for each input")
@@ -118,9 +222,14 @@ def run(symbol: str, params: str | None, inputs: tuple, output: str | None) -> N
 @click.option("--dump-ir", is_flag=True, help="print the kernel IR of every kernel")
 @click.option("--dump-llvm", is_flag=True, help="print the optimized LLVM IR")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable summary")
+@click.option("--memory", is_flag=True,
+              help="internal memory (no reuse, inplace, sharing, planned, lower bound)")
+@click.option("--train", is_flag=True,
+              help="with --memory: the training graph (grad_req 'write' for every argument)")
 def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_llvm: bool,
-            as_json: bool) -> None:
-    """Ops, shapes, parameter count and FLOPs per node of a model."""
+            as_json: bool, memory: bool, train: bool) -> None:
+    """Ops, shapes, parameter count and FLOPs per node of a model; with --memory, the bytes
+    of internal memory as MXNet's executor counts them."""
     from ..compiler import infer
     from ..compiler.model import load_model
 
@@ -133,6 +242,13 @@ def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_
         ty = infer.infer_types(graph, {})
     except MXNetError as e:
         raise click.ClickException(str(e)) from None
+    if memory:
+        try:
+            rep = memory_report(graph, known, ty, train)
+        except MXNetError as e:
+            raise click.ClickException(str(e)) from None
+        _echo_memory(rep, as_json)
+        return
     rows = []
     total_flops = 0
     n_params = 0
@@ -178,6 +294,63 @@ def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_
             for fname, text in cg.modules:
                 click.echo(f"\n; ---- {fname}")
                 click.echo(optimized_ir(text))
+
+
+def memory_report(graph, shapes: dict, types: dict, train: bool = False) -> dict:
+    """Bytes of internal memory of ``graph`` the way MXNet's ``executor.debug_str()`` counts
+    them: every value but the inputs, parameters, auxiliary states and their gradients (here:
+    the temporaries, kernel workspaces included, and the outputs), with no reuse, with inplace
+    only, with sharing only, planned (both) and the lower bound of the call order; kernel
+    calls with and without fusion."""
+    from ..compiler import plan_memory as memplan
+    from ..compiler.build import compile_graph
+
+    req = None
+    if train:
+        aux = graph.mutable_variables()
+        req = {n.name: "write" for n in graph.variables()
+               if n.uid not in aux and str(types.get((n.uid, 0), "float32")).startswith(
+                   ("float", "bfloat"))}
+    cg = compile_graph(graph, shapes, is_train=train, grad_req=req, plan_memory=True,
+                       codegen=False)
+    plan = cg.memory
+    if plan is None:  # planning off (MXC_PLAN_MEMORY=0) or nothing to plan: figures anyway
+        slots = cg.program.slots
+        _, plan = memplan.plan_program(cg.kernels, [s.nbytes for s in slots],
+                                       [s.kind for s in slots],
+                                       cg.program.sections["forward"][1],
+                                       protected=cg.head_slots)
+    kernels = len(cg.kernels)
+    out = {"mode": "train" if train else "inference"}
+    if plan is None:
+        naive = sum(memplan.aligned(s.nbytes) for s in cg.program.slots if s.kind == "temp")
+        out.update({k: naive for k in ("naive_bytes", "inplace_bytes", "sharing_bytes",
+                                       "planned_bytes", "lower_bound_bytes", "mxnet_bytes")})
+        out.update({"arena_bytes": 0, "strategy": "none"})
+    else:
+        out.update(plan.summary())
+    # kernels_unfused: the kernel count without fusion (equal when fusion is off)
+    out["kernels_unfused"] = int(cg.kernels_unfused or kernels)
+    out["kernels"] = kernels
+    return out
+
+
+def _echo_memory(rep: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rep))
+        return
+    mib = 1 << 20
+    lb = rep["lower_bound_bytes"]
+    rows = [("no reuse", "naive_bytes"), ("inplace only", "inplace_bytes"),
+            ("sharing only", "sharing_bytes"), ("planned", "planned_bytes"),
+            ("lower bound", "lower_bound_bytes"), ("MXNet's planner", "mxnet_bytes")]
+    click.echo(f"internal memory ({rep['mode']}; temporaries and outputs, as MXNet counts)")
+    for label, key in rows:
+        extra = ""
+        if key == "planned_bytes":
+            extra = f"  ({rep['strategy']}; {rep[key] / max(lb, 1):.2f}x the lower bound)"
+        click.echo(f"  {label:16s} {rep[key] / mib:12.2f} MiB{extra}")
+    click.echo(f"kernels {rep['kernels']} ({rep['kernels_unfused']} without fusion)")
 
 
 if __name__ == "__main__":  # pragma: no cover

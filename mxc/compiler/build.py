@@ -61,13 +61,15 @@ def _entry_key(e: Entry) -> tuple:
 def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None, *,
                   is_train: bool = False, grad_req: dict | None = None,
                   fusion: bool | None = None, plan_memory: bool = True,
-                  retain_graph: bool = False) -> CompiledGraph:
+                  retain_graph: bool = False, codegen: bool = True) -> CompiledGraph:
     """Compile ``graph``. ``grad_req`` maps variable names to 'write' | 'add' | 'null'; when
     any is not 'null', the backward graph is built and compiled into section 'backward'.
     ``fusion`` (default: ``MXNET_USE_FUSION``, on) inlines producers into consumers.
     ``plan_memory`` (default on unless ``MXC_PLAN_MEMORY=0``) shares the temporaries' storage;
     the backward section then runs once per forward (as in MXNet) unless ``retain_graph``
-    keeps the forward values it reads until its end, so it may run again."""
+    keeps the forward values it reads until its end, so it may run again. ``codegen=False``
+    stops before machine code (calls get no function; ``compiler.aot`` renders the kernels
+    for its own target)."""
     arg_types = arg_types or {}
     fwd_shapes = infer.infer_shapes(graph, arg_shapes)
     fwd_types = infer.infer_types(graph, arg_types)
@@ -156,7 +158,7 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
     if memplan.enabled(plan_memory):
         lowered, memory = _plan_memory(lowered, slots, n_fwd_kernels, graph, full, entry_slot,
                                        grad_entries, grad_slots, wanted, retain_graph)
-    program = _codegen(lowered, slots, n_fwd_kernels, memory)
+    program = _codegen(lowered, slots, n_fwd_kernels, memory, jit=codegen)
     head_slots = [entry_slot[_entry_key(h)] for h in graph.outputs]
     return CompiledGraph(program, full, shapes, types, var_slots, head_slots,
                          [var_slots[v.name] for v in head_grad_vars], grad_slots, entry_slot,
@@ -266,7 +268,8 @@ def slots_len(slots: SlotTable) -> int:
     return len(slots.nbytes)
 
 
-def _codegen(lowered: list, slots: SlotTable, n_fwd: int, memory=None) -> Program:
+def _codegen(lowered: list, slots: SlotTable, n_fwd: int, memory=None,
+             jit: bool = True) -> Program:
     from ..codegen.jit import compile_modules
     from ..codegen.llvm_render import render_modules
 
@@ -277,6 +280,11 @@ def _codegen(lowered: list, slots: SlotTable, n_fwd: int, memory=None) -> Progra
     if not lowered:
         return Program(infos, [], None, sections={"forward": (0, 0), "backward": (0, 0)},
                        **arena)
+    if not jit:  # lowered only: calls without functions (ahead-of-time builds)
+        calls = [KernelCall(None, "", lk.slots, _byte_offsets(lk.kernel), lk.kernel.n_tasks,
+                            lk.kernel.scratch_bytes, lk.kernel.cost, lk.node) for lk in lowered]
+        return Program(infos, calls, None, sections={"forward": (0, n_fwd),
+                                                     "backward": (n_fwd, len(calls))}, **arena)
     modules, names = render_modules([lk.kernel for lk in lowered])
     try:
         cm = compile_modules(modules)
@@ -289,13 +297,17 @@ def _codegen(lowered: list, slots: SlotTable, n_fwd: int, memory=None) -> Progra
     calls = []
     for lk, fname in zip(lowered, names):
         k = lk.kernel
-        offs = getattr(k, "offsets", None)
-        byte_offs = [o * b.dtype.itemsize for o, b in zip(offs, k.buffers)] if offs else \
-            [0] * len(k.buffers)
-        calls.append(KernelCall(cm.functions[fname], fname, lk.slots, byte_offs, k.n_tasks,
-                                k.scratch_bytes, k.cost, lk.node))
+        calls.append(KernelCall(cm.functions[fname], fname, lk.slots, _byte_offsets(k),
+                                k.n_tasks, k.scratch_bytes, k.cost, lk.node))
     return Program(infos, calls, cm, sections={"forward": (0, n_fwd),
                                               "backward": (n_fwd, len(calls))}, **arena)
+
+
+def _byte_offsets(k) -> list:
+    """Byte offset into its slot of each buffer argument of kernel ``k``."""
+    offs = getattr(k, "offsets", None)
+    return [o * b.dtype.itemsize for o, b in zip(offs, k.buffers)] if offs else \
+        [0] * len(k.buffers)
 
 
 __all__ = ["compile_graph", "CompiledGraph", "topo_order"]

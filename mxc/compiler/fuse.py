@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..ir import kernel as K
+from ..ir.dtypes import as_dtype
 from .lower import LoweredKernel, schedule_deferred
 from .schedule import CHUNK, MIN_TASKS, schedule
 
@@ -119,6 +120,9 @@ class _Fuser:
             else:   # templates, offset kernels: may read and write any argument
                 it.writes = it.reads = frozenset(lk.slots)
             self.items.append(it)
+        self.node_pos: dict = {}
+        for it in self.items:
+            self.node_pos.setdefault(it.lk.node, it.pos)
         self.readers: dict = {}
         self.writers: dict = {}
         for it in self.items:
@@ -164,7 +168,12 @@ class _Fuser:
 
     # -- decisions: consumers first, so a producer knows how often it would be evaluated ------
     def decide(self) -> dict:
-        mult: dict = {}           # pos -> evaluations per element (inlined producers)
+        """pos -> duplicated? for the computes to inline. For each, ``sinks`` records the kernels it
+        would end up in: sink pos -> (evaluations per element, hoisted evaluations, inside a
+        reduction, read element-for-element on every path). Paths that are all
+        element-for-element reach a sink with the same index, where the renderer computes
+        the (structurally equal) expression once."""
+        sinks: dict = {}
         reads_cache: dict = {}
         virtual: dict = {}
         for it in reversed(self.items):
@@ -173,21 +182,32 @@ class _Fuser:
             s = it.out_slot
             op = it.lk.compute
             size = max(op.out.size, 1)
+            per: dict = {}
             readers = [r for r in self.readers[s] if r != it.pos]
-            m_elem = m_hoist = 0.0
-            in_reduce = False
-            min_tasks = None
             for r in readers:
+                rop = self.items[r].lk.compute
                 if r not in reads_cache:
-                    ri = self.items[r]
-                    reads_cache[r] = _reads(ri.lk.compute, ri.lk.buf_slots)
+                    reads_cache[r] = _reads(rop, self.items[r].lk.buf_slots)
                 e, h, red = reads_cache[r].get(s, (0, 0, False))
-                f = mult.get(r, 1.0)
-                m_elem += f * e / size
-                m_hoist += f * h / size
-                in_reduce |= red
-                t = _tasks(self.items[r].lk.compute)
-                min_tasks = t if min_tasks is None else min(min_tasks, t)
+                ident = _identity_read(rop, self.items[r].lk.buf_slots, s, op)
+                e, h = e / size, h / size
+                if r in virtual:
+                    paths = [(k, e * m, h * mh, red or rk, ident and ik)
+                             for k, (m, mh, rk, ik) in sinks[r].items()]
+                else:
+                    paths = [(r, e, h, red, ident)]
+                for k, m, mh, rk, ik in paths:
+                    if k not in per:
+                        per[k] = (m, mh, rk, ik)
+                    else:
+                        pm, pmh, prk, pik = per[k]
+                        if pik and ik:
+                            per[k] = (max(pm, m), max(pmh, mh), prk or rk, True)
+                        else:
+                            per[k] = (pm + m, pmh + mh, prk or rk, False)
+            m_elem = sum(v[0] for v in per.values())
+            m_hoist = sum(v[1] for v in per.values())
+            in_reduce = any(v[2] for v in per.values())
             body = op.body
             has_call, has_red = _has_call(body), _has_reduce(body)
             cheap = not has_call and not has_red and _weight(body) <= CHEAP_WEIGHT
@@ -195,13 +215,20 @@ class _Fuser:
             if not cheap:
                 if has_call and m_elem > 1 + _EPS:
                     ok = False
-                if has_red and (m_hoist > 1 + _EPS or in_reduce or len(readers) > 1):
+                if has_red and (m_hoist > 1 + _EPS or in_reduce or len(per) > 1):
                     ok = False
-                if min_tasks is not None and min_tasks < min(_tasks(op), 16):
-                    ok = False   # would serialize parallel work (e.g. into a full reduction)
+            # never move work into a kernel with much less parallelism (e.g. a full
+            # reduction); a flat sink reading element for element adopts the producer's
+            # shape (_adopt_domain)
+            own = _tasks(op)
+            min_tasks = min(max(_tasks(self.items[k].lk.compute), own if v[3] else 0)
+                            for k, v in per.items())
+            if min_tasks < min(own, 16):
+                ok = False
             if ok:
-                virtual[it.pos] = True
-                mult[it.pos] = max(m_elem, _EPS)
+                virtual[it.pos] = m_elem > 1 + _EPS    # True: evaluated more than once
+                sinks[it.pos] = per
+        self.sinks = sinks
         return virtual
 
     # -- building the kernels ------------------------------------------------------------------
@@ -223,7 +250,9 @@ class _Fuser:
             if it.pos in virtual:
                 op, nodes, reads = self.build(it, inlined)
                 last = max(r for r in self.readers[it.out_slot] if r != it.pos)
-                if not self.hazard(reads, it.pos, last) and _tree_size(op.body) <= MAX_TREE:
+                dup_ok = not virtual[it.pos] or self.duplicable(it, op, reads)
+                if dup_ok and not self.hazard(reads, it.pos, last) and \
+                        _tree_size(op.body) <= MAX_TREE:
                     inlined[it.out_slot] = _Inlined(op.axes, tuple(op.out.shape), op.body,
                                                     reads, nodes, last)
                     continue
@@ -236,6 +265,17 @@ class _Fuser:
             n_fwd = len(out)
         groups = [k.members for k in out if len(k.members) > 1]
         return FusionResult(out, n_fwd, len(self.items), groups, set(inlined))
+
+    def duplicable(self, it: _Item, op: K.ComputeOp, reads) -> bool:
+        """Whether a producer evaluated in m > 1 kernels is still worth inlining with what
+        it absorbed: cheap, and m kernels each reading its k large inputs move no more
+        memory than writing it once and reading it m times (m*k <= k + 1 + m)."""
+        if _weight(op.body) > CHEAP_WEIGHT or _has_call(op.body):
+            return False
+        m = len(self.sinks.get(it.pos, ())) or 2
+        big = self.nbytes[it.out_slot] / 4
+        k = sum(1 for s in reads if self.nbytes[s] >= big)
+        return m * k <= k + 1 + m
 
     def cbuf(self, s: int, d) -> K.Buffer:
         """The one buffer standing for slot ``s`` in fused expressions (buffer descriptions
@@ -289,6 +329,7 @@ class _Fuser:
             body = _simplify_indices(body, ext)
         if lk.node not in nodes:
             nodes.append(lk.node)
+        nodes.sort(key=lambda n: self.node_pos.get(n, 0))
         out = K.TensorRef(self.cbuf(bslots[op.out.buf], op.out.dtype), op.out.shape,
                           op.out.strides, op.out.offset)
         return K.ComputeOp(out, op.axes, body, op.name), nodes, frozenset(reads)
@@ -300,7 +341,8 @@ class _Fuser:
         kern.note = f"{op.name} (fused {len(nodes)})"
         name = lk.node
         if lk.node_op == "_grad_out" and len(nodes) > 1:
-            name = nodes[-2]   # a gradient copy takes the name of the op it absorbed
+            # a gradient copy takes the name of the (last) op it absorbed
+            name = [n for n in nodes if n != lk.node][-1]
         return LoweredKernel(kern, [self.canon_slot[b] for b in bufs], name,
                              node_op=lk.node_op, members=nodes)
 
@@ -367,9 +409,12 @@ def _has_call(e: K.Expr) -> bool:
     return bool(found)
 
 
-def _has_reduce(e: K.Expr) -> bool:
+def _has_reduce(e: K.Expr, trivial: bool = False) -> bool:
+    """Whether ``e`` reduces over more than one element (``trivial``: any Reduce, also the
+    one-element sums ops use to hoist per-channel factors)."""
     found = []
-    _walk(e, lambda x: found.append(x) if isinstance(x, K.Reduce) else None)
+    _walk(e, lambda x: found.append(x) if isinstance(x, K.Reduce) and (
+        trivial or math.prod(ax.extent for ax in x.axes) > 1) else None)
     return bool(found)
 
 
@@ -414,6 +459,21 @@ def _tasks(op: K.ComputeOp) -> int:
     if last > 2 * CHUNK and outer < MIN_TASKS and not _has_reduce(op.body):
         return outer * -(-last // CHUNK)
     return outer
+
+
+def _identity_read(rop: K.ComputeOp, bslots: dict, s: int, pop: K.ComputeOp) -> bool:
+    """Whether ``rop`` reads slot ``s`` only element for element: one distinct load, at the
+    flat position of its own output element, of a producer of the same size."""
+    if rop.out.size != pop.out.size or not _contiguous(rop.out):
+        return False
+    loads = []
+    _walk(rop.body, lambda x: loads.append(x) if isinstance(x, K.Load) and
+          bslots.get(x.buf) == s else None)
+    if len(set(loads)) != 1:
+        return False
+    own = K.TensorRef(rop.out.buf, rop.out.shape).flat_index(rop.axes) if rop.axes else \
+        K.const(0, K.INDEX)
+    return _lin(loads[0].index) == _lin(own)
 
 
 def _extents(op: K.ComputeOp) -> dict:
@@ -646,10 +706,14 @@ def _unravel(index: K.Expr, shape: tuple, ext: dict) -> list:
 
 
 def _instantiate(v: _Inlined, index: K.Expr, ext: dict) -> K.Expr:
-    if not v.axes:
-        return v.body
-    axes = _unravel(index, v.shape, ext)
-    return K.substitute(v.body, dict(zip(v.axes, axes)))
+    """The producer's value at flat ``index``, rounded as its store would round it
+    (float16/bfloat16 values are computed in float32 and rounded when stored)."""
+    body = v.body
+    if v.axes:
+        body = K.substitute(body, dict(zip(v.axes, _unravel(index, v.shape, ext))))
+    if body.dtype.name in ("float16", "bfloat16"):
+        body = K.Cast(body.dtype, K.Cast(as_dtype("float32"), body))
+    return body
 
 
 def _simplify_indices(e: K.Expr, ext: dict) -> K.Expr:

@@ -136,7 +136,7 @@ class LowerCtx:
         except KeyError as e:
             raise CompileError(f"{self.node.op} '{self.node.name}': kernel uses a buffer that "
                                f"is not an input, output or temp: {e}") from None
-        self._out.append(LoweredKernel(kern, slots, self.node.name))
+        self._out.append(LoweredKernel(kern, slots, self.node.name, node_op=self.node.op))
 
     def copy(self, dst: K.TensorRef, src: K.TensorRef) -> None:
         """dst = src elementwise (shapes must match; views allowed)."""
@@ -154,7 +154,10 @@ class LowerCtx:
         ``a``, ``b``, ``c`` are 2-D (m, k) / 3-D (batch, m, k) views; strides express the
         transposes, so no data is moved before the template's own packing.
         """
-        from ..codegen.gemm import GemmSpec, gemm_kernel, host_isa
+        from ..codegen.gemm import GemmSpec, gemm_kernel
+        from ..codegen.ptx import gemm_template as gpu_gemm_template
+        from ..codegen.ptx import gpu_lowering
+        from ..codegen.targets import gemm_isa
 
         def three(r: K.TensorRef):
             if r.ndim == 2:
@@ -190,11 +193,15 @@ class LowerCtx:
                         bias=bias_axis if bias is not None else None,
                         bias_stride_batch=bias_stride)
         # pointers are passed already offset; views with element offsets become slot offsets
-        gk = gemm_kernel("__K__", spec, host_isa())
         bufs = [a.buf, b.buf, c.buf] + ([bias.buf] if bias is not None else [])
         offs = [a.offset, b.offset, c.offset] + ([bias.offset] if bias is not None else [])
-        kern = K.TemplateKernel("__K__", bufs, gk.ir, gk.n_tasks, gk.scratch_bytes,
-                                cost=gk.flops, note="gemm")
+        if gpu_lowering():  # compiler.cuda_build: the PTX back end renders it from the spec
+            kern = gpu_gemm_template(spec, bufs)
+        else:
+            gk = gemm_kernel("__K__", spec, gemm_isa())  # the AOT target's, else the host's
+            kern = K.TemplateKernel("__K__", bufs, gk.ir, gk.n_tasks, gk.scratch_bytes,
+                                    cost=gk.flops, note="gemm")
+        kern.gemm_spec = spec  # type: ignore[attr-defined]
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
 

@@ -155,13 +155,15 @@ _node_count = itertools.count()
 
 
 class _Leaf:
-    """A graph input: a marked variable (``is_var``) or a constant."""
+    """A graph input: a marked variable (``is_var``) or a constant. ``var`` is the engine
+    variable of the array ``data`` belongs to."""
 
-    __slots__ = ("cleared", "data", "dt", "fresh", "grad", "grad_req", "is_var", "name")
+    __slots__ = ("cleared", "data", "dt", "fresh", "grad", "grad_req", "is_var", "name", "var")
 
     def __init__(self, data: np.ndarray, dt, name: str, grad=None, grad_req: str = "null",
-                 is_var: bool = False) -> None:
+                 is_var: bool = False, var=None) -> None:
         self.data = data
+        self.var = var
         self.dt = dt
         self.name = name
         self.grad = grad
@@ -175,12 +177,17 @@ class _Leaf:
 
 
 class _Node:
-    """One recorded op call (``tmpl``) or Function call (``func``)."""
+    """One recorded op call (``tmpl``) or Function call (``func``). ``outs`` are the values
+    of its outputs (numpy storage, computed by pushed engine work), ``vars`` their engine
+    variables (hidden outputs share one of the op's)."""
 
-    __slots__ = ("cleared", "func", "inputs", "is_train", "name", "out_dt", "outs", "tmpl")
+    __slots__ = ("cleared", "func", "inputs", "is_train", "name", "out_dt", "outs", "tmpl",
+                 "vars")
     is_leaf = False
 
-    def __init__(self, tmpl, func, is_train: bool, inputs: list, outs: list, out_dt: list) -> None:
+    def __init__(self, tmpl, func, is_train: bool, inputs: list, outs: list, out_dt: list,
+                 vars_: list) -> None:
+        self.vars = vars_
         self.tmpl = tmpl
         self.func = func
         self.is_train = is_train
@@ -202,7 +209,7 @@ def _live(x) -> tuple | None:
 def _entry_of_input(x, data) -> tuple:
     e = x._ag
     if e is None or e[0].cleared:
-        e = (_Leaf(data, x._dt, f"null{next(_var_count)}"), 0)
+        e = (_Leaf(data, x._dt, f"null{next(_var_count)}", var=x._var), 0)
         x._ag = e  # MXNet attaches a constant node to the input array too
     return e
 
@@ -216,14 +223,15 @@ def _check_out(tmpl, inputs, out) -> None:
             raise MXNetError(_INPLACE)
     if any(_live(x) is not None for x in inputs):
         for o in outs:
-            if any(o is x or (o._data.ctypes.data == x._data.ctypes.data and
-                              o._data.nbytes == x._data.nbytes) for x in inputs):
+            if any(o is x or (o._buf.ctypes.data == x._buf.ctypes.data and
+                              o._buf.nbytes == x._buf.nbytes) for x in inputs):
                 raise MXNetError("Inplace operations (+=, -=, x[:]=, etc) are not supported "
                                  "when recording with autograd.")
 
 
-def _record(tmpl, is_train: bool, inputs, datas, outputs, hidden) -> None:
-    """Append a tape node for one op call (installed as ndarray_ops' record hook)."""
+def _record(tmpl, is_train: bool, inputs, datas, outputs, hidden, hidden_var=None) -> None:
+    """Append a tape node for one op call (installed as ndarray_ops' record hook); the
+    values are written by the call's pushed work (``hidden_var``: the hidden outputs')."""
     for x in inputs:
         e = x._ag
         if e is not None and not e[0].cleared:
@@ -231,8 +239,9 @@ def _record(tmpl, is_train: bool, inputs, datas, outputs, hidden) -> None:
     else:
         return  # no input needs a gradient: nothing to record
     entries = [_entry_of_input(x, d) for x, d in zip(inputs, datas)]
-    outs = [o._data for o in outputs]
+    outs = [o._buf for o in outputs]
     out_dt = [o._dt for o in outputs]
+    vars_ = [o._var for o in outputs]
     if hidden:
         if tmpl.opdef.name == "Dropout" and not tmpl.opdef.active(tmpl.parsed, is_train):
             # an inactive Dropout never writes its mask; its backward may still use it
@@ -240,7 +249,8 @@ def _record(tmpl, is_train: bool, inputs, datas, outputs, hidden) -> None:
             hidden = [(np.ones_like(hidden[0][0]), hidden[0][1])] + list(hidden[1:])
         outs += [h for h, _ in hidden]
         out_dt += [d for _, d in hidden]
-    node = _Node(tmpl, None, is_train, entries, outs, out_dt)
+        vars_ += [hidden_var] * len(hidden)
+    node = _Node(tmpl, None, is_train, entries, outs, out_dt, vars_)
     for i, o in enumerate(outputs):
         o._ag = (node, i)
 
@@ -250,7 +260,7 @@ def _record_manual(op_name: str, attrs: dict, inputs: list, outputs: list) -> No
     when recording."""
     if not _state.recording:
         return
-    _record(_ops.template(op_name, attrs), False, inputs, [x._data for x in inputs],
+    _record(_ops.template(op_name, attrs), False, inputs, [x._buf for x in inputs],
             outputs, [])
 
 
@@ -259,9 +269,9 @@ def _record_copy(src, dst) -> None:
     if not _state.recording:
         return
     if dst._dt is src._dt:
-        _record(_ops.template("_copy", {}), False, [src], [src._data], [dst], [])
+        _record(_ops.template("_copy", {}), False, [src], [src._buf], [dst], [])
     else:
-        _record(_ops.template("Cast", {"dtype": dst._dt.name}), False, [src], [src._data],
+        _record(_ops.template("Cast", {"dtype": dst._dt.name}), False, [src], [src._buf],
                 [dst], [])
 
 
@@ -279,7 +289,7 @@ def _record_getitem(x, key):
     from .ndarray import _basic_index, _convert_key, _is_basic, _op
     from .util import is_np_shape
 
-    d = x._data
+    d = x._buf
     if d.ndim == 0:
         return None
     if type(key) is int:
@@ -367,7 +377,7 @@ def mark_variables(variables, gradients, grad_reqs="write") -> None:
         if g.shape != v.shape:
             raise MXNetError(f"mark_variables: gradient array has shape {g.shape}, the "
                              f"variable has shape {v.shape}")
-        v._ag = (_Leaf(v._data, v._dt, f"var{next(_var_count)}", g, r, True), 0)
+        v._ag = (_Leaf(v._buf, v._dt, f"var{next(_var_count)}", g, r, True, v._var), 0)
 
 
 def _attach_grad(x: NDArray, grad_req: str = "write", stype=None) -> None:
@@ -446,9 +456,10 @@ def _walk(head_entries: list) -> tuple:
 class _Plan:
     """One compiled backward graph and how to bind it."""
 
-    __slots__ = ("binds", "program", "results")
+    __slots__ = ("binds", "mutated", "program", "results")
 
     def __init__(self, program, binds, results) -> None:
+        self.mutated = None       # [(node position, input index)] written in place
         self.program = program
         self.binds = binds        # [(slot, kind, a, b)] kind: e ext | s saved | h head | o old
         self.results = results    # per target: None (no gradient) | (slot, direct?)
@@ -600,14 +611,34 @@ def _head_src(nodes, ext, r):
     return (nodes[r[0]], r[1]) if r[0] >= 0 else ext[-1 - r[0]]
 
 
+def _var_of(e):
+    """The engine variable of a tape entry's value."""
+    n, i = e
+    return n.var if n.is_leaf else n.vars[i]
+
+
+def _mutated_refs(nodes: list) -> list:
+    """(node position, input index) of the inputs the backward of ``nodes`` writes in place:
+    auxiliary states (``_backward_BatchNorm`` updates the moving statistics)."""
+    out = []
+    for k, n in enumerate(nodes):
+        if n.tmpl is not None:
+            for i in n.tmpl.opdef.aux_indices(n.tmpl.parsed):
+                if i < len(n.inputs):
+                    out.append((k, i))
+    return out
+
+
 def _run_segment(nodes: list, heads: list, head_grads: list, targets: list,
-                 train_mode: bool) -> list:
+                 train_mode: bool, wait: bool = False) -> list:
     """Differentiate the recorded op ``nodes`` (topological order) from ``heads`` (entries,
-    with gradient arrays ``head_grads``) to the entries of ``targets``: ``(entry, mode,
-    array)`` with mode 'write' | 'add' (into ``array``, a numpy array) or 'new'. Returns the
-    'new' results (numpy arrays, None where no gradient flows)."""
+    with gradient arrays ``head_grads``: ``(array, engine var or None)``) to the entries of
+    ``targets``: ``(entry, mode, array, var)`` with mode 'write' | 'add' (into ``array``, a
+    numpy array with engine variable ``var``) or 'new'. The work is pushed to the engine
+    (reading the recorded values, writing the targets); ``wait``: return once it is done.
+    Returns the 'new' results (``(array, var)``, None where no gradient flows)."""
     ext: list = []
-    key = _segment_key(nodes, ext, heads, [(e, m) for e, m, _ in targets], train_mode)
+    key = _segment_key(nodes, ext, heads, [(t[0], t[1]) for t in targets], train_mode)
     plan = _plans.get(key)
     if plan is None:
         with _plans_lock:
@@ -620,44 +651,75 @@ def _run_segment(nodes: list, heads: list, head_grads: list, targets: list,
         stats["hits"] += 1
     new = [None] * len(targets)
     outs = []
-    for t, ((e, mode, arr), res) in enumerate(zip(targets, plan.results)):
+    zero = []
+    writes = []
+    for t, ((e, mode, arr, var), res) in enumerate(zip(targets, plan.results)):
         if res is None:
             if mode == "write":
-                arr[...] = 0
+                zero.append(arr)
+                writes.append(var)
             outs.append(None)
             continue
         if mode == "new":
             d = _dtype_of(e)
             arr = _ops.aligned_empty(tuple(_value(e).shape), d.np)
-            new[t] = arr
+            var = _ops._Var()
+            new[t] = (arr, var)
         outs.append(arr)
-    if plan.program is None:
+        writes.append(var)
+    if plan.program is None and not zero:
         return new
-    bound: dict = {}
-    for slot, kind, a, b in plan.binds:
-        if kind == "e":
-            bound[slot] = _value(ext[a])
-        elif kind == "s":
-            bound[slot] = nodes[a].outs[b]
-        elif kind == "h":
-            bound[slot] = head_grads[a]
-        else:
-            bound[slot] = targets[a][2]
+    reads = []
+    prog = None
     copies = []
-    for arr, res in zip(outs, plan.results):
-        if res is None:
-            continue
-        slot, direct = res
-        if direct:
-            bound[slot] = arr
-        else:
-            copies.append((arr, slot))
-    prog = plan.program.clone()
-    prog.allocate(bound)
-    prog.run("forward")
-    for arr, slot in copies:
-        st = prog.storage[slot]
-        np.copyto(arr, st[:arr.nbytes].view(arr.dtype).reshape(arr.shape))
+    if plan.program is not None:
+        bound: dict = {}
+        for slot, kind, a, b in plan.binds:
+            if kind == "e":
+                bound[slot] = _value(ext[a])
+                reads.append(_var_of(ext[a]))
+            elif kind == "s":
+                bound[slot] = nodes[a].outs[b]
+                reads.append(nodes[a].vars[b])
+            elif kind == "h":
+                arr, var = head_grads[a]
+                bound[slot] = arr
+                if var is not None:
+                    reads.append(var)
+            else:
+                bound[slot] = targets[a][2]
+                reads.append(targets[a][3])
+        for arr, res in zip(outs, plan.results):
+            if res is None:
+                continue
+            slot, direct = res
+            if direct:
+                bound[slot] = arr
+            else:
+                copies.append((arr, slot))
+        if plan.mutated is None:
+            plan.mutated = _mutated_refs(nodes)
+        for k, i in plan.mutated:
+            writes.append(_var_of(nodes[k].inputs[i]))
+        prog = plan.program.clone()
+        prog.allocate(bound)
+    st = prog.storage if prog is not None else None
+
+    def finish() -> None:
+        for arr in zero:
+            arr[...] = 0
+        for arr, slot in copies:
+            np.copyto(arr, st[slot][:arr.nbytes].view(arr.dtype).reshape(arr.shape))
+
+    if prog is not None:
+        _ops.launch(prog, "forward", reads, writes, "autograd.backward", True,
+                    after=finish if (zero or copies) else None)
+    else:
+        _ops._get_engine().push(finish, reads, writes, name="autograd.backward")
+    if wait:
+        eng = _ops._get_engine()
+        for v in writes:
+            eng.wait_to_read(v)
     return new
 
 
@@ -693,6 +755,7 @@ def _as_list(x, what: str) -> list:
 
 
 def _head_grad_arrays(heads: list, head_grads) -> list:
+    """``(array, engine var or None)`` of each head's gradient (shared ones when None)."""
     if head_grads is None:
         head_grads = [None] * len(heads)
     else:
@@ -703,7 +766,7 @@ def _head_grad_arrays(heads: list, head_grads) -> list:
     out = []
     for i, (h, g) in enumerate(zip(heads, head_grads)):
         if g is None:
-            out.append(_ones(h.shape, h._dt))
+            out.append((_ones(h.shape, h._dt), None))
             continue
         if not isinstance(g, NDArray):
             raise MXNetError(f"head gradient {i} must be an NDArray, got {type(g).__name__}")
@@ -712,10 +775,9 @@ def _head_grad_arrays(heads: list, head_grads) -> list:
         if g.shape != h.shape:
             raise MXNetError(f"backward: head gradient {i} has shape {g.shape}, but head {i} "
                              f"has shape {h.shape}")
-        if g._dt is h._dt:
-            out.append(g._data)
-        else:
-            out.append(g.astype(h._dt.name)._data)
+        if g._dt is not h._dt:
+            g = g.astype(h._dt.name)
+        out.append((g._buf, g._var))
     return out
 
 
@@ -748,11 +810,12 @@ def _differentiate(heads, head_grads, variables, retain_graph: bool, train_mode:
             raise MXNetError("There are no inputs in computation graph that require "
                              "gradients.")
         modes = [lf.grad_req for lf in targets_leaves]
-        arrays = [lf.grad._data for lf in targets_leaves]
+        arrays = [(lf.grad._buf, lf.grad._var) for lf in targets_leaves]
 
     with _RecordingStateScope(False, train_mode):
         if not any(n.func is not None for n in order):
-            targets = [((lf, 0), m, a) for lf, m, a in zip(targets_leaves, modes, arrays)]
+            targets = [((lf, 0), m, a[0], a[1]) if a is not None else ((lf, 0), m, None, None)
+                       for lf, m, a in zip(targets_leaves, modes, arrays)]
             new = _run_segment(order, head_entries, hgs, targets, train_mode)
         else:
             new = _differentiate_segments(order, head_entries, hgs, targets_leaves, modes,
@@ -774,16 +837,24 @@ def _differentiate(heads, head_grads, variables, retain_graph: bool, train_mode:
     result = []
     for lf, g in zip(targets_leaves, new):
         if g is None:
-            g = _ops.aligned_empty(lf.data.shape, lf.dt.np)
-            g[...] = 0
-        result.append(_wrap(g, lf.dt, None))
+            a = _ops.aligned_empty(lf.data.shape, lf.dt.np)
+            a[...] = 0
+            result.append(_wrap(a, lf.dt, None))
+        else:
+            result.append(_wrap(g[0], lf.dt, None, True, g[1]))
     return result
 
 
 def _differentiate_segments(order, head_entries, hgs, targets_leaves, modes, arrays,
                             train_mode) -> list:
     """Backward through a tape holding Functions: op runs between them are compiled
-    segments; gradients are accumulated (numpy) between segments."""
+    segments; gradients are accumulated (numpy) between segments. Runs synchronously: each
+    segment's pushed work is waited for, the Python parts read values after waiting."""
+    eng = _ops._get_engine()
+    for _, var in hgs:
+        if var is not None:
+            eng.wait_to_read(var)
+    hgs = [a for a, _ in hgs]
     x_ids = {id(lf) for lf in targets_leaves}
     needs: dict = {}
     for n in order:
@@ -833,17 +904,21 @@ def _differentiate_segments(order, head_entries, hgs, targets_leaves, modes, arr
                     if id(e[0]) not in seg_ids and k not in seen and need(e):
                         seen.add(k)
                         ext.append(e)
-            res = _run_segment(seg, heads, grads, [(e, "new", None) for e in ext], train_mode)
+            res = _run_segment(seg, heads, [(g, None) for g in grads],
+                               [(e, "new", None, None) for e in ext], train_mode, wait=True)
             for e, g in zip(ext, res):
                 if g is not None:
-                    add(e, g)
+                    add(e, g[0])
         i = j - 1
     new = []
     for lf, mode, arr in zip(targets_leaves, modes, arrays):
         g = acc.get((id(lf), 0))
         if mode == "new":
-            new.append(g)
-        elif mode == "write":
+            new.append((g, _ops._Var()) if g is not None else None)
+            continue
+        arr, var = arr
+        eng.wait_to_write(var)
+        if mode == "write":
             if g is None:
                 arr[...] = 0
             else:
@@ -986,9 +1061,9 @@ class Function:
         for o in outs:
             if _live(o) is not None:
                 raise MXNetError(_INPLACE)
-        entries = [_entry_of_input(x, x._data) for x in inputs]
-        node = _Node(None, self, _state.training, entries, [o._data for o in outs],
-                     [o._dt for o in outs])
+        entries = [_entry_of_input(x, x._buf) for x in inputs]
+        node = _Node(None, self, _state.training, entries, [o._buf for o in outs],
+                     [o._dt for o in outs], [o._var for o in outs])
         for i, o in enumerate(outs):
             o._ag = (node, i)
         return outputs

@@ -6,6 +6,14 @@ state and output. It compiles lazily and keeps two compiled graphs: one for infe
 backward graph for the requested ``grad_req``). Both are bound to the SAME NDArray storage,
 so parameters, statistics, gradients and outputs are shared between them, and the training
 program's forward temporaries stay alive for ``backward``.
+
+``forward`` and ``backward`` push their program section to the dependency engine
+(:mod:`mxc.runtime.engine`) and return at once: they read the engine variables of the bound
+arguments and write those of the outputs, gradients, auxiliary states (and of the arguments the
+graph mutates: a fixed BatchNorm gamma in training) plus one variable per program instance
+standing for its internal storage (forward temporaries that backward reads). The ``outputs``
+are valid after a wait (``asnumpy``, ``wait_to_read``, ``mx.nd.waitall``), and plain Python
+updates such as ``w[:] -= lr * g`` are ordered after the backward that writes ``g``.
 """
 from __future__ import annotations
 
@@ -15,6 +23,8 @@ import numpy as np
 
 from ..base import MXNetError, ShapeError
 from ..ir.graph import Graph
+from ..runtime import engine as _engine
+from . import ndarray_ops as _ops
 from .context import Context, as_context, check_runnable
 from .ndarray import NDArray, _aligned, _wrap, to_dtype
 from .ndarray import zeros as nd_zeros
@@ -58,16 +68,36 @@ class _Bound:
         cg = compile_graph(g, exe._shapes, exe._types, is_train=is_train, grad_req=grad_req)
         self.cg = cg
         prog = cg.program.clone()
+        self.has_rng = any(s.kind == "rng" for s in prog.slots)
+        # the engine variable of this instance's own storage (temporaries, head gradients)
+        self.var = _engine.Var("executor")
+        mutated = _mutated_args(g, is_train)
+        reads, writes, grad_writes = [], [self.var], [self.var]
         bound: dict = {}
-        for name, arr in list(exe.arg_dict.items()) + list(exe.aux_dict.items()):
+        for name, arr in exe.arg_dict.items():
             slot = cg.var_slots.get(name)
             if slot is not None:
-                bound[slot] = arr._data
+                bound[slot] = arr._buf
+                (writes if name in mutated else reads).append(arr._var)
+        for name, arr in exe.aux_dict.items():
+            slot = cg.var_slots.get(name)
+            if slot is not None:
+                bound[slot] = arr._buf
+                writes.append(arr._var)
+                grad_writes.append(arr._var)
         for name, slot in cg.grad_slots.items():
             garr = exe.grad_dict.get(name)
             if garr is None:
                 raise MXNetError(f"internal: no gradient array for '{name}'")
-            bound[slot] = garr._data
+            bound[slot] = garr._buf
+            grad_writes.append(garr._var)
+        writes += [o._var for o in exe.outputs]
+        self.reads = reads                 # forward: arguments read
+        self.writes = writes               # forward: outputs, aux, mutated args, own storage
+        # backward reads the arguments and the outputs (loss heads read their forward
+        # output), writes the gradients, the aux states and its own storage
+        self.bwd_reads = reads + [o._var for o in exe.outputs]
+        self.bwd_writes = grad_writes
         # outputs: bind a head slot to its output array unless the slot is also an input,
         # aux, grad or another head's (then copy after the run)
         self.copy_out = []
@@ -78,7 +108,7 @@ class _Bound:
             if slot in used or slot in seen:
                 self.copy_out.append((i, slot))
             else:
-                bound[slot] = out._data
+                bound[slot] = out._buf
             seen.add(slot)
         prog.allocate(bound)
         self.prog = prog
@@ -93,9 +123,50 @@ class _Bound:
         return st[:n].view(dt.np).reshape(shape)
 
     def run_forward(self, exe: Executor) -> None:
-        self.prog.run("forward")
-        for i, v in self.copy_out:
-            np.copyto(exe.outputs[i]._data, v)
+        """Push the forward section (and the copies of outputs bound elsewhere)."""
+        after = None
+        if self.copy_out:
+            pairs = [(exe.outputs[i]._buf, v) for i, v in self.copy_out]
+
+            def after() -> None:
+                for dst, src in pairs:
+                    np.copyto(dst, src)
+        _ops.launch(self.prog, "forward", self.reads, self.writes, "executor.forward",
+                    self.has_rng, after=after)
+
+    def run_backward(self, fills: list, srcs: list) -> None:
+        """Push the backward section after filling the head-gradient slots: ``fills``
+        (views set to 1) and ``srcs`` ``(view, NDArray)`` copied in."""
+        reads = self.bwd_reads + [g._var for _, g in srcs]
+        pairs = [(view, g._buf, None if g._buf.dtype == view.dtype else g._dt)
+                 for view, g in srcs]
+        run = self.prog.run
+
+        def work() -> None:
+            for view in fills:
+                view[...] = 1
+            for view, buf, dt in pairs:
+                np.copyto(view, buf if dt is None else _float_of(buf, dt), casting="unsafe")
+            run("backward")
+        _engine.get().push(work, reads, self.bwd_writes, name="executor.backward")
+
+
+def _float_of(buf: np.ndarray, dt) -> np.ndarray:
+    from .ndarray import _bf16_float
+    return _bf16_float(buf) if dt.name == "bfloat16" else buf
+
+
+def _mutated_args(graph: Graph, is_train: bool) -> set:
+    """Names of the variables the graph writes in place besides its auxiliary states (a
+    fixed BatchNorm gamma in training)."""
+    out = set()
+    for n in graph.nodes:
+        if n.is_variable:
+            continue
+        for i in _ops.mutated_inputs(n.opdef, n.parsed, is_train):
+            if i < len(n.inputs) and n.inputs[i].node.is_variable:
+                out.add(n.inputs[i].node.name)
+    return out
 
 
 class Executor:
@@ -160,10 +231,10 @@ class Executor:
             if dst is None:
                 raise MXNetError(f"forward: unknown argument '{name}'; arguments are "
                                  f"{self._arg_names}")
-            src = value._float_view() if isinstance(value, NDArray) else np.asarray(value)
-            if tuple(src.shape) != dst.shape:
+            shape = value.shape if isinstance(value, NDArray) else np.shape(value)
+            if tuple(shape) != dst.shape:
                 raise MXNetError(f"Shape not match! Argument {name}, need: {dst.shape}, "
-                                 f"received: {tuple(src.shape)}")
+                                 f"received: {tuple(shape)}")
             dst[:] = value
         b = self._program(is_train)
         b.run_forward(self)
@@ -200,17 +271,22 @@ class Executor:
         if out_grads and len(out_grads) != len(self.outputs):
             raise MXNetError(f"backward: {len(out_grads)} head gradients for "
                              f"{len(self.outputs)} outputs")
+        fills, srcs = [], []
         for i, view in enumerate(b.head_grad_views):
             g = out_grads[i] if i < len(out_grads) else None
             if g is None:
-                view[...] = 1
+                fills.append(view)
                 continue
-            src = g._float_view() if isinstance(g, NDArray) else np.asarray(g)
-            if tuple(src.shape) != view.shape:
-                raise MXNetError(f"backward: head gradient {i} has shape {tuple(src.shape)}, "
+            if not isinstance(g, NDArray):
+                from .ndarray import array as nd_array
+                g = nd_array(np.asarray(g), dtype=self.outputs[i].dtype)
+            elif g.stype != "default":
+                g = g.tostype("default")
+            if tuple(g.shape) != view.shape:
+                raise MXNetError(f"backward: head gradient {i} has shape {tuple(g.shape)}, "
                                  f"output '{self._output_names[i]}' has {view.shape}")
-            np.copyto(view, src, casting="unsafe")
-        b.prog.run("backward")
+            srcs.append((view, g))
+        b.run_backward(fills, srcs)
         self._backward_ran = True
 
     # -- parameters -----------------------------------------------------------------------------
@@ -322,7 +398,8 @@ def _resized(arr: NDArray, shape: tuple, allow_up_sizing: bool, name: str) -> ND
         a = _aligned(shape, arr._dt)
         a[...] = 0
         return _wrap(a, arr._dt, arr._ctx)
-    return _wrap(arr._data.reshape(-1)[:n].reshape(shape), arr._dt, arr._ctx)
+    return _wrap(arr._buf.reshape(-1)[:n].reshape(shape), arr._dt, arr._ctx, arr.writable,
+                 arr._var)
 
 
 # ------------------------------------------------------------------------------------------

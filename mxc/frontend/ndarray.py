@@ -2,8 +2,11 @@
 
 An :class:`NDArray` owns (or views) one C-contiguous numpy array, 64-byte aligned when mxc
 allocates it; compiled kernels read and write that memory directly (see
-:mod:`.ndarray_ops`). Operators run synchronously, so ``wait_to_read``/``waitall`` return at
-once. Semantics follow MXNet 1.9.1 in legacy (non-numpy) mode: ``mx.nd.array`` defaults to
+:mod:`.ndarray_ops`). Every array owns an engine variable (views share their base's): operators
+and copies are *pushed* to the dependency engine (:mod:`mxc.runtime.engine`) with the variables
+they read and write and return at once; ``asnumpy``/``asscalar``/``repr``/``wait_to_read``
+wait for the pending writes, writes from Python wait for (or are pushed behind) the pending
+work, ``waitall`` waits for everything (docs/engine.md). Semantics follow MXNet 1.9.1 in legacy (non-numpy) mode: ``mx.nd.array`` defaults to
 float32 unless given an NDArray, integer indexing of a 1-d array gives shape ``(1,)``, basic
 indexing returns a view when the selected elements are contiguous and a copy otherwise,
 arithmetic with scalars runs the ``_*_scalar`` operators and between arrays the
@@ -26,6 +29,7 @@ import numpy as np
 from ..base import MXNetError
 from ..ir import dtypes as _dt
 from ..ir import registry
+from ..runtime import engine as _engine
 from .context import Context, as_context, check_runnable, cpu, current_context, gpu  # noqa: F401
 from .util import is_np_shape
 
@@ -117,13 +121,27 @@ def _np_type(d: _dt.DType):
 
 
 # ------------------------------------------------------------------------------------------
+# engine
+# ------------------------------------------------------------------------------------------
+_Var = _engine.Var
+_get_engine = _engine.get
+
+
+def _push(fn, reads, writes, name: str = "") -> None:
+    """Push ``fn`` on the process-wide engine (reads/writes: engine variables)."""
+    _get_engine().push(fn, reads, writes, name=name)
+
+
+# ------------------------------------------------------------------------------------------
 # NDArray
 # ------------------------------------------------------------------------------------------
 def _wrap(data: np.ndarray, dt: _dt.DType | None = None, ctx: Context | None = None,
-          writable: bool = True) -> NDArray:
-    """An NDArray over ``data`` (C-contiguous; bfloat16 kept as uint16 bits)."""
+          writable: bool = True, var=None) -> NDArray:
+    """An NDArray over ``data`` (C-contiguous; bfloat16 kept as uint16 bits) with engine
+    variable ``var`` (a view passes its base's; None: a fresh one)."""
     a = object.__new__(NDArray)
-    a._data = data
+    a._buf = data
+    a._var = var if var is not None else _Var()
     a._dt = dt if dt is not None else _dt.BY_NAME[data.dtype.name]
     a._ctx = ctx if ctx is not None else current_context()
     a.writable = writable
@@ -147,7 +165,8 @@ def _bf16_float(bits: np.ndarray) -> np.ndarray:
 class NDArray:
     """An n-dimensional array on a device context (MXNet's ``mx.nd.NDArray``)."""
 
-    __slots__ = ("__dict__", "__weakref__", "_ctx", "_data", "_dt", "writable")
+    # _buf: the storage (numpy); _var: the engine variable of that storage (shared by views)
+    __slots__ = ("__dict__", "__weakref__", "_buf", "_ctx", "_dt", "_var", "writable")
     __array_priority__ = 1000.0
     stype = "default"
     #: autograd tape entry ``(node, output index)`` once the array is in a recorded graph
@@ -163,23 +182,40 @@ class NDArray:
         src = np.asarray(data if data is not None else [], dtype=None)
         arr = _aligned(src.shape, dt)
         arr[...] = src
-        self._data = arr
+        self._buf = arr
+        self._var = _Var()
         self._dt = dt
         self._ctx = ctx
         self.writable = writable
 
+    # -- storage ------------------------------------------------------------------------------
+    @property
+    def _data(self) -> np.ndarray:
+        """The storage once every pending engine op on it has finished (reads and writes), for
+        code that touches it from Python; dispatch code uses ``_buf`` with the engine."""
+        _get_engine().wait_for_var(self._var)
+        return self._buf
+
+    @_data.setter
+    def _data(self, value) -> None:
+        self._buf = value
+        try:
+            self._var  # noqa: B018
+        except AttributeError:
+            self._var = _Var()
+
     # -- properties ---------------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        return self._data.shape
+        return self._buf.shape
 
     @property
     def size(self) -> int:
-        return self._data.size
+        return self._buf.size
 
     @property
     def ndim(self) -> int:
-        return self._data.ndim
+        return self._buf.ndim
 
     @property
     def dtype(self):
@@ -203,16 +239,23 @@ class NDArray:
 
     # -- conversion -------------------------------------------------------------------------
     def asnumpy(self) -> np.ndarray:
-        """A numpy copy of the data."""
+        """A numpy copy of the data (waits for the pending writes)."""
+        _get_engine().wait_to_read(self._var)
         if self._dt.name == "bfloat16":
-            return self._data.copy().view(bfloat16)
-        return self._data.copy()
+            return self._buf.copy().view(bfloat16)
+        return self._buf.copy()
 
     def _float_view(self) -> np.ndarray:
-        """The values as numpy (bfloat16 widened to float32), no copy when possible."""
+        """The values as numpy (bfloat16 widened to float32), no copy when possible; waits
+        for the pending writes."""
+        _get_engine().wait_to_read(self._var)
+        return self._float_buf()
+
+    def _float_buf(self) -> np.ndarray:
+        """``_float_view`` without waiting (inside pushed work)."""
         if self._dt.name == "bfloat16":
-            return _bf16_float(self._data)
-        return self._data
+            return _bf16_float(self._buf)
+        return self._buf
 
     def asscalar(self):
         if self.size != 1:
@@ -229,8 +272,10 @@ class NDArray:
         if self._dt.name == "bfloat16" or dt.name == "bfloat16":
             return _op("Cast")(self, dtype=dt.name)
         arr = _aligned(self.shape, dt)
-        np.copyto(arr, self._data, casting="unsafe")
         out = _wrap(arr, dt, self._ctx)
+        src = self._buf
+        _push(lambda: np.copyto(arr, src, casting="unsafe"), (self._var,), (out._var,),
+              "astype")
         if self._ag is not None:
             _autograd()._record_manual("Cast", {"dtype": dt.name}, [self], [out])
         return out
@@ -240,8 +285,8 @@ class NDArray:
 
     def copyto(self, other):
         if isinstance(other, NDArray):
-            if other is self or (other._data.ctypes.data == self._data.ctypes.data
-                                 and other._data.nbytes == self._data.nbytes):
+            if other is self or (other._buf.ctypes.data == self._buf.ctypes.data
+                                 and other._buf.nbytes == self._buf.nbytes):
                 warnings.warn("You are attempting to copy an array to itself", RuntimeWarning)
                 return False
             if other.shape != self.shape:
@@ -258,8 +303,9 @@ class NDArray:
         if isinstance(other, Context):
             check_runnable(other)
             arr = _aligned(self.shape, self._dt)
-            np.copyto(arr, self._data)
             out = _wrap(arr, self._dt, other)
+            src = self._buf
+            _push(lambda: np.copyto(arr, src), (self._var,), (out._var,), "copyto")
             if self._ag is not None:
                 _autograd()._record_copy(self, out)
             return out
@@ -282,10 +328,21 @@ class NDArray:
         return sparse.from_dense(self, stype)
 
     def wait_to_read(self) -> None:
-        """Operators run synchronously: nothing to wait for."""
+        """Block until the pending writes of this array have finished (re-raising an error
+        of the work that computed it)."""
+        if self._buf is None:  # sparse: its parts
+            for part in self.__dict__.get("_sp", ()):
+                if part is not None:
+                    part.wait_to_read()
+        _get_engine().wait_to_read(self._var)
 
     def wait_to_write(self) -> None:
-        """Operators run synchronously: nothing to wait for."""
+        """Block until every pending read and write of this array has finished."""
+        if self._buf is None:
+            for part in self.__dict__.get("_sp", ()):
+                if part is not None:
+                    part.wait_to_write()
+        _get_engine().wait_to_write(self._var)
 
     def reshape(self, *shape, **kwargs) -> NDArray:
         """A view with a new shape; MXNet's special values 0, -1, -2, -3, -4 and ``reverse``."""
@@ -303,7 +360,7 @@ class NDArray:
         if math.prod(new) != self.size:
             raise MXNetError(f"reshape: cannot reshape an array of shape {self.shape} "
                              f"({self.size} elements) into shape {tuple(shape)}")
-        out = _wrap(self._data.reshape(new), self._dt, self._ctx, self.writable)
+        out = _wrap(self._buf.reshape(new), self._dt, self._ctx, self.writable, self._var)
         if self._ag is not None:
             _autograd()._record_manual("Reshape", {"shape": new}, [self], [out])
         return out
@@ -350,7 +407,7 @@ class NDArray:
 
     def detach(self) -> NDArray:
         """An array sharing this one's data, outside any recorded graph."""
-        return _wrap(self._data, self._dt, self._ctx, self.writable)
+        return _wrap(self._buf, self._dt, self._ctx, self.writable, self._var)
 
     def backward(self, out_grad=None, retain_graph: bool = False,
                  train_mode: bool = True) -> None:
@@ -401,13 +458,15 @@ class NDArray:
         return a.astype(dtype) if dtype is not None else a
 
     def __getstate__(self):
-        return {"data": self._data.copy(), "dtype": self._dt.name, "writable": self.writable}
+        _get_engine().wait_to_read(self._var)
+        return {"data": self._buf.copy(), "dtype": self._dt.name, "writable": self.writable}
 
     def __setstate__(self, state) -> None:
         dt = _dt.BY_NAME[state["dtype"]]
         arr = _aligned(state["data"].shape, dt)
         arr[...] = state["data"]
-        self._data = arr
+        self._buf = arr
+        self._var = _Var()
         self._dt = dt
         self._ctx = current_context()
         self.writable = state.get("writable", True)
@@ -424,7 +483,7 @@ class NDArray:
             r = _autograd()._record_getitem(self, key)
             if r is not None:
                 return r
-        d = self._data
+        d = self._buf
         if type(key) is int:
             if d.ndim == 0:
                 raise IndexError("too many indices for a 0-d NDArray")
@@ -435,20 +494,26 @@ class NDArray:
             v = d[k] if d.ndim > 1 or is_np_shape() else d[k: k + 1]
             if d.ndim == 1 and is_np_shape():
                 v = d[k: k + 1].reshape(())
-            return _wrap(v, self._dt, self._ctx, self.writable)
+            return _wrap(v, self._dt, self._ctx, self.writable, self._var)
         key = _convert_key(key)
         if _is_basic(key):
             v = _basic_index(d, key)
             if v.ndim == 0 and not is_np_shape():
                 v = v.reshape(1)
             if v.flags.c_contiguous:
-                return _wrap(v, self._dt, self._ctx, self.writable)
-        else:
-            v = d[key]
-            if not isinstance(v, np.ndarray):
-                v = np.asarray(v)
-            if v.ndim == 0 and not is_np_shape():
-                v = v.reshape(1)
+                return _wrap(v, self._dt, self._ctx, self.writable, self._var)
+            # a strided view: copied by pushed work
+            arr = _aligned(v.shape, self._dt)
+            out = _wrap(arr, self._dt, self._ctx)
+            _push(lambda: np.copyto(arr, v), (self._var,), (out._var,), "getitem")
+            return out
+        # advanced indexing: the result's shape may depend on the values (boolean masks)
+        _get_engine().wait_to_read(self._var)
+        v = d[key]
+        if not isinstance(v, np.ndarray):
+            v = np.asarray(v)
+        if v.ndim == 0 and not is_np_shape():
+            v = v.reshape(1)
         arr = _aligned(v.shape, self._dt)
         np.copyto(arr, v)
         return _wrap(arr, self._dt, self._ctx)
@@ -459,15 +524,25 @@ class NDArray:
         if self._ag is not None:
             _autograd()._check_setitem(self)
         key = _convert_key(key)
+        d = self._buf
+        if isinstance(key, tuple) and len(key) == 0 and d.ndim > 0:
+            key = Ellipsis
+        if isinstance(value, NDArray) and value.stype != "default":
+            value = value.tostype("default")
+        if d.ndim > 0 and _is_basic(key) and (isinstance(value, NDArray) or isinstance(
+                value, (np.generic, int, float, bool))):
+            self._push_assign(key, value)
+            return
+        # a numpy/list source (read now, as MXNet's synchronous copy from CPU) or advanced
+        # indexing: wait for the pending work on this array, then write from here
         if isinstance(value, NDArray):
-            if value.stype != "default":
-                value = value.tostype("default")
+            _get_engine().wait_to_read(value._var)
             if value._dt is self._dt:
-                src = value._data
+                src = value._buf
             elif self._dt.name == "bfloat16":
-                src = _bf16_bits(value._float_view())
+                src = _bf16_bits(value._float_buf())
             else:
-                src = value._float_view()
+                src = value._float_buf()
         elif self._dt.name == "bfloat16":
             src = _bf16_bits(np.asarray(value, np.float32))
         elif isinstance(value, (np.ndarray, np.generic, int, float, bool)):
@@ -478,13 +553,52 @@ class NDArray:
             except (TypeError, ValueError):
                 raise TypeError(f"NDArray does not support assignment with non-array-like "
                                 f"object {value!r} of type {type(value)}") from None
+        _get_engine().wait_to_write(self._var)
         try:
-            if isinstance(key, tuple) and len(key) == 0 and self._data.ndim > 0:
-                key = Ellipsis
-            self._data[key] = src
+            d[key] = src
         except ValueError as e:
             raise MXNetError(f"cannot assign a value of shape {np.shape(src)} to "
                              f"NDArray[{key}] of shape {self.shape}: {e}") from None
+
+    def _push_assign(self, key, value) -> None:
+        """``self[key] = value`` for a basic ``key`` and an NDArray or scalar ``value``, as
+        pushed work (checked here, so that errors are raised at the call)."""
+        tgt = _basic_index(self._buf, key)   # a view: writing it writes self
+        sdt = self._dt
+        if not isinstance(value, NDArray):
+            try:
+                if sdt.name == "bfloat16":
+                    val = _bf16_bits(np.asarray(value, np.float32))
+                else:
+                    val = np.asarray(value, dtype=sdt.np)
+            except (ValueError, OverflowError) as e:
+                raise MXNetError(f"cannot assign {value!r} to an NDArray of dtype "
+                                 f"{sdt.name}: {e}") from None
+
+            def fill() -> None:
+                tgt[...] = val
+            _push(fill, (), (self._var,), "setitem")
+            return
+        vbuf, vdt = value._buf, value._dt
+        if not _assignable(vbuf.shape, tgt.shape):
+            raise MXNetError(f"cannot assign a value of shape {vbuf.shape} to "
+                             f"NDArray[{key}] of shape {self.shape}: could not broadcast "
+                             f"input array from shape {vbuf.shape} into shape {tgt.shape}")
+        if vdt is sdt and vbuf.shape == tgt.shape and vbuf.strides == tgt.strides and \
+                vbuf.ctypes.data == tgt.ctypes.data:
+            # the value is the target (``w[:] -= g`` assigns w's view to itself): nothing
+            # to copy; pending writes of the value are writes of this array already
+            return
+
+        def copy() -> None:
+            if vdt is sdt:
+                src = vbuf
+            elif sdt.name == "bfloat16":
+                src = _bf16_bits(_bf16_float(vbuf) if vdt.name == "bfloat16" else vbuf)
+            else:
+                src = _bf16_float(vbuf) if vdt.name == "bfloat16" else vbuf
+            tgt[...] = src
+        _push(copy, (value._var,), (self._var,), "setitem")
 
     # -- arithmetic -----------------------------------------------------------------------
     def __add__(self, other):
@@ -613,12 +727,29 @@ _FLUENT["split_v2"] = "_split_v2"
 
 
 def _copy_into(dst: NDArray, src: NDArray) -> None:
-    if dst._dt is src._dt:
-        np.copyto(dst._data, src._data)
+    """Copy ``src`` into ``dst`` (same shape), converting the dtype; pushed work."""
+    d, s, sdt = dst._buf, src._buf, src._dt
+    if dst._dt is sdt:
+        def run() -> None:
+            np.copyto(d, s)
     elif dst._dt.name == "bfloat16":
-        np.copyto(dst._data, _bf16_bits(src._float_view()))
+        def run() -> None:
+            np.copyto(d, _bf16_bits(_bf16_float(s) if sdt.name == "bfloat16" else s))
     else:
-        np.copyto(dst._data, src._float_view(), casting="unsafe")
+        def run() -> None:
+            np.copyto(d, _bf16_float(s) if sdt.name == "bfloat16" else s, casting="unsafe")
+    _push(run, (src._var,), (dst._var,), "copyto")
+
+
+def _assignable(src_shape: tuple, tgt_shape: tuple) -> bool:
+    """Whether numpy assigns a value of ``src_shape`` into ``tgt_shape`` (broadcasting,
+    leading 1s dropped)."""
+    s = tuple(src_shape)
+    while len(s) > len(tgt_shape) and s[0] == 1:
+        s = s[1:]
+    if len(s) > len(tgt_shape):
+        return False
+    return all(a in (b, 1) for a, b in zip(reversed(s), reversed(tgt_shape)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -626,7 +757,8 @@ def _copy_into(dst: NDArray, src: NDArray) -> None:
 # ------------------------------------------------------------------------------------------
 def _convert_key(key):
     if isinstance(key, NDArray):
-        return key._float_view().astype(np.int64) if key._dt.kind == "f" else key._data
+        return key._float_view().astype(np.int64) if key._dt.kind == "f" else \
+            key._float_view().copy()
     if isinstance(key, tuple):
         return tuple(_convert_key(k) if isinstance(k, (NDArray, list)) else k for k in key)
     if isinstance(key, list):
@@ -916,9 +1048,9 @@ def full(shape, val, ctx=None, dtype=mx_real_t, out=None) -> NDArray:
         return out
     a = empty(shape, ctx, dtype)
     if a._dt.name == "bfloat16":
-        a._data.fill(_bf16_bits(np.float32(val)).item())
+        a._buf.fill(_bf16_bits(np.float32(val)).item())
     else:
-        a._data.fill(val)
+        a._buf.fill(val)
     return a
 
 
@@ -963,9 +1095,9 @@ def array(source_array, ctx=None, dtype=None) -> NDArray:
             raise TypeError("source_array must be array like object") from None
     out = empty(source_array.shape, ctx, dt)
     if dt.name == "bfloat16":
-        out._data[...] = _bf16_bits(source_array)
+        out._buf[...] = _bf16_bits(source_array)
     else:
-        np.copyto(out._data, source_array, casting="unsafe")
+        np.copyto(out._buf, source_array, casting="unsafe")
     return out
 
 
@@ -1022,16 +1154,25 @@ def concatenate(arrays, axis: int = 0, always_copy: bool = True) -> NDArray:
                              f"{axis}")
         total += a.shape[axis]
     out = empty(shape0[:axis] + (total,) + shape0[axis + 1:], arrays[0]._ctx, arrays[0]._dt)
+    parts = []
     idx = 0
     for a in arrays:
         sl = (slice(None),) * axis + (slice(idx, idx + a.shape[axis]),)
-        out._data[sl] = a._data
+        parts.append((sl, a._buf))
         idx += a.shape[axis]
+    buf = out._buf
+
+    def run() -> None:
+        for sl, src in parts:
+            buf[sl] = src
+    _push(run, tuple(a._var for a in arrays), (out._var,), "concatenate")
     return out
 
 
 def waitall() -> None:
-    """Wait for all pending work: operators run synchronously, so nothing."""
+    """Wait for all pending work (MXNet's ``MXNDArrayWaitAll``); re-raises the first error
+    raised by pushed work that nobody has waited for yet."""
+    _get_engine().wait_all()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1126,11 +1267,15 @@ class OpNamespace(types.ModuleType):
     """A module-like namespace whose attributes are generated operator functions
     (``prefix + name`` in the registry, e.g. ``contrib.foo`` -> ``_contrib_foo``)."""
 
-    def __init__(self, name: str, prefixes: tuple, maker) -> None:
+    def __init__(self, name: str, prefixes: tuple, maker, wrappers=None) -> None:
         super().__init__(name)
         self._prefixes = prefixes
         self._maker = maker
         self._cache: dict = {}
+        #: () -> {name: function}: hand-written frontend functions that take precedence over
+        #: the generated ones (``mx.nd.random.uniform`` dispatching to ``_random_uniform`` or
+        #: ``_sample_uniform``)
+        self._wrappers = wrappers
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
@@ -1138,6 +1283,11 @@ class OpNamespace(types.ModuleType):
         fn = self._cache.get(name)
         if fn is not None:
             return fn
+        if self._wrappers is not None:
+            fn = self._wrappers().get(name)
+            if fn is not None:
+                self._cache[name] = fn
+                return fn
         for p in self._prefixes:
             if registry.exists(p + name):
                 fn = self._cache[name] = self._maker(p + name, name)
@@ -1152,6 +1302,8 @@ class OpNamespace(types.ModuleType):
                     out.add(n[len(p):])
                 elif not p:
                     out.add(n)
+        if self._wrappers is not None:
+            out.update(self._wrappers())
         return sorted(out)
 
 
@@ -1167,7 +1319,15 @@ _internal = OpNamespace(__name__ + "._internal", ("",), _make_nd)
 contrib = OpNamespace(__name__ + ".contrib", ("_contrib_",), _make_nd)
 linalg = OpNamespace(__name__ + ".linalg", ("_linalg_",), _make_nd)
 image = OpNamespace(__name__ + ".image", ("_image_",), _make_nd)
-random = OpNamespace(__name__ + ".random", ("_random_", "_sample_"), _make_nd)
+
+
+def _random_wrappers() -> dict:
+    from .random import nd_functions
+    return nd_functions()
+
+
+random = OpNamespace(__name__ + ".random", ("_random_", "_sample_"), _make_nd,
+                     _random_wrappers)
 
 _NAMESPACES = ("op", "_internal", "contrib", "linalg", "image", "random")
 

@@ -8,8 +8,17 @@ Every registered operator runs the same way (MXNet's ``MXImperativeInvoke``):
    compiled (``compile_graph``), cached on the template;
 3. per call the compiled :class:`~mxc.runtime.program.Program` is cloned and its slots bound
    straight to the NDArrays' numpy storage (inputs, aux states, outputs: no copies), then
-   its forward section runs. An output that the compiler made a view of an input (Reshape,
-   Flatten, ...) is returned as an NDArray sharing that input's memory, as MXNet does.
+   its forward section is *pushed* to the dependency engine (:mod:`mxc.runtime.engine`)
+   reading the inputs' variables and writing the outputs' (and the inputs the op mutates:
+   auxiliary states such as optimizer states, a fixed BatchNorm gamma in training), and the
+   call returns at once with the output arrays. An output that the compiler made a view of an
+   input (Reshape, Flatten, ...) is returned as an NDArray sharing that input's memory and
+   engine variable, as MXNet does. Random seeds are drawn at push time, in program order, so
+   the threaded and the naive engine compute the same numbers.
+
+   Fast path: a tiny op (estimated work below ``INLINE_COST``) whose variables are all idle
+   runs inline in the caller instead (the engine would run it at once anyway; a push and a
+   worker wake-up cost more than such a kernel).
 
 The functions exposed as ``mx.nd.<op>`` are generated here from the registry on first
 access, so nothing in this module lists operators.
@@ -26,6 +35,7 @@ from ..base import MXNetError
 from ..ir import registry
 from ..ir.dtypes import BY_NAME, DType
 from ..ir.graph import Entry, Graph, Node, variable
+from ..runtime import engine as _engine
 from .context import Context, current_context
 
 __all__ = [
@@ -34,6 +44,7 @@ __all__ = [
     "attr_str",
     "invoke",
     "make_function",
+    "mutated_inputs",
     "set_train_mode_hook",
 ]
 
@@ -132,19 +143,27 @@ def set_autograd_hooks(state, record, check_out) -> None:
 class _Compiled:
     __slots__ = (
         "compiled",
+        "has_rng",
         "hidden",
         "in_slots",
+        "mut_inputs",
+        "n_calls",
         "out_alias",
         "out_dt",
         "out_np",
         "out_shapes",
         "out_slots",
         "program",
+        "cost",
     )
 
-    def __init__(self, cg, in_names, heads, node=None) -> None:
+    def __init__(self, cg, in_names, heads, node=None, mut_inputs=()) -> None:
         self.compiled = cg
         self.program = cg.program
+        self.n_calls = len(cg.program.calls)
+        self.has_rng = any(s.kind == "rng" for s in cg.program.slots)
+        self.cost = sum(max(c.cost, 1) for c in cg.program.calls)
+        self.mut_inputs = tuple(mut_inputs)
         self.in_slots = [cg.var_slots[n] for n in in_names]
         self.out_slots = list(cg.head_slots)
         self.out_shapes = []
@@ -218,9 +237,23 @@ class OpTemplate:
             heads = [Entry(node, i) for i in range(self.n_vis)]
             cg = compile_graph(Graph(heads), dict(zip(names, shapes)),
                                dict(zip(names, dtypes)), is_train=is_train)
-            c = _Compiled(cg, names, heads, node)
+            c = _Compiled(cg, names, heads, node,
+                          [i for i in mutated_inputs(self.opdef, self.parsed, is_train,
+                                                     self.input_names) if i < n])
             self.compiled[key] = c
             return c
+
+
+def mutated_inputs(opdef, parsed, is_train: bool, input_names=None) -> list:
+    """Indices of the inputs an op writes in place (MXNet's ``FMutateInputs``): its auxiliary
+    states (BatchNorm's moving statistics, optimizer states) and, in training, a fixed gamma
+    (MXNet's CPU BatchNorm writes 1 into it)."""
+    idx = list(opdef.aux_indices(parsed))
+    if is_train and parsed.get("fix_gamma"):
+        names = input_names if input_names is not None else opdef.input_names(parsed)
+        if "gamma" in names:
+            idx.append(list(names).index("gamma"))
+    return sorted(set(idx))
 
 
 def template(op_name: str, attrs: dict) -> OpTemplate:
@@ -253,19 +286,56 @@ def _bind_ndarray() -> None:
     _NDArray, _wrap = NDArray, w
 
 
+#: estimated work (element-operations, the kernels' ``cost``) below which an op whose engine
+#: variables are all idle runs inline instead of being pushed
+INLINE_COST = 1 << 12
+
+_Var = _engine.Var
+_get_engine = _engine.get
+
+
+def _no_reseed() -> None:
+    pass
+
+
+def launch(prog, section: str, const_vars, mutable_vars, name: str, has_rng: bool,
+           tiny: bool = False, after=None) -> None:
+    """Push ``prog.run(section)`` (then ``after()``) on the engine. The seeds of its random
+    kernels are drawn now, in program order; ``tiny`` work whose variables are all idle runs
+    inline (see the module doc)."""
+    if section == "forward":
+        if has_rng:
+            type(prog).reseed(prog)
+        prog.reseed = _no_reseed   # (run() reseeds the forward: done above, here)
+    run = prog.run
+    if after is None:
+        def fn() -> None:
+            run(section)
+    else:
+        def fn() -> None:
+            run(section)
+            after()
+    eng = _get_engine()
+    if tiny and eng.run_inline_if_idle(fn, const_vars, mutable_vars, name=name):
+        return
+    eng.push(fn, const_vars, mutable_vars, name=name)
+
+
 def invoke(tmpl: OpTemplate, inputs: list, out=None, ctx: Context | None = None):
     """Run ``tmpl`` on NDArray ``inputs``; returns an NDArray, a list of them (several
-    visible outputs) or ``out``."""
+    visible outputs) or ``out``. The kernels are pushed to the engine (see the module doc):
+    the results are valid after a wait."""
     if _wrap is None:
         _bind_ndarray()
     datas = []
     dtn = []
+    ivars = []
     for x in inputs:
         if x.stype != "default":
             x = x.tostype("default")  # storage fallback, as MXNet does for dense-only ops
-        d = x._data
-        datas.append(d)
+        datas.append(x._buf)
         dtn.append(x._dt.name)
+        ivars.append(x._var)
     if ctx is None:
         ctx = inputs[0]._ctx if inputs else current_context()
     if ctx.device_typeid == 2:
@@ -280,50 +350,71 @@ def invoke(tmpl: OpTemplate, inputs: list, out=None, ctx: Context | None = None)
     bound = dict(zip(c.in_slots, datas))
     st = _ag_state
     rec = st is not None and st.recording
+    mut = [ivars[j] for j in c.mut_inputs] if c.mut_inputs else []
     if out is not None:
         if rec:
             _ag_check_out(tmpl, inputs, out)
-        res = _invoke_out(tmpl, c, prog, bound, datas, out)
+        outs = [out] if isinstance(out, _NDArray) else list(out)
+        after = _bind_out(tmpl, c, prog, bound, datas, outs, mut)
+        hidden, hvar = _hidden(c, prog, rec, mut)
         if rec:
-            outs = [out] if isinstance(out, _NDArray) else list(out)
-            _ag_record(tmpl, key[2], inputs, datas, outs, _hidden(c, prog))
-        return res
+            _ag_record(tmpl, key[2], inputs, datas, outs, hidden, hvar)
+        if c.n_calls or after is not None:
+            launch(prog, "forward", ivars, mut, tmpl.op_name, c.has_rng,
+                   c.cost < INLINE_COST, after)
+        return out
     outs_np = []
+    ovars = []
+    slot_var = {}
     for i, slot in enumerate(c.out_slots):
         j = c.out_alias[i]
         if j is not None:
             d = datas[j]
             arr = d.reshape(c.out_shapes[i]) if d.dtype == c.out_np[i] else \
                 d.view(c.out_np[i]).reshape(c.out_shapes[i])
+            v = ivars[j]
         elif slot in bound:
             arr = bound[slot].view(c.out_np[i]).reshape(c.out_shapes[i])
+            v = slot_var[slot]
         else:
             arr = aligned_empty(c.out_shapes[i], c.out_np[i])
             bound[slot] = arr
+            v = slot_var[slot] = _Var()
         outs_np.append(arr)
+        ovars.append(v)
+        mut.append(v)
     prog.allocate(bound)
-    prog.run("forward")
     if rec:
-        res = [_wrap(a, c.out_dt[i], ctx) for i, a in enumerate(outs_np)]
-        _ag_record(tmpl, key[2], inputs, datas, res, _hidden(c, prog))
+        res = [_wrap(a, c.out_dt[i], ctx, True, ovars[i]) for i, a in enumerate(outs_np)]
+        hidden, hvar = _hidden(c, prog, rec, mut)
+        _ag_record(tmpl, key[2], inputs, datas, res, hidden, hvar)
+    if c.n_calls:
+        launch(prog, "forward", ivars, mut, tmpl.op_name, c.has_rng, c.cost < INLINE_COST)
+    if rec:
         return res[0] if len(res) == 1 else res
     if len(outs_np) == 1:
-        return _wrap(outs_np[0], c.out_dt[0], ctx)
-    return [_wrap(a, c.out_dt[i], ctx) for i, a in enumerate(outs_np)]
+        return _wrap(outs_np[0], c.out_dt[0], ctx, True, ovars[0])
+    return [_wrap(a, c.out_dt[i], ctx, True, ovars[i]) for i, a in enumerate(outs_np)]
 
 
-def _hidden(c: _Compiled, prog) -> list:
-    """(array, DType) of each hidden output of the run of ``prog`` (views of its storage)."""
+def _hidden(c: _Compiled, prog, rec: bool, mut: list) -> tuple:
+    """(array, DType) of each hidden output of the run of ``prog`` (views of its storage)
+    when recording, and the engine variable standing for them (added to ``mut``)."""
+    if not rec or not c.hidden:
+        return [], None
     out = []
     for slot, shape, d in c.hidden:
         st = prog.storage[slot]
         n = math.prod(shape) * d.itemsize
         out.append((st[:n].view(d.np).reshape(shape), d))
-    return out
+    v = _Var()
+    mut.append(v)
+    return out, v
 
 
-def _invoke_out(tmpl, c, prog, bound, datas, out):
-    outs = [out] if isinstance(out, _NDArray) else list(out)
+def _bind_out(tmpl, c, prog, bound, datas, outs, mut):
+    """Bind the ``out=`` arrays to the program (their variables appended to ``mut``);
+    returns the copies to make after the run (a function) or None."""
     if len(outs) != len(c.out_slots):
         raise MXNetError(f"{tmpl.op_name}: {len(c.out_slots)} outputs, but {len(outs)} "
                          "arrays given as out")
@@ -338,7 +429,8 @@ def _invoke_out(tmpl, c, prog, bound, datas, out):
         if o._dt is not c.out_dt[i]:
             raise MXNetError(f"{tmpl.op_name}: out has dtype {o._dt.name}, the result has "
                              f"dtype {c.out_dt[i].name}")
-        od = o._data
+        od = o._buf
+        mut.append(o._var)
         if j is not None or slot in bound or _overlaps(od, datas, (i, tmpl.inplace)):
             # result first elsewhere, then copied (views, or out aliasing an input of an op
             # that cannot run in place)
@@ -350,15 +442,18 @@ def _invoke_out(tmpl, c, prog, bound, datas, out):
             else:
                 tmp = aligned_empty(shape, c.out_np[i])
                 bound[slot] = tmp
-            copy_back.append((od, tmp))
+            if od.ctypes.data != tmp.ctypes.data:
+                copy_back.append((od, tmp))
         else:
             bound[slot] = od
     prog.allocate(bound)
-    prog.run("forward")
-    for dst, src in copy_back:
-        if dst.ctypes.data != src.ctypes.data:
+    if not copy_back:
+        return None
+
+    def after() -> None:
+        for dst, src in copy_back:
             np.copyto(dst, src, casting="unsafe")
-    return out
+    return after
 
 
 def _overlaps(od: np.ndarray, datas: list, info) -> bool:

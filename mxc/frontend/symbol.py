@@ -810,6 +810,11 @@ def _make_sym(op_name: str, func_name: str):
     return _sym_op(op_name, func_name if func_name != op_name else None)
 
 
+def _random_wrappers() -> dict:
+    from .random import sym_functions
+    return sym_functions()
+
+
 def _namespaces():
     from .ndarray import OpNamespace
     return {
@@ -818,7 +823,8 @@ def _namespaces():
         "contrib": OpNamespace(__name__ + ".contrib", ("_contrib_",), _make_sym),
         "linalg": OpNamespace(__name__ + ".linalg", ("_linalg_",), _make_sym),
         "image": OpNamespace(__name__ + ".image", ("_image_",), _make_sym),
-        "random": OpNamespace(__name__ + ".random", ("_random_", "_sample_"), _make_sym),
+        "random": OpNamespace(__name__ + ".random", ("_random_", "_sample_"), _make_sym,
+                              _random_wrappers),
         "sparse": OpNamespace(__name__ + ".sparse", ("_sparse_", ""), _make_sym),
     }
 

@@ -13,6 +13,12 @@ backward section, which writes the gradient of every differentiable input. The n
 with ``mx.autograd.Function`` (MXNet's custom-function API). When autograd offers no
 ``Function``, the graph is instead interpreted op by op with ``mx.nd`` operators, which
 autograd records one by one (same numbers, slower).
+
+Both sections are pushed to the dependency engine (:mod:`mxc.runtime.engine`), like every
+imperative op: the forward reads the inputs' engine variables and writes the outputs', the
+auxiliary states' (and a fixed BatchNorm gamma's in training) and one variable per run standing
+for its program storage, which the backward reads and writes. The storage goes back to the pool
+only after the work pending on that variable.
 """
 from __future__ import annotations
 
@@ -68,10 +74,17 @@ class _Compiled:
                           if i not in fixed and i not in planned]
         self._pool: list = []
         self._pool_lock = threading.Lock()
+        self.has_rng = any(s.kind == "rng" for s in cg.program.slots)
+        from ..frontend.executor import _mutated_args
+        mutated = set(op.aux_names) | _mutated_args(op.graph, is_train)
+        #: positions of the inputs the program writes in place
+        self.mut_idx = {i for i, n in enumerate(op.input_names) if n in mutated}
 
     def take(self) -> dict:
         """Storage for the internal slots (slot -> uint8 array; key ``"arena"``: the
         workspace of the planned temporaries): pooled or new."""
+        if _released:
+            _push_released()
         with self._pool_lock:
             if self._pool:
                 return self._pool.pop()
@@ -96,17 +109,21 @@ class _Run:
     forward pass (inference) or when the run is dropped (recorded: backward needs the forward
     temporaries, possibly more than once with ``retain_graph``)."""
 
-    __slots__ = ("__weakref__", "comp", "outputs", "prog")
+    __slots__ = ("__weakref__", "comp", "outputs", "prog", "reads", "var", "writes")
 
     def __init__(self, comp: _Compiled, arrays: list, ctx, keep: bool) -> None:
+        from ..frontend import ndarray_ops as ops
         nd = _nd()
         self.comp = comp
+        self.var = ops._Var("CachedOp")
         prog = comp.cg.program.clone()
         internal = comp.take()
         bound = {k: v for k, v in internal.items() if k != "arena"}
-        for slot, a in zip(comp.in_slots, arrays):
+        reads, mutated = [], []
+        for i, (slot, a) in enumerate(zip(comp.in_slots, arrays)):
             if slot is not None:
-                bound[slot] = a._data
+                bound[slot] = a._buf
+                (mutated if i in comp.mut_idx else reads).append(a._var)
         outs = []
         copy_back = []
         for i, slot in enumerate(comp.cg.head_slots):
@@ -118,40 +135,94 @@ class _Run:
                 bound[slot] = arr
             outs.append(nd._wrap(arr, dt, ctx))
         prog.allocate(bound, internal["arena"])
-        prog.run("forward")
-        for arr, slot in copy_back:
-            np.copyto(arr, prog.storage[slot][: arr.nbytes].view(arr.dtype).reshape(arr.shape))
+        st = prog.storage
+        copies = [(arr, st[slot][: arr.nbytes].view(arr.dtype).reshape(arr.shape))
+                  for arr, slot in copy_back]
+
+        def after() -> None:
+            for dst, src in copies:
+                np.copyto(dst, src)
+            if not keep:
+                comp.give(internal)
+        self.reads = reads
+        self.writes = mutated + [self.var]
+        ops.launch(prog, "forward", reads, self.writes + [o._var for o in outs], "CachedOp",
+                   comp.has_rng, after=after if copies or not keep else None)
         self.outputs = outs
         if keep:
             self.prog = prog
-            weakref.finalize(self, comp.give, internal)
+            fin = weakref.finalize(self, _give_after, comp, internal, self.var)
+            fin.atexit = False
         else:
             self.prog = None
-            comp.give(internal)
 
     def backward(self, head_grads: list, grad_shapes: list, grad_dts: list, ctx) -> list:
         """Gradients of the inputs named ``comp.grad_names`` given the heads' gradients
-        (None means zeros)."""
+        (None means zeros), as new arrays computed by pushed work."""
+        from ..frontend import ndarray_ops as ops
         nd = _nd()
         comp = self.comp
         st = self.prog.storage
+        heads = []
+        reads = list(self.reads)
         for i, (slot, g) in enumerate(zip(comp.head_grad_slots, head_grads)):
             v = _slot_view(st[slot], comp.out_shapes[i], comp.out_dt[i])
             if g is None:
-                v[...] = 0
+                heads.append((v, None, None))
             else:
-                np.copyto(v, g._float_view() if v.dtype != g._data.dtype else g._data,
-                          casting="unsafe")
-        self.prog.run("backward")
+                if g.stype != "default":
+                    g = g.tostype("default")
+                heads.append((v, g._buf, g._dt if v.dtype != g._buf.dtype else None))
+                reads.append(g._var)
         grads = []
+        outs = []
         for slot, shape, dt in zip(comp.grad_slots, grad_shapes, grad_dts):
             arr = _aligned(shape, dt)
             if slot is None:
                 arr[...] = 0
             else:
-                np.copyto(arr, _slot_view(st[slot], shape, dt))
+                outs.append((arr, _slot_view(st[slot], shape, dt)))
             grads.append(nd._wrap(arr, dt, ctx))
+        run = self.prog.run
+
+        def work() -> None:
+            for v, buf, dt in heads:
+                if buf is None:
+                    v[...] = 0
+                else:
+                    np.copyto(v, buf if dt is None else _float_of(buf, dt), casting="unsafe")
+            run("backward")
+            for arr, src in outs:
+                np.copyto(arr, src)
+        ops._get_engine().push(work, reads, self.writes + [g._var for g in grads],
+                               name="CachedOp.backward")
         return grads
+
+
+def _float_of(buf: np.ndarray, dt) -> np.ndarray:
+    from ..frontend.ndarray import _bf16_float
+    return _bf16_float(buf) if dt.name == "bfloat16" else buf
+
+
+_released: list = []
+
+
+def _give_after(comp: _Compiled, internal: dict, var) -> None:
+    """A kept run was dropped: its storage goes back to the pool once the work pending on it
+    is done. (Finalizers run wherever garbage is collected, possibly while the engine's lock
+    is held: the release is only queued here and pushed by the next call.)"""
+    _released.append((comp, internal, var))
+
+
+def _push_released() -> None:
+    from ..runtime import engine
+    while _released:
+        try:
+            comp, internal, var = _released.pop()
+        except IndexError:
+            return
+        engine.get().push(lambda c=comp, i=internal: c.give(i), (), (var,),
+                          name="CachedOp.release")
 
 
 def _aligned(shape, dt) -> np.ndarray:

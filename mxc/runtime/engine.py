@@ -176,6 +176,15 @@ class Engine:
         """
         raise NotImplementedError
 
+    def run_inline_if_idle(self, fn, const_vars=(), mutable_vars=(), *,
+                           name: str = "") -> bool:
+        """Run ``fn()`` at once in the caller if every variable is idle (nothing pending on
+        it, no unobserved error): what a push would do, without a worker's round trip (the
+        frontend's fast path for tiny ops). The variables are held while ``fn`` runs, so
+        work pushed meanwhile (by other threads) waits for it, and an exception is stored
+        as a worker's would be. Returns False, doing nothing, when a variable is busy."""
+        raise NotImplementedError
+
     def wait_for_var(self, var: Var) -> None:
         """Block until every op pushed so far that reads or writes ``var`` has finished;
         re-raise the stored error of ``var`` if it has one not yet observed."""
@@ -261,6 +270,11 @@ class NaiveEngine(Engine):
              device=None) -> None:
         self._check(const_vars, mutable_vars)
         fn()
+
+    def run_inline_if_idle(self, fn, const_vars=(), mutable_vars=(), *,
+                           name: str = "") -> bool:
+        self.push(fn, const_vars, mutable_vars, name=name)
+        return True
 
     def wait_for_var(self, var: Var) -> None:
         pass
@@ -370,6 +384,52 @@ class ThreadedEngine(Engine):
             else:
                 return
         pool.tokens.put(True)
+
+    def run_inline_if_idle(self, fn, const_vars=(), mutable_vars=(), *,
+                           name: str = "") -> bool:
+        cst, mut = self._check(const_vars, mutable_vars)
+        with self._lock:
+            for v in cst:
+                if v.writing or v.queue or (v.error is not None and v.error.exc is not None):
+                    return False
+            for v in mut:
+                if v.writing or v.nreads or v.queue or (
+                        v.error is not None and v.error.exc is not None):
+                    return False
+            # granted at once, as _enqueue would
+            for v in cst:
+                v.nreads += 1
+            for v in mut:
+                v.writing = True
+            self._pending += 1
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - stored and re-raised at a wait
+            if name:
+                exc.add_note(f"(raised asynchronously by engine op {name!r})")
+            err = _ErrorBox(exc)
+        else:
+            with self._lock:
+                # the common case: nothing was pushed on these variables meanwhile
+                for v in cst:
+                    if v.queue:
+                        break
+                else:
+                    for v in mut:
+                        if v.queue:
+                            break
+                    else:
+                        for v in cst:
+                            v.nreads -= 1
+                        for v in mut:
+                            v.writing = False
+                        self._pending -= 1
+                        if self._pending == 0 and self._idle._waiters:
+                            self._idle.notify_all()
+                        return True
+            err = None
+        self._finish(_Opr(None, cst, mut, 0, name, None, _Opr.NORMAL), err)
+        return True
 
     def _enqueue(self, op: _Opr) -> bool:
         """Register ``op`` with its variables (lock held); True when it is ready at once."""

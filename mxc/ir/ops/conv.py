@@ -592,17 +592,48 @@ def _dw_pos(gm: Geom, o, t, lo):
 def _dw_forward(ctx, gm: Geom, x, w, b, y) -> None:
     m = gm.Fg
     wv = _view(w, (gm.F,) + gm.k)
-    src, lo = _dw_source(ctx, gm, x)
+    lo, hi = pad_extents(gm.X, gm.Y, gm.k, gm.s, gm.p, gm.d)
+    if not any(lo) and not any(hi):
+        def body(n, f, *o):
+            o = out_vars(o, gm.Y)
+            axes, taps = tap_axes(gm.k)
+            c = idx(f) // m if m > 1 else f
+            e = x[(n, c, *_dw_pos(gm, o, taps, lo))] * wv[(f, *taps)]
+            e = K.reduce("sum", e, axes) if axes else e
+            return e + b[f] if b is not None else e
 
-    def body(n, f, *o):
-        o = out_vars(o, gm.Y)
-        axes, taps = tap_axes(gm.k)
-        c = idx(f) // m if m > 1 else f
-        e = src[(n, c, *_dw_pos(gm, o, taps, lo))] * wv[(f, *taps)]
-        e = K.reduce("sum", e, axes) if axes else e
-        return e + b[f] if b is not None else e
+        ctx.compute(y, body, "dwconv")
+        return
 
-    ctx.compute(y, body, "dwconv")
+    # windows reaching into the padding: taps clamped and selected (a padded copy of the
+    # input would cost a temp as large as the input); the interior run of the last dimension
+    # keeps plain affine loads
+    nd = len(gm.X)
+
+    def make(a0, inner):
+        def fn(i, xr, wr, *br):
+            n, f = i[:2]
+            o = out_vars(shift_last(i[2:], a0), gm.Y)
+            axes, taps = tap_axes(gm.k)
+            c = idx(f) // m if m > 1 else f
+            pos, conds = [], []
+            for dd in range(nd):
+                pc, cd = window_pos(o[dd], taps[dd], gm.X[dd], gm.Y[dd], gm.k[dd], gm.s[dd],
+                                    gm.p[dd], gm.d[dd], interior=inner and dd == nd - 1)
+                pos.append(pc)
+                conds.append(cd)
+            v = xr[(n, c, *pos)]
+            cond = and_all(conds)
+            if cond is not None:
+                v = K.select(cond, v, C(0, v.dtype))
+            e = v * wr[(f, *taps)]
+            e = K.reduce("sum", e, axes) if axes else e
+            return e + br[0][f] if br else e
+        return fn
+
+    refs = [x, wv] + ([b] if b is not None else [])
+    runs = segments(gm.X[-1], gm.Y[-1], gm.k[-1], gm.s[-1], gm.p[-1], gm.d[-1])
+    compute_runs(ctx, y, refs, runs, make, "dwconv")
 
 
 def _dw_backward_data(ctx, gm: Geom, dy, w, dx, bias) -> None:
