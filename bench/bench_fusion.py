@@ -19,10 +19,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import interleaved, machine  # noqa: E402
+from common import interleaved, machine
 
-import mxc as mx  # noqa: E402
-from mxc.compiler.build import compile_graph  # noqa: E402
+import mxc as mx
+from mxc.compiler.build import compile_graph
 
 
 class Bound:

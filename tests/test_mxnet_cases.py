@@ -205,3 +205,14 @@ def test_generated_code_runs_models(monkeypatch):
         monkeypatch.setattr(op, "reference", boom)
     name = "resnet18_v1" if (CASES / "resnet18_v1").exists() else "lenet"
     test_gluon_export_inference(name)
+
+
+@pytest.mark.parametrize("name", sorted(TOL) + sorted(GLUON))
+def test_case_with_fusion_off(name, monkeypatch):
+    """The same checks with operator fusion off (``MXNET_USE_FUSION=0``); the tests above
+    run fused (the default). tests/compiler/test_fuse.py compares the two directly."""
+    monkeypatch.setenv("MXNET_USE_FUSION", "0")
+    if name in TOL:
+        test_symbol_case(name)
+    else:
+        test_gluon_export_inference(name)

@@ -226,8 +226,10 @@ def compile_cmd(symbol: str | None, params: str | None, shapes: tuple, dtypes: t
               help="internal memory (no reuse, inplace, sharing, planned, lower bound)")
 @click.option("--train", is_flag=True,
               help="with --memory: the training graph (grad_req 'write' for every argument)")
+@click.option("--fusion", "show_fusion", is_flag=True,
+              help="kernels before and after fusion and the members of each fused group")
 def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_llvm: bool,
-            as_json: bool, memory: bool, train: bool) -> None:
+            as_json: bool, memory: bool, train: bool, show_fusion: bool) -> None:
     """Ops, shapes, parameter count and FLOPs per node of a model; with --memory, the bytes
     of internal memory as MXNet's executor counts them."""
     from ..compiler import infer
@@ -248,6 +250,13 @@ def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_
         except MXNetError as e:
             raise click.ClickException(str(e)) from None
         _echo_memory(rep, as_json)
+        return
+    if show_fusion:
+        try:
+            rep = fusion_report(graph, known, ty, train)
+        except MXNetError as e:
+            raise click.ClickException(str(e)) from None
+        _echo_fusion(rep, as_json)
         return
     rows = []
     total_flops = 0
@@ -333,6 +342,38 @@ def memory_report(graph, shapes: dict, types: dict, train: bool = False) -> dict
     out["kernels_unfused"] = int(cg.kernels_unfused or kernels)
     out["kernels"] = kernels
     return out
+
+
+def fusion_report(graph, shapes: dict, types: dict, train: bool = False) -> dict:
+    """Kernel calls of ``graph`` without and with fusion, and each fused group's nodes (in
+    run order; a group is one kernel)."""
+    from ..compiler.build import compile_graph
+
+    req = None
+    if train:
+        aux = graph.mutable_variables()
+        req = {n.name: "write" for n in graph.variables()
+               if n.uid not in aux and str(types.get((n.uid, 0), "float32")).startswith(
+                   ("float", "bfloat"))}
+    cg = compile_graph(graph, shapes, is_train=train, grad_req=req, fusion=True,
+                       codegen=False)
+    groups = [{"kernel": k.node, "nodes": list(k.members)} for k in cg.kernels
+              if k.members and len(k.members) > 1]
+    return {"mode": "train" if train else "inference", "kernels_unfused": cg.kernels_unfused,
+            "kernels": len(cg.kernels), "fused_groups": groups}
+
+
+def _echo_fusion(rep: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rep))
+        return
+    n0, n1 = rep["kernels_unfused"], rep["kernels"]
+    click.echo(f"fusion ({rep['mode']}): {n0} kernels unfused -> {n1} fused "
+               f"({len(rep['fused_groups'])} fused groups)")
+    for i, g in enumerate(rep["fused_groups"]):
+        click.echo(f"  group {i}: {len(g['nodes'])} nodes -> kernel of {g['kernel']}")
+        for n in g["nodes"]:
+            click.echo(f"    {n}")
 
 
 def _echo_memory(rep: dict, as_json: bool) -> None:

@@ -28,12 +28,12 @@ Thread mapping, chosen per kernel by :func:`plan_kernel`:
   statements before its final vector loop run uniformly in every thread of the block, except
   reductions, which are *cooperative*: each thread reduces a strided share of the reduction
   space, then a warp-shuffle butterfly and a shared-memory tree across warps combine the
-  partials (a softmax's row max and row sum). The final vector loop ``j`` is split across the
-  block: one ``j`` per thread (``thread`` group), or -- when the loop body itself reduces
-  (``sum(x, axis=-1)``) -- one ``j`` per warp with the reduction split over the 32 lanes
-  (``warp`` group), or the whole block per ``j`` when there are only one or two (``block``
-  group, e.g. a reduction to a scalar). Stores of a cooperative group are made by its
-  first lane only.
+  partials (a softmax's row max and row sum, ``sum(x, axis=-1)``: a block per row). The
+  final vector loop ``j`` is split across the block: one ``j`` per thread (``thread``
+  group), or -- when the loop body itself reduces and there are fewer than 64 ``j`` (e.g.
+  ``sum(x[4, 300, 20], axis=1)``) -- one ``j`` per warp with the reduction split over the
+  32 lanes (``warp`` group), or the whole block per ``j`` when there are only one or two
+  (``block`` group). Stores of a cooperative group are made by its first lane only.
 * ``gemm`` -- the tiled GEMM template: a 64x64 tile of C per block of 16x16 threads, each
   thread a 4x4 register tile; 64x16 A and 16x64 B tiles staged in shared memory; any
   M/N/K, strides (transposes), batch, alpha/beta and bias; tiles walked grid-stride.
@@ -51,6 +51,7 @@ import contextvars
 import hashlib
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -1112,8 +1113,11 @@ def ir_to_ptx(ir: str, sm: str = "sm_80") -> str:
         return path.read_text()
     except OSError:
         pass
-    if "@llvm.exp." in ir or "@llvm.log." in ir or "@llvm.sin." in ir or "@llvm.cos." in ir:
-        raise CompileError("refusing to compile libm intrinsics for NVPTX (LLVM would abort)")
+    bad = re.search(r"@llvm\.(exp|exp10|log|log10|sin|cos|tan|pow|powi)\.|"
+                    r"@llvm\.(exp2|log2)\.f64", ir)
+    if bad:
+        raise CompileError(f"refusing to compile libm intrinsic {bad.group(0)[1:]} for NVPTX "
+                           "(LLVM would abort the process)")
     with _lock:
         tm = _target_machine(sm)
         try:

@@ -12,12 +12,14 @@ graph outputs, values the backward section needs, hidden outputs such as BatchNo
 statistics) stays materialized.
 
 Cost guard: a producer is *cheap* when its own body has no math call and no reduction and few
-operations; cheap producers are always inlined (recomputing them costs less than a memory
-round trip). Other producers are inlined only where each of their elements is evaluated at
-most once in the consumers (counted with the scheduler's hoisting of reductions), a
-reduction only into its sole consumer and not inside another reduction, and never into a
-consumer with much less parallelism (e.g. a full reduction) — so transcendental work is
-never multiplied.
+operations. A producer that is not cheap is inlined only where each of its elements is
+evaluated at most once (counted with the scheduler's hoisting of reductions; paths that read
+element for element and meet in one kernel count once, as the renderer computes equal
+expressions once), a reduction only into its sole consumer and not inside another reduction,
+so transcendental work is never multiplied. A producer evaluated in several kernels is
+duplicated only while it stays cheap with what it absorbed and the duplicates read no more
+memory than materializing it would. No producer moves into a kernel with much less
+parallelism (e.g. a full reduction).
 
 Needs: the deferred lowered kernel list and the slot table. Provides: scheduled kernels,
 the section boundary, the unfused kernel count, the fused groups and the slots that are no
@@ -98,7 +100,6 @@ class _Inlined:
     body: K.Expr
     reads: frozenset          # slots its final body loads
     nodes: list               # node names it stands for (itself and what it absorbed)
-    last_reader: int
 
 
 class _Fuser:
@@ -254,7 +255,7 @@ class _Fuser:
                 if dup_ok and not self.hazard(reads, it.pos, last) and \
                         _tree_size(op.body) <= MAX_TREE:
                     inlined[it.out_slot] = _Inlined(op.axes, tuple(op.out.shape), op.body,
-                                                    reads, nodes, last)
+                                                    reads, nodes)
                     continue
             if not uses:
                 out.append(schedule_deferred(lk))

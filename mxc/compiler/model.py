@@ -15,6 +15,7 @@ import numpy as np
 from ..base import MXNetError
 from ..ir.graph import Graph, load_json
 from .build import compile_graph
+from .fold_constants import fold_constants
 
 
 def load_params(path: str | Path) -> tuple[dict, dict]:
@@ -57,8 +58,8 @@ class CompiledModel:
     """Inference of ``graph`` with bound parameters for the given input shapes."""
 
     def __init__(self, graph: Graph, arg_params: dict, aux_params: dict,
-                 input_shapes: dict, input_types: dict | None = None) -> None:
-        self.graph = graph
+                 input_shapes: dict, input_types: dict | None = None, *,
+                 fold: bool = True) -> None:
         params = {**arg_params, **aux_params}
         var_names = [v.name for v in graph.variables()]
         self.input_names = [n for n in var_names if n not in params]
@@ -66,13 +67,18 @@ class CompiledModel:
         if missing:
             raise MXNetError(f"no shape given for input(s) {missing}; inputs of this model: "
                              f"{self.input_names}")
+        t0 = time.perf_counter()
+        if fold:  # parameters are fixed here: fold BatchNorm and parameter-only subgraphs
+            graph, params = fold_constants(graph, {k: np.asarray(v) for k, v in params.items()
+                                                   if k in var_names})
+            var_names = [v.name for v in graph.variables()]
+        self.graph = graph
         shapes = {n: tuple(input_shapes[n]) for n in self.input_names}
         types = dict(input_types or {})
         for n, a in params.items():
             if n in var_names:
                 shapes[n] = tuple(a.shape)
                 types[n] = a.dtype.name
-        t0 = time.perf_counter()
         self.compiled = compile_graph(graph, shapes, types)
         self.compile_seconds = time.perf_counter() - t0
         prog = self.compiled.program

@@ -529,8 +529,8 @@ class NDArray:
             key = Ellipsis
         if isinstance(value, NDArray) and value.stype != "default":
             value = value.tostype("default")
-        if d.ndim > 0 and _is_basic(key) and (isinstance(value, NDArray) or isinstance(
-                value, (np.generic, int, float, bool))):
+        if d.ndim > 0 and _is_basic(key) and isinstance(
+                value, (NDArray, np.generic, int, float, bool)):
             self._push_assign(key, value)
             return
         # a numpy/list source (read now, as MXNet's synchronous copy from CPU) or advanced

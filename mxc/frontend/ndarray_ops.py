@@ -143,6 +143,7 @@ def set_autograd_hooks(state, record, check_out) -> None:
 class _Compiled:
     __slots__ = (
         "compiled",
+        "cost",
         "has_rng",
         "hidden",
         "in_slots",
@@ -154,7 +155,6 @@ class _Compiled:
         "out_shapes",
         "out_slots",
         "program",
-        "cost",
     )
 
     def __init__(self, cg, in_names, heads, node=None, mut_inputs=()) -> None:

@@ -14,6 +14,7 @@ This file is also the script the PTX subprocess runs (``python test_ptx.py OUTDI
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -65,6 +66,7 @@ OP_CASES = {
              {"kernel": (3, 3), "stride": (2, 2), "pool_type": "max"}),
 }
 MODEL_CASES = ("lenet", "mlp")
+PTX_ONLY_MODELS = ("resnet18_v1",)   # ptxas only: emulating it takes a minute
 
 
 def _inputs(case: str) -> list:
@@ -158,7 +160,7 @@ def _emit_all(outdir: str) -> None:
             p = out / f"op-{case}-{sm}.ptx"
             p.write_text(cg.ptx)
             index[p.name] = [ln.mode for ln in cg.launches]
-        for name in MODEL_CASES:
+        for name in MODEL_CASES + PTX_ONLY_MODELS:
             m = _model(name)
             if m is None:
                 continue
@@ -179,11 +181,23 @@ def _emit_all(outdir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ptx_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ptx")
-    env = dict(os.environ, MXC_CACHE_DIR=str(d / "cache"))
-    r = subprocess.run([sys.executable, __file__, str(d)], capture_output=True, text=True,
-                       env=env, timeout=600, check=False)
-    assert r.returncode == 0, f"PTX generation died (rc {r.returncode}):\n{r.stderr[-3000:]}"
+    """The PTX of every case, generated once per test session (also under xdist: workers
+    share the directory, the first one generates it under a file lock)."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    d = root / "mxc_ptx_cases"
+    d.mkdir(exist_ok=True)
+    with open(root / "mxc_ptx_cases.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / "index.json").exists():
+            env = dict(os.environ, MXC_CACHE_DIR=str(d / "cache"))
+            r = subprocess.run([sys.executable, __file__, str(d)], capture_output=True,
+                               text=True, env=env, timeout=600, check=False)
+            assert r.returncode == 0, \
+                f"PTX generation died (rc {r.returncode}):\n{r.stderr[-3000:]}"
     return d
 
 
@@ -206,6 +220,8 @@ def test_ptx_generated_for_every_case(ptx_dir):
             assert f"op-{case}-{sm}.ptx" in names
         assert f"kernels-exact-{sm}.ptx" in names and f"kernels-fast-{sm}.ptx" in names
     assert any(n.startswith("model-lenet") for n in names)
+    if (CASES / "resnet18_v1").is_dir():
+        assert "model-resnet18_v1-sm_90.ptx" in names
 
 
 @pytest.mark.parametrize("sm", SMS)
@@ -357,6 +373,46 @@ def test_emulated_model(name):
     assert plan["kernels"] and all(k["slots"] for k in plan["kernels"])
 
 
+def test_emulated_training_gradients():
+    """A backward section on the GPU path: lenet's parameter gradients match the CPU build."""
+    from mxc.codegen.ptx_emu import EmuDevice
+    from mxc.compiler.build import compile_graph
+    from mxc.compiler.cuda_build import compile_graph_cuda
+
+    m = _model("lenet")
+    if m is None:
+        pytest.skip("lenet model not found")
+    g, shapes, params, x, _ = m
+    req = {n: "write" for n in params}
+    cpu = compile_graph(g, shapes, grad_req=req)
+    gpu = compile_graph_cuda(g, shapes, grad_req=req, emulate=True)
+    prog = cpu.program
+    prog.allocate()
+
+    def view(slot, shape, dt=np.float32):
+        return prog.storage[slot][: int(np.prod(shape)) * 4].view(dt).reshape(shape)
+
+    gp = gpu.program(EmuDevice())
+    vals = {**params, "data": x}
+    for n, slot in cpu.var_slots.items():
+        if n in vals:
+            view(slot, vals[n].shape)[...] = vals[n]
+            gp.upload(gpu.var_slots[n], vals[n].astype(np.float32))
+    out_shape = cpu.shapes[(g.outputs[0].node.uid, 0)]
+    hg = RNG.standard_normal(out_shape).astype(np.float32)
+    view(cpu.head_grad_slots[0], out_shape)[...] = hg
+    gp.upload(gpu.compiled.head_grad_slots[0], hg)
+    prog.run("forward")
+    prog.run("backward")
+    gp.run("forward")
+    gp.run("backward")
+    for n in params:
+        want = view(cpu.grad_slots[n], params[n].shape)
+        got = gp.download(gpu.compiled.grad_slots[n], params[n].shape, np.float32)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=n)
+
+
 # ---------------------------------------------------------------------------------------------
 # errors, runtime pieces without a GPU
 # ---------------------------------------------------------------------------------------------
@@ -411,6 +467,132 @@ def test_memory_pool_reuses_blocks():
     assert pool.stats()["in_use"] == MemoryPool.rounded(1010) + MemoryPool.rounded(700_000)
     with pytest.raises(CudaError):
         pool.free(12345)
+
+
+class _FakeDriver:
+    """Enough of cuda.bindings.driver for runtime.cuda, backed by host memory and the PTX
+    emulator: launches decode ``kernelParams`` (a void** of 8-byte values) as the driver
+    does, with the parameter count read from the PTX ``.entry``."""
+
+    class CUdevice_attribute:
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+
+    def __init__(self, emu_modules: dict) -> None:
+        self.emu = emu_modules          # ptx -> GPUModule (emulation)
+        self.mem: dict = {}
+        self.launches = 0
+
+    def cuInit(self, flags):
+        return (0,)
+
+    def cuDeviceGetCount(self):
+        return (0, 1)
+
+    def cuDeviceGet(self, i):
+        return (0, i)
+
+    def cuDevicePrimaryCtxRetain(self, dev):
+        return (0, "ctx")
+
+    def cuCtxSetCurrent(self, ctx):
+        return (0,)
+
+    def cuDeviceGetName(self, n, dev):
+        return (0, b"Fake GPU\0\0")
+
+    def cuDeviceGetAttribute(self, attr, dev):
+        return (0, 8 if attr == 75 else 0)
+
+    def cuStreamCreate(self, flags):
+        return (0, "stream")
+
+    def cuStreamSynchronize(self, stream):
+        return (0,)
+
+    def cuGetErrorName(self, err):
+        return (0, b"CUDA_ERROR_FAKE")
+
+    def cuMemAlloc(self, n):
+        a = np.full(n + 256, 0xFF, np.uint8)
+        p = a.ctypes.data + (-a.ctypes.data) % 256
+        self.mem[p] = a
+        return (0, p)
+
+    def cuMemFree(self, p):
+        self.mem.pop(int(p))
+        return (0,)
+
+    def cuMemcpyHtoD(self, dst, src, n):
+        ctypes.memmove(int(dst), int(src), n)
+        return (0,)
+
+    def cuMemcpyDtoH(self, dst, src, n):
+        ctypes.memmove(int(dst), int(src), n)
+        return (0,)
+
+    def cuMemsetD8(self, p, v, n):
+        ctypes.memset(int(p), v, n)
+        return (0,)
+
+    def cuModuleLoadData(self, image):
+        from mxc.codegen.ptx_emu import EmuModule
+
+        text = image.rstrip(b"\0").decode()
+        return (0, (text, EmuModule(self.emu[text])))
+
+    def cuModuleGetFunction(self, module, name):
+        import re
+
+        text, em = module
+        name = name.decode()
+        m = re.search(r"\.entry " + re.escape(name) + r"\((.*?)\)", text, re.DOTALL)
+        if m is None:
+            return (500, None)
+        nparams = m.group(1).count(".param")
+        body = text[m.end(): text.find("\n}\n", m.end())]
+        sync = "bar.sync" in body or "shfl.sync" in body
+        return (0, (em, name, nparams, sync))
+
+    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        from mxc.codegen.ptx import Launch
+
+        em, name, n, sync = f
+        assert (gy, gz, by, bz) == (1, 1, 1, 1) and isinstance(params, int)
+        ptrs = (ctypes.c_void_p * n).from_address(params)
+        vals = [ctypes.c_uint64.from_address(ptrs[i]).value for i in range(n)]
+        em.launch(name, Launch(name, "", gx, bx, vals[1], sync=sync), vals[2:], vals[0],
+                  vals[1])
+        self.launches += 1
+        return (0,)
+
+
+def test_cuda_device_and_program_on_a_fake_driver(monkeypatch):
+    """runtime.cuda's driver calls (argument packing, pool, copies, modules) against a fake
+    driver that runs the kernels in the emulator: the mlp model end to end."""
+    from mxc.compiler.cuda_build import compile_graph_cuda
+    from mxc.runtime import cuda
+
+    m = _model("mlp")
+    if m is None:
+        pytest.skip("mlp model not found")
+    g, shapes, params, x, ref = m
+    cg = compile_graph_cuda(g, shapes, emulate=True)
+    drv = _FakeDriver({cg.ptx: cg.emu_module})
+    monkeypatch.setattr(cuda, "_driver", lambda: drv)
+    monkeypatch.setattr(cuda, "_status", None)
+    monkeypatch.setattr(cuda, "_devices", {})
+    assert cuda.cuda_status() == (True, "1 CUDA device(s)")
+    dev = cuda.get_device(0)
+    assert dev.name == "Fake GPU" and dev.sm == "sm_80"
+    out = cg.run(dev, {"data": x}, params)[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    assert drv.launches == len(cg.launches)
+    in_use = dev.pool.stats()["in_use"]
+    assert in_use == 0 and dev.pool.stats()["cached"] > 0    # program released its storage
+    with pytest.raises(cuda.CudaError, match="does not exist"):
+        cuda.CudaDevice(3)
+    monkeypatch.setattr(cuda, "_status", None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ V = mx.sym.Variable
 def test_gelu_chain_is_one_kernel():
     vals = {"x": x_(32, 48), "a": x_(48), "b": x_(48)}
     f, u = both(gelu(V("x"), V("a"), V("b")), vals)
-    assert f.cg.kernels_unfused == 11 and f.n == 1
+    assert f.cg.kernels_unfused == 11 and f.n == 1 and u.n == 11
     assert len(f.cg.fused_groups) == 1 and len(f.cg.fused_groups[0]) == 11
     assert any("tanh" in n for n in f.cg.fused_groups[0])
     np.testing.assert_allclose(f.outputs[0], gelu_np(vals["x"], vals["a"], vals["b"]),
@@ -263,7 +263,7 @@ def test_dtypes_and_casts():
 # the reference cases, fused vs unfused
 # ---------------------------------------------------------------------------------------------
 SYMBOL_CASES = ["sym_mlp", "sym_convnet", "sym_elemwise_ops", "sym_loss_ops", "sym_reduce_ops",
-                "sym_reshape_ops", "mlp", "lenet", "bncnn"]
+                "sym_reshape_ops", "mlp", "lenet", "bncnn", "resnet18_v1"]
 
 
 @pytest.mark.parametrize("name", SYMBOL_CASES)
@@ -353,5 +353,27 @@ def test_op_suite_unfused():
     env = dict(os.environ, MXNET_USE_FUSION="0")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                         str(root / "tests" / "ops")], cwd=root, env=env, capture_output=True,
-                       text=True, timeout=3000)
+                       text=True, timeout=3000, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_inspect_fusion_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from mxc.cli.main import main
+
+    x = V("x")
+    y = mx.sym.softmax(mx.sym.relu(mx.sym.FullyConnected(x, num_hidden=8, name="fc")) * 2,
+                       name="sm")
+    p = tmp_path / "m-symbol.json"
+    p.write_text(y.tojson())
+    r = CliRunner().invoke(main, ["inspect", str(p), "--shape", "x=4,5", "--fusion", "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["kernels_unfused"] == 4 and rep["kernels"] == 2
+    (grp,) = rep["fused_groups"]          # relu and *2 inlined into the softmax
+    assert grp["kernel"] == "sm" and len(grp["nodes"]) == 3 and grp["nodes"][-1] == "sm"
+    r = CliRunner().invoke(main, ["inspect", str(p), "--shape", "x=4,5", "--fusion"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and "4 kernels unfused -> 2 fused" in r.output, r.output

@@ -421,3 +421,51 @@ def test_gluon_training_threaded_equals_naive(restore_engine, hybridize):
     got = _gluon_loop(THREADED, hybridize)
     for r, g in zip(ref, got):
         np.testing.assert_array_equal(g, r)
+
+
+# ------------------------------------------------------------------------------------------
+# the fast path for tiny ops
+# ------------------------------------------------------------------------------------------
+def test_tiny_ops_on_idle_arrays_run_inline(restore_engine):
+    engine.set_engine(THREADED)
+    a = mx.nd.ones((10,))
+    b = a + 1                                    # idle inputs, tiny: ran in the caller
+    v = b._var
+    assert not v.writing and not v.queue and v.nreads == 0
+    np.testing.assert_array_equal(b._buf, np.full(10, 2))
+    gate = _gate(a)
+    c = a + 1                                    # a busy: pushed behind the gate
+    assert c._var.queue or c._var.writing
+    gate.set()
+    np.testing.assert_array_equal(c.asnumpy(), np.full(10, 2))
+
+
+def test_run_inline_if_idle_holds_the_variables(restore_engine):
+    eng = engine.set_engine(THREADED)
+    x, y = eng.new_variable(), eng.new_variable()
+    gate = threading.Event()
+    eng.push(lambda: gate.wait(30), (), (x,))
+    assert eng.run_inline_if_idle(lambda: None, (x,), (y,)) is False   # x busy
+    gate.set()
+    eng.wait_for_var(x)
+    order = []
+    started, release = threading.Event(), threading.Event()
+
+    def inline():
+        started.set()
+        release.wait(30)
+        order.append("inline")
+
+    def other_thread():
+        started.wait(30)
+        eng.push(lambda: order.append("pushed"), (y,), ())   # waits for the inline write
+        release.set()
+    t = threading.Thread(target=other_thread)
+    t.start()
+    assert eng.run_inline_if_idle(inline, (x,), (y,)) is True
+    t.join()
+    eng.wait_all()
+    assert order == ["inline", "pushed"]
+    assert eng.run_inline_if_idle(_fail, (), (y,), name="tiny") is True
+    with pytest.raises(_Boom):
+        eng.wait_to_read(y)
