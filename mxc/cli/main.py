@@ -394,5 +394,66 @@ def _echo_memory(rep: dict, as_json: bool) -> None:
     click.echo(f"kernels {rep['kernels']} ({rep['kernels_unfused']} without fusion)")
 
 
+# name -> (script in bench/, accepts --repeats, accepts --threads, extra arguments)
+_BENCHES = {
+    "gemm": ("bench_gemm.py", False, False, []),
+    "resnet18": ("bench_resnet18.py", True, True, ["--batch", "1", "8"]),
+    "conv": ("bench_conv.py", True, True, []),
+    "mlp-train": ("bench_mlp_train.py", False, False, []),
+    "memory": ("bench_memory.py", False, False, []),
+    "fusion": ("bench_fusion.py", True, False, []),
+    "startup": ("bench_startup.py", False, False, []),
+}
+
+
+@main.command("bench")
+@click.argument("what", nargs=-1)
+@click.option("--repeats", type=int, help="timed runs per case (benchmarks that take it)")
+@click.option("--threads", type=int, help="mxc threads (MXC_NUM_THREADS; gemm always does 1 and 2)")
+def bench_cmd(what: tuple, repeats: int | None, threads: int | None) -> None:
+    """Run the benchmarks in the repository's bench/ folder (default: all present).
+
+    WHAT: gemm, resnet18, conv, mlp-train, memory, fusion, startup. Each runs in its own
+    process with this interpreter and prints ratios against its reference measured in the
+    same run.
+    """
+    import os
+    import subprocess
+
+    import mxc
+
+    unknown = [w for w in what if w not in _BENCHES]
+    if unknown:
+        raise click.UsageError(f"unknown benchmark(s) {', '.join(unknown)}; "
+                               f"choose from {', '.join(_BENCHES)}")
+    bench_dir = Path(mxc.__file__).resolve().parents[1] / "bench"
+    if not bench_dir.is_dir():
+        raise click.ClickException(f"no bench/ folder at {bench_dir}: the benchmarks ship with "
+                                   "the source repository, not the installed package")
+    names = list(what) or [n for n, v in _BENCHES.items() if (bench_dir / v[0]).exists()]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(bench_dir.parent), str(bench_dir), os.environ.get("PYTHONPATH")) if p))
+    if threads:
+        env["MXC_NUM_THREADS"] = str(threads)
+    failed = []
+    for name in names:
+        script, takes_repeats, takes_threads, extra = _BENCHES[name]
+        if not (bench_dir / script).exists():
+            click.echo(f"== {name}: {script} not present in {bench_dir}, skipped")
+            continue
+        args = [sys.executable, str(bench_dir / script), *extra]
+        if repeats and takes_repeats:
+            args += ["--repeats", str(repeats)]
+        if threads and takes_threads:
+            args += ["--threads", str(threads)]
+        click.echo(f"== {name} ({script})", nl=True)
+        sys.stdout.flush()
+        rc = subprocess.run(args, check=False, cwd=bench_dir, env=env).returncode
+        if rc:
+            failed.append(name)
+    if failed:
+        raise click.ClickException(f"benchmark(s) failed: {', '.join(failed)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

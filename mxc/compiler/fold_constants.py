@@ -1,6 +1,6 @@
 """Constant folding for inference graphs whose parameter values are known at compile time
-(``CompiledModel``, ``mx.compile`` with parameters): the values are baked into new
-parameters, so the compiled graph does less work per run.
+(``CompiledModel``; any caller holding fixed parameters can use :func:`fold_constants`): the
+values are baked into new parameters, so the compiled graph does less work per run.
 
 * **BatchNorm folding**: an inference BatchNorm whose data is a Convolution or
   FullyConnected output used by nothing else becomes part of that layer's weights:

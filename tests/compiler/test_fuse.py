@@ -377,3 +377,50 @@ def test_inspect_fusion_cli(tmp_path):
     r = CliRunner().invoke(main, ["inspect", str(p), "--shape", "x=4,5", "--fusion"],
                            catch_exceptions=False)
     assert r.exit_code == 0 and "4 kernels unfused -> 2 fused" in r.output, r.output
+
+
+def _random_graph(rng, shape):
+    """A random chain/diamond of elementwise, broadcast, injective and reduction ops."""
+    pool = [(V("x"), shape)]
+    for _ in range(rng.integers(3, 12)):
+        s, sh = pool[rng.integers(len(pool))]
+        c = int(rng.integers(12))
+        n = None
+        if c == 0:
+            n = (mx.sym.exp(s * 0.1), sh)
+        elif c == 1:
+            n = (s * 2 + 1, sh)
+        elif c == 2 and len(sh) >= 2:
+            n = (mx.sym.transpose(s), tuple(reversed(sh)))
+        elif c == 3 and len(sh) >= 2:
+            n = (mx.sym.sum(s, axis=len(sh) - 1, keepdims=True), sh[:-1] + (1,))
+        elif c == 4:
+            n = (mx.sym.tanh(s), sh)
+        elif c == 5 and sh[-1] > 2:
+            n = (mx.sym.slice_axis(s, axis=len(sh) - 1, begin=1, end=sh[-1] - 1),
+                 sh[:-1] + (sh[-1] - 2,))
+        elif c == 6:
+            s2, sh2 = pool[rng.integers(len(pool))]
+            n = (s * s2, sh) if sh2 == sh else None
+        elif c == 7 and len(sh) >= 2 and sh[-1] == 1:
+            n = (mx.sym.broadcast_to(s, shape=sh[:-1] + (5,)), sh[:-1] + (5,))
+        elif c == 8 and len(sh) == 2:
+            n = (mx.sym.softmax(s, axis=-1), sh)
+        elif c == 9:
+            n = (mx.sym.reshape(s, shape=(-1,)), (int(np.prod(sh)),))
+        elif c == 10 and len(sh) == 1 and sh[0] % 4 == 0:
+            n = (mx.sym.reshape(s, shape=(4, -1)), (4, sh[0] // 4))
+        elif c == 11 and len(sh) >= 2:
+            n = (mx.sym.max(s, axis=0), sh[1:])
+        if n is not None:
+            pool.append(n)
+    return mx.sym.Group([p[0] for p in pool[-3:]])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graphs_fused_equals_unfused(seed):
+    rng = np.random.default_rng(seed)
+    shape = [(6, 8), (3, 4, 5), (24,), (2, 3, 4, 2)][seed % 4]
+    sym = _random_graph(rng, shape)
+    x = rng.standard_normal(shape).astype(np.float32)
+    both(sym, {"x": x}, grad=("x",), rtol=1e-4, atol=1e-5)
