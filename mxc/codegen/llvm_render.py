@@ -62,6 +62,9 @@ def compute_dtype_name(d: DType) -> str:
 class KernelRenderer:
     """Renders one ``Kernel`` into a function definition; collects mathlib needs."""
 
+    #: tag vector-loop accesses as parallel (see _group); subclasses may turn it off
+    parallel_accesses = True
+
     def __init__(self, math_funcs: set, need_conv: list) -> None:
         self.math_funcs = math_funcs       # (func, 'float32'|'float64') used
         self.need_conv = need_conv         # [bool] set True when f16/bf16 conversions are used
@@ -72,8 +75,10 @@ class KernelRenderer:
         self.memo: list[dict] = [{}]
         self.locals: dict = {}
         self.bufptr: dict = {}
-        self.loop_md: list[str] = []
+        self.loop_md: list = []
         self.load_keys: list = []
+        self.loop_kinds: list = []   # kinds of the loops enclosing the current statement
+        self.n_groups = 0            # access groups of vector loops (parallel_accesses)
 
     # -- helpers ------------------------------------------------------------------------------
     def tmp(self, hint: str = "t") -> str:
@@ -153,7 +158,7 @@ class KernelRenderer:
         st = stype(buf.dtype)
         p, r = self.tmp("p"), self.tmp("v")
         self.emit(f"{p} = getelementptr inbounds {st}, ptr {self.bufptr[buf]}, i64 {idx}")
-        self.emit(f"{r} = load {st}, ptr {p}, align {buf.dtype.itemsize}")
+        self.emit(f"{r} = load {st}, ptr {p}, align {buf.dtype.itemsize}{self._group()}")
         return self.from_storage(r, buf.dtype)
 
     def from_storage(self, r: str, d: DType) -> str:
@@ -383,7 +388,7 @@ class KernelRenderer:
             st = stype(s.buf.dtype)
             p = self.tmp("p")
             self.emit(f"{p} = getelementptr inbounds {st}, ptr {self.bufptr[s.buf]}, i64 {idx}")
-            self.emit(f"store {st} {sv}, ptr {p}, align {s.buf.dtype.itemsize}")
+            self.emit(f"store {st} {sv}, ptr {p}, align {s.buf.dtype.itemsize}{self._group()}")
             self.forget_loads()
         elif isinstance(s, K.Assign):
             if s.local not in self.locals:
@@ -415,6 +420,15 @@ class KernelRenderer:
         else:
             raise TypeError(f"kernel IR: unknown statement {type(s).__name__}")
 
+    def _group(self) -> str:
+        """Accesses directly inside a vector loop join its access group: a compute writes
+        each output element once per iteration and reads its output (inplace) only at the
+        element it writes, so iterations are independent and LLVM may vectorize without
+        runtime alias checks (which send in-place calls to the scalar loop)."""
+        if self.loop_kinds and self.loop_kinds[-1][0] == "vector":
+            return f", !llvm.access.group !G{self.loop_kinds[-1][1]}"
+        return ""
+
     def loop(self, var: K.Var, start: str, extent, body: list, kind: str,
              end_value: str | None = None) -> None:
         if end_value is None:
@@ -433,13 +447,19 @@ class KernelRenderer:
         self.label(b)
         self.env[var] = iv
         self.memo.append({})
+        gid = None
+        if kind == "vector" and self.parallel_accesses:
+            gid = self.n_groups
+            self.n_groups += 1
+        self.loop_kinds.append((kind if gid is not None else f"{kind}-plain", gid))
         self.stmts(body)
+        self.loop_kinds.pop()
         self.memo.pop()
         self.emit(f"br label {latch}")
         self.label(latch)
         self.emit(f"{nxt} = add nsw i64 {iv}, 1")
         md = f"!L{len(self.loop_md)}"
-        self.loop_md.append(kind)
+        self.loop_md.append((kind, gid))
         self.emit(f"br label {h}, !llvm.loop {md}")
         self.label(x)
         del self.env[var]
@@ -459,24 +479,35 @@ class KernelRenderer:
             self.emit(f"{a} = alloca {vtype(loc.dtype)}, align 8")
             self.locals[loc] = a
         self.loop(k.task_var, "%task_begin", None, k.body, "parallel", end_value="%task_end")
-        if "novector" in self.loop_md:
+        if any(kind == "novector" for kind, _ in self.loop_md):
             # once inner max/min loops are unrolled, vectorizing the task loop around them
             # hits the same exponential case in LLVM's vectorizer
-            self.loop_md[-1] = "novector"
+            self.loop_md[-1] = ("novector", None)
         self.emit("ret void")
         head = (f"define void @{k.name}(i64 %task_begin, i64 %task_end, ptr %args, "
                 f"ptr %scratch) #0 {{")
         text = head + "\n" + "\n".join(self.lines) + "\n}\n"
         mds = []
-        for j, kind in enumerate(self.loop_md):
+        n = len(self.loop_md)
+        for j, (kind, gid) in enumerate(self.loop_md):
             # loops with NaN-propagating max/min chains: LLVM 22's vectorizer can take
             # exponential time on them, so they stay scalar
             hint = '!{!"llvm.loop.vectorize.enable", i1 false}' if kind == "novector" \
                 else '!{!"llvm.loop.mustprogress"}'
-            mds.append(f"!{2 * j} = distinct !{{!{2 * j}, !{2 * j + 1}}}\n"
+            extra = ""
+            if gid is not None:
+                pa = 3 * n + 2 * gid
+                extra = f", !{pa + 1}"
+                mds.append(f"!{pa} = distinct !{{}}\n"
+                           f"!{pa + 1} = !{{!\"llvm.loop.parallel_accesses\", !{pa}}}")
+            mds.append(f"!{2 * j} = distinct !{{!{2 * j}, !{2 * j + 1}{extra}}}\n"
                        f"!{2 * j + 1} = {hint}")
-        for j in reversed(range(len(self.loop_md))):
+        for j in reversed(range(n)):
             text = text.replace(f"!llvm.loop !L{j}\n", f"!llvm.loop !{2 * j}\n")
+        for j, (_kind, gid) in enumerate(self.loop_md):
+            if gid is not None:
+                text = text.replace(f"!llvm.access.group !G{gid}\n",
+                                    f"!llvm.access.group !{3 * n + 2 * gid}\n")
         return text, mds
 
 
@@ -618,9 +649,9 @@ def render_module(kernels: list) -> tuple[str, list[str]]:  # one module (AOT, t
             if isinstance(k, K.TemplateKernel):
                 parts.append(_renumber(text, 100 * (len(parts) + 1), 100000 * (len(parts) + 1)))
             else:
-                base = 1000 + 2 * len(mds)
-                text = re.sub(r"!llvm.loop !(\d+)\b",
-                              lambda m: f"!llvm.loop !{base + int(m.group(1))}", text)
+                base = 1000 + 10 * len(mds)  # past every index the kernels before used
+                text = re.sub(r"!(llvm\.loop|llvm\.access\.group) !(\d+)\b",
+                              lambda m: f"!{m.group(1)} !{base + int(m.group(2))}", text)
                 kmds = [re.sub(r"!(\d+)\b", lambda m: f"!{base + int(m.group(1))}", md)
                         for md in kmds]
                 parts.append(text)
