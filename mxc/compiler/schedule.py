@@ -121,8 +121,9 @@ class _Lowerer:
             innermost.pre.append(K.Assign(acc, K.Bin(combine, acc, val, vdtype), ))
             innermost.pre[-1].reassoc = True  # type: ignore[attr-defined]
         # build the loops inside-out; each axis loop starts with its hoisted statements
-        inner_kind = "novector" if (r.op != "sum" and r.op != "prod"
-                                    and vdtype.kind == "f") else "vector"
+        # argmax/argmin chains of selects make LLVM 22's vectorizer take exponential time:
+        # keep those scalar (max/min use llvm.maximum/minimum, which it vectorizes)
+        inner_kind = "novector" if (arg and vdtype.kind == "f") else "vector"
         loop = K.For(r.axes[-1].var, K.const(r.axes[-1].extent, K.INDEX), innermost.pre,
                      inner_kind)
         for ax, lv in reversed(list(zip(r.axes[:-1], inner_levels[:-1]))):
