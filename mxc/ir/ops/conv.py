@@ -36,7 +36,7 @@ from .. import kernel as K
 from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_int, parse_shape
 from ..registry import OpDef, simple
 from .common import g
-from .matrix import fill_zero, in_gemm_types, matmul
+from .matrix import GemmBackward, fill_zero, in_gemm_types, matmul
 from .pool import (
     _runs,
     and_all,
@@ -773,21 +773,9 @@ class Convolution(OpDef):
 
 @simple("_backward_Convolution", fusion="complex", differentiable=False,
         params=ParamSpec(index=Param(parse_int), **_CONV_PARAMS))
-class BackwardConvolution(OpDef):
-    def arguments(self, a):
-        return ["ograd", "data", "weight"]
-
-    def infer_shape(self, a, s):
-        if a.index == 2:
-            return s, [(a.num_filter,)]
-        return s, [s[1 + a.index]]
-
-    def infer_type(self, a, t):
-        k = next((x for x in t if x is not None), None)
-        return [k] * 3, [k]
-
-    def lower(self, ctx):
-        in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+class BackwardConvolution(GemmBackward):
+    def bias_len(self, a) -> int:
+        return a.num_filter
 
     def _lower(self, ctx, ins, outs):
         a = ctx.attrs

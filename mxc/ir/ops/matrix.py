@@ -479,15 +479,20 @@ class FullyConnected(OpDef):
         return out
 
 
-@simple("_backward_FullyConnected", fusion="complex", differentiable=False,
-        params=ParamSpec(index=Param(parse_int), **_FC_PARAMS))
-class BackwardFullyConnected(OpDef):
+class GemmBackward(OpDef):
+    """One gradient (``index`` 0 data, 1 weight, 2 bias) of a GEMM-based layer (dense,
+    convolution): inputs (ograd, data, weight); subclasses give the bias length and
+    ``_lower(ctx, ins, outs)``."""
+
+    def bias_len(self, a) -> int:
+        raise NotImplementedError
+
     def arguments(self, a):
         return ["ograd", "data", "weight"]
 
     def infer_shape(self, a, s):
         if a.index == 2:
-            return s, [(a.num_hidden,)]
+            return s, [(self.bias_len(a),)]
         return s, [s[1 + a.index]]
 
     def infer_type(self, a, t):
@@ -496,6 +501,13 @@ class BackwardFullyConnected(OpDef):
 
     def lower(self, ctx):
         in_gemm_types(ctx, lambda ins, outs: self._lower(ctx, ins, outs))
+
+
+@simple("_backward_FullyConnected", fusion="complex", differentiable=False,
+        params=ParamSpec(index=Param(parse_int), **_FC_PARAMS))
+class BackwardFullyConnected(GemmBackward):
+    def bias_len(self, a) -> int:
+        return a.num_hidden
 
     def _lower(self, ctx, ins, outs):
         a = ctx.attrs
