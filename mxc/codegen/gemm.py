@@ -90,6 +90,16 @@ class GemmSpec:
     beta: float = 0.0
     bias: str | None = None
     bias_stride_batch: int = 0
+    # Implicit-GEMM addressing (convolution without an im2col buffer):
+    # b_kmap: B row k starts at sum(digit_i * stride_i) for the digits of k in the radices
+    #   ((radix, stride), ...) (most significant first), instead of k * b_strides[1];
+    # c_ngrid: (pitch, width): logical column n of C is stored at (n // pitch) * width +
+    #   n % pitch and dropped when n % pitch >= width (an output row computed over a padded row).
+    b_kmap: tuple | None = None
+    c_ngrid: tuple | None = None
+    # Epilogue after the full K reduction, in order: "add" (+ a residual operand laid out
+    # exactly like C, the argument after the bias), "relu" (max(x, 0), NaN -> 0 as mxc's relu).
+    epilogue: tuple = ()
 
     def __post_init__(self) -> None:
         dense = {"a_strides": (self.M * self.K, self.K, 1),
@@ -102,6 +112,23 @@ class GemmSpec:
                 raise ValueError(f"GemmSpec.{field} needs 3 strides (batch, row, column), "
                                  f"got {val}")
             object.__setattr__(self, field, val)
+        if self.b_kmap is not None:
+            kmap = tuple((int(r), int(st)) for r, st in self.b_kmap)
+            if not kmap or math.prod(r for r, _ in kmap) != self.K or min(r for r, _ in kmap) < 1:
+                raise ValueError(f"GemmSpec.b_kmap radices {kmap} must multiply to K={self.K}")
+            if self.b_strides[2] != 1:
+                raise ValueError("GemmSpec.b_kmap needs contiguous B rows (b_strides[2] == 1)")
+            object.__setattr__(self, "b_kmap", kmap)
+        if self.c_ngrid is not None:
+            pitch, width = (int(x) for x in self.c_ngrid)
+            if not 1 <= width <= pitch or self.c_strides[2] != 1:
+                raise ValueError(f"GemmSpec.c_ngrid {self.c_ngrid} needs 1 <= width <= pitch "
+                                 "and contiguous C rows")
+            object.__setattr__(self, "c_ngrid", None if width == pitch else (pitch, width))
+        epi = tuple(self.epilogue)
+        if any(e not in ("add", "relu") for e in epi):
+            raise ValueError(f"GemmSpec.epilogue {epi}: steps are 'add' and 'relu'")
+        object.__setattr__(self, "epilogue", epi)
 
 
 @dataclass(frozen=True)
@@ -202,6 +229,10 @@ class _Plan:
     nt: int                     # column blocks per batch
     direct_b: bool = False      # read full B panels in place (each is used by one tile only)
     dot_nb: int = 0             # > 0: dot-product schedule, this many columns per tile
+    kmap: tuple | None = None   # GemmSpec.b_kmap (never swapped)
+    ngrid: tuple | None = None  # GemmSpec.c_ngrid
+    epi: tuple = ()             # GemmSpec.epilogue
+    res_arg: int = -1           # index in %args of the residual operand ("add")
 
     @property
     def NR(self) -> int:
@@ -303,7 +334,9 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         mr, nv = _tile(isa, VL, m, n)
         return _tile_efficiency(m, n, mr, nv * VL) * (1.0 if cs_n == 1 else 0.75)
 
-    swap = score(N, M, spec.c_strides[1]) > score(M, N, spec.c_strides[2]) * 1.05
+    # implicit-GEMM addressing is defined for B rows and C columns: keep the orientation
+    fixed = spec.b_kmap is not None or spec.c_ngrid is not None
+    swap = not fixed and score(N, M, spec.c_strides[1]) > score(M, N, spec.c_strides[2]) * 1.05
     sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
     bias = spec.bias
     a_arg, b_arg = 0, 1
@@ -315,7 +348,9 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         bias = {"m": "n", "n": "m", None: None}[bias]
 
     opts = params or {}
-    if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL
+    extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue,
+                 res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1)
+    if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL and not fixed
             and not opts.get("no_dot")):
         # Few rows against a K-contiguous B (FullyConnected weights at small batch): packing
         # B would cost as much as the whole product.  Dot products along K instead: B is
@@ -324,7 +359,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, M, nb, VL, 1 << 30)
         return _Plan(batch=spec.batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb),
                      sc=tuple(sc), a_arg=a_arg, b_arg=b_arg, bias=bias, MR=M, NV=1, VL=VL,
-                     KC=K, MC=M, NC=TN, TM=TM, TN=TN, mt=mt, nt=nt, dot_nb=nb)
+                     KC=K, MC=M, NC=TN, TM=TM, TN=TN, mt=mt, nt=nt, dot_nb=nb, **extra)
 
     MR, NV = _tile(isa, VL, M, N)
     NR = NV * VL
@@ -333,7 +368,8 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     KC = _rup(KC, 4)
     TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, MR, NR, VL, isa.nc)
     # A task with a single row of tiles uses each B panel once: packing would only add a copy.
-    direct_b = sb[2] == 1 and TM <= MR and not opts.get("no_direct")
+    direct_b = (sb[2] == 1 and TM <= MR and spec.b_kmap is None
+                and not opts.get("no_direct"))
     if direct_b:
         # B rows are read in place, NR wide: short K blocks keep neighbouring panels on the
         # same DRAM pages / prefetch streams (measured: 64 beats 256 by ~1.3x at M <= 8).
@@ -345,7 +381,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     NCe = _rup(_cdiv(TN, _cdiv(TN, isa.nc)), NR)
     return _Plan(batch=spec.batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb), sc=tuple(sc),
                  a_arg=a_arg, b_arg=b_arg, bias=bias, MR=MR, NV=NV, VL=VL, KC=KCe, MC=MCe,
-                 NC=NCe, TM=TM, TN=TN, mt=mt, nt=nt, direct_b=direct_b)
+                 NC=NCe, TM=TM, TN=TN, mt=mt, nt=nt, direct_b=direct_b, **extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,6 +600,8 @@ class _Emitter:
         cache line read is used whole), else scalar gathers.
         """
         p, T, es, VL = self.p, self.T, self.es, self.VL
+        if which == "b" and p.kmap:
+            return self.emit_pack_b_rows()
         if which == "b":
             W, so, sk = p.NR, p.sb[2], p.sb[1]
         else:
@@ -639,6 +677,58 @@ class _Emitter:
         f.ins("ret void")
         return f.render()
 
+    def b_row_offset(self, f: _Fn, k):
+        """Element offset of B row ``k`` under ``b_kmap`` (digits of k times their strides)."""
+        kmap = self.p.kmap
+        off, rest = 0, k
+        for radix, stride in reversed(kmap[1:]):
+            off = f.add(off, f.mul(f.urem(rest, radix), stride))
+            rest = f.udiv(rest, radix)
+        return f.add(off, f.mul(rest, kmap[0][1]))
+
+    def emit_pack_b_rows(self) -> str:
+        """Pack B for ``b_kmap`` (implicit im2col): ``dst[q][k][w] = src[row(k0 + k) + q*NR
+        + w]`` -- every B row is a contiguous run of the input at a computed offset, copied
+        with vector loads; the last, partial panel is zero-padded.  The kc row offsets go to
+        a table first, so panels can be written one after the other (k-outer order would
+        write ~nc/NR streams whose addresses alias in L1)."""
+        p, T, es, VL, W = self.p, self.T, self.es, self.VL, self.p.NR
+        f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
+                f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0) {_FN_ATTRS}")
+        al = 64 if W * es % 64 == 0 else math.gcd(W * es, 64)
+        table = f._name("rows")
+        f.allocas.append(f"  {table} = alloca [{max(p.KC, 1)} x i64], align 16")
+        with f.loop(0, "%kc") as k:
+            f.ins(f"store i64 {self.b_row_offset(f, f.add('%k0', k))}, "
+                  f"ptr {f.gep('i64', table, k, True)}, align 8")
+        nfull = f.udiv("%nouter", W)
+        rem = f.urem("%nouter", W)
+        with f.loop(0, nfull) as q:
+            sq = f.gep(T, "%src", f.mul(q, W))
+            dq = f.gep(T, "%dst", f.mul(f.mul(q, W), "%kc"), True)
+            with f.loop(0, "%kc") as k:
+                off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
+                sr, dr = f.gep(T, sq, off), f.gep(T, dq, f.mul(k, W), True)
+                for w0 in range(0, W, VL):
+                    n = min(VL, W - w0)
+                    x = f.op(f"load <{n} x {T}>, ptr {f.gep(T, sr, w0)}, align {es}")
+                    f.ins(f"store <{n} x {T}> {x}, ptr {f.gep(T, dr, w0, True)}, "
+                          f"align {math.gcd(al, w0 * es) if w0 else al}")
+        has = f.op(f"icmp sgt i64 {rem}, 0")
+        with f.if_(has):
+            sq = f.gep(T, "%src", f.mul(nfull, W))
+            dq = f.gep(T, "%dst", f.mul(f.mul(nfull, W), "%kc"), True)
+            with f.loop(0, "%kc") as k:
+                off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
+                sr, dr = f.gep(T, sq, off), f.gep(T, dq, f.mul(k, W), True)
+                with f.loop(0, rem) as w:
+                    x = f.op(f"load {T}, ptr {f.gep(T, sr, w)}, align {es}")
+                    f.ins(f"store {T} {x}, ptr {f.gep(T, dr, w, True)}, align {es}")
+                with f.loop(rem, W) as w:
+                    f.ins(f"store {T} 0.0, ptr {f.gep(T, dr, w, True)}, align {es}")
+        f.ins("ret void")
+        return f.render()
+
     def transpose(self, f: _Fn, rows: list[str]) -> list[str]:
         """Transpose up to VL row vectors (missing rows are poison) into VL column vectors:
         log2(VL) stages, each swapping the off-diagonal b x b blocks of row pairs (i, i+b)."""
@@ -675,7 +765,7 @@ class _Emitter:
         fname = "kernd" if direct else "kern"
         f = _Fn(f"define internal void {self.sym(fname)}(ptr noalias %a, ptr noalias %b, "
                 f"i64 %kc, ptr %c, i64 %mr, i64 %nr, i1 %first, ptr %bias, "
-                f"ptr noalias %tile) {_FN_ATTRS}")
+                f"ptr noalias %tile, i1 %last, i64 %col, ptr %res) {_FN_ATTRS}")
 
         def k_loop(tag: str, count: str, init, pa0, pb0, pred: str, U: int):
             """Counted loop over `count` iterations of U k-steps; returns final accs, pa, pb."""
@@ -732,14 +822,99 @@ class _Emitter:
         f.ins("ret void")
         return f.render()
 
+    def k_blocks(self) -> int:
+        return _cdiv(max(self.p.K, 1), max(self.p.KC, 1))
+
+    def flag_variants(self) -> list:
+        """(first, last) K-block flag pairs the epilogue must handle: one block -> both."""
+        if self.k_blocks() == 1:
+            return [(True, True)]
+        if not self.p.epi:
+            return [(True, None), (False, None)]     # `last` does not matter
+        return [(True, False), (False, False), (False, True)]
+
+    def branch_variants(self, f: _Fn, emit) -> None:
+        """Emit ``emit(first, last)`` for every flag variant, dispatching on %first/%last."""
+        variants = self.flag_variants()
+        end = f.label_name("vend")
+        if len(variants) == 1:
+            emit(*variants[0])
+            f.br(end)
+        else:
+            labels = [f.label_name("var") for _ in variants]
+            # %first selects the first variant; among the others %last decides
+            if len(variants) == 2:
+                f.ins(f"br i1 %first, label %{labels[0]}, label %{labels[1]}")
+            else:
+                other = f.label_name("vlast")
+                f.ins(f"br i1 %first, label %{labels[0]}, label %{other}")
+                f.label(other)
+                f.ins(f"br i1 %last, label %{labels[2]}, label %{labels[1]}")
+            for (first, last), lab in zip(variants, labels):
+                f.label(lab)
+                emit(first, last)
+                f.br(end)
+        f.label(end)
+
+    def grid_segments(self, f: _Fn, q) -> list:
+        """(element offset of lane 0, lane mask) per output row touched by the VL logical
+        columns q..q+VL-1 of a ``c_ngrid`` C: lanes of row r are stored contiguously."""
+        P, Wd = self.p.ngrid
+        VL = self.VL
+        oy, ox = f.udiv(q, P), f.urem(q, P)
+        off0 = f.add(f.mul(oy, Wd), ox)
+        iota = "<" + ", ".join(f"i32 {i}" for i in range(VL)) + ">"
+        vi = f"<{VL} x i32>"
+        ox32 = f.op(f"trunc i64 {ox} to i32")
+        segs = []
+        for r in range((P - 1 + VL - 1) // P + 1):
+            lo = f.op(f"sub i32 {r * P}, {ox32}")
+            hi = f.op(f"add i32 {lo}, {Wd}")
+            lov = f.op(f"insertelement {vi} poison, i32 {lo}, i64 0")
+            lov = f.op(f"shufflevector {vi} {lov}, {vi} poison, {vi} zeroinitializer")
+            hiv = f.op(f"insertelement {vi} poison, i32 {hi}, i64 0")
+            hiv = f.op(f"shufflevector {vi} {hiv}, {vi} poison, {vi} zeroinitializer")
+            c1 = f.op(f"icmp sge {vi} {iota}, {lov}")
+            c2 = f.op(f"icmp slt {vi} {iota}, {hiv}")
+            segs.append((f.add(off0, r * (Wd - P)), f.op(f"and <{VL} x i1> {c1}, {c2}")))
+        return segs
+
+    def masked_decls(self) -> tuple[str, str]:
+        vt = f"v{self.VL}f{self.es * 8}"
+        ld, st = f"@llvm.masked.load.{vt}.p0", f"@llvm.masked.store.{vt}.p0"
+        mk = f"<{self.VL} x i1>"
+        self.decls.add(f"declare {self.V} {ld}(ptr, i32, {mk}, {self.V})")
+        self.decls.add(f"declare void {st}({self.V}, ptr, i32, {mk})")
+        return ld, st
+
+    def relu(self, f: _Fn, x: str, ty: str) -> str:
+        zero = "zeroinitializer" if ty.startswith("<") else "0.0"
+        c = f.op(f"fcmp ogt {ty} {x}, {zero}")
+        return f.op(f"select {'<%d x i1>' % self.VL if ty.startswith('<') else 'i1'} {c}, "
+                    f"{ty} {x}, {ty} {zero}")
+
     def emit_epilogue(self, f: _Fn, acc) -> None:
+        """Write the tile: alpha, then (first K block) beta*C and the bias or (later blocks)
+        the partial C, then (last block) the epilogue steps.  ``%c``/``%res`` point at the
+        tile's first element, or -- with ``c_ngrid`` -- at the row's logical column 0, the
+        tile starting at logical column ``%col``."""
         p, T, V, es, VL, spec = self.p, self.T, self.V, self.es, self.VL, self.spec
         MR, NV, NR = p.MR, p.NV, p.NR
         scm, scn = p.sc[1], p.sc[2]
         alpha, beta = spec.alpha, spec.beta
         dt = spec.dtype
+        grid = p.ngrid is not None
+        if grid:
+            mload, mstore = self.masked_decls()
 
-        def vload_c(ptr: str) -> str:
+        def vload_c(row: str, v: int, segs) -> str:
+            if grid:
+                x = "zeroinitializer"
+                for off, mask in segs[v]:
+                    x = f.op(f"call {V} {mload}(ptr {f.gep(T, row, off)}, i32 {es}, "
+                             f"<{VL} x i1> {mask}, {V} {x})")
+                return x
+            ptr = f.gep(T, row, v * VL * scn)
             if scn == 1:
                 return f.op(f"load {V}, ptr {ptr}, align {es}")
             x = "poison"
@@ -748,13 +923,43 @@ class _Emitter:
                 x = f.op(f"insertelement {V} {x}, {T} {s}, i64 {lane}")
             return x
 
-        def vstore_c(x: str, ptr: str) -> None:
+        def vstore_c(x: str, row: str, v: int, segs) -> None:
+            if grid:
+                for off, mask in segs[v]:
+                    f.ins(f"call void {mstore}({V} {x}, ptr {f.gep(T, row, off)}, i32 {es}, "
+                          f"<{VL} x i1> {mask})")
+                return
+            ptr = f.gep(T, row, v * VL * scn)
             if scn == 1:
                 f.ins(f"store {V} {x}, ptr {ptr}, align {es}")
                 return
             for lane in range(VL):
                 s = f.op(f"extractelement {V} {x}, i64 {lane}")
                 f.ins(f"store {T} {s}, ptr {f.gep(T, ptr, lane * scn)}, align {es}")
+
+        def finish(x, ty, first, last, load_c, load_r, bias_m, bias_n):
+            """The value stored, from the accumulated product ``x``."""
+            cst = (lambda c: self.splat_const(c)) if ty == V else (lambda c: _fconst(c, dt))
+            if alpha != 1.0:
+                x = f.op(f"fmul {_FM} {ty} {x}, {cst(alpha)}")
+            if not first:
+                x = f.op(f"fadd {_FM} {ty} {x}, {load_c()}")
+            else:
+                if beta != 0.0:
+                    cv = load_c()
+                    if beta != 1.0:
+                        cv = f.op(f"fmul {_FM} {ty} {cv}, {cst(beta)}")
+                    x = f.op(f"fadd {_FM} {ty} {x}, {cv}")
+                for b in (bias_n, bias_m):
+                    if b is not None:
+                        x = f.op(f"fadd {_FM} {ty} {x}, {b}")
+            if last:
+                for step in p.epi:
+                    if step == "add":
+                        x = f.op(f"fadd {_FM} {ty} {x}, {load_r()}")
+                    else:
+                        x = self.relu(f, x, ty)
+            return x
 
         full = f.op(f"icmp eq i64 %mr, {MR}")
         full_n = f.op(f"icmp eq i64 %nr, {NR}")
@@ -764,39 +969,30 @@ class _Emitter:
 
         # Full tile: vector epilogue straight from the registers.
         f.label(L_fast)
-        L_ff, L_fa = f.label_name("ffirst"), f.label_name("facc")
-        f.ins(f"br i1 %first, label %{L_ff}, label %{L_fa}")
-        for first, lab in ((True, L_ff), (False, L_fa)):
-            f.label(lab)
+        segs = [self.grid_segments(f, f.add("%col", v * VL)) for v in range(NV)] \
+            if grid else None
+
+        def fast(first, last):
             bias_n = []
             if first and p.bias == "n":
                 bias_n = [f.op(f"load {V}, ptr {f.gep(T, '%bias', v * VL)}, align {es}")
                           for v in range(NV)]
             for i in range(MR):
                 row = f.gep(T, "%c", i * scm)
+                rrow = f.gep(T, "%res", i * scm) if p.res_arg >= 0 else None
                 bias_m = None
                 if first and p.bias == "m":
                     bias_m = self.splat(f, f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, "
                                                 f"align {es}"))
                 for v in range(NV):
-                    ptr = f.gep(T, row, v * VL * scn)
-                    x = acc[i][v]
-                    if alpha != 1.0:
-                        x = f.op(f"fmul {_FM} {V} {x}, {self.splat_const(alpha)}")
-                    if not first:
-                        x = f.op(f"fadd {_FM} {V} {x}, {vload_c(ptr)}")
-                    else:
-                        if beta != 0.0:
-                            cv = vload_c(ptr)
-                            if beta != 1.0:
-                                cv = f.op(f"fmul {_FM} {V} {cv}, {self.splat_const(beta)}")
-                            x = f.op(f"fadd {_FM} {V} {x}, {cv}")
-                        if bias_n:
-                            x = f.op(f"fadd {_FM} {V} {x}, {bias_n[v]}")
-                        if bias_m is not None:
-                            x = f.op(f"fadd {_FM} {V} {x}, {bias_m}")
-                    vstore_c(x, ptr)
-            f.br(L_end)
+                    x = finish(acc[i][v], V, first, last,
+                               lambda: vload_c(row, v, segs),
+                               lambda: vload_c(rrow, v, segs), bias_m,
+                               bias_n[v] if bias_n else None)
+                    vstore_c(x, row, v, segs)
+
+        self.branch_variants(f, fast)
+        f.br(L_end)
 
         # Edge tile: spill the registers to the tile buffer, scalar epilogue over mr x nr.
         f.label(L_slow)
@@ -804,37 +1000,41 @@ class _Emitter:
             for v in range(NV):
                 f.ins(f"store {V} {acc[i][v]}, ptr {f.gep(T, '%tile', i * NR + v * VL, True)}, "
                       f"align {self.valign}")
-        L_sf, L_sa = f.label_name("sfirst"), f.label_name("sacc")
-        f.ins(f"br i1 %first, label %{L_sf}, label %{L_sa}")
-        for first, lab in ((True, L_sf), (False, L_sa)):
-            f.label(lab)
+
+        def slow(first, last):
             with f.loop(0, "%mr") as i:
                 row = f.gep(T, "%c", f.mul(i, scm))
+                rrow = f.gep(T, "%res", f.mul(i, scm)) if p.res_arg >= 0 else None
                 trow = f.gep(T, "%tile", f.mul(i, NR), True)
                 bm = None
                 if first and p.bias == "m":
                     bm = f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, align {es}")
                 with f.loop(0, "%nr") as j:
-                    ptr = f.gep(T, row, f.mul(j, scn))
-                    x = f.op(f"load {T}, ptr {f.gep(T, trow, j, True)}, align {es}")
-                    if alpha != 1.0:
-                        x = f.op(f"fmul {_FM} {T} {x}, {_fconst(alpha, dt)}")
-                    if not first:
-                        cv = f.op(f"load {T}, ptr {ptr}, align {es}")
-                        x = f.op(f"fadd {_FM} {T} {x}, {cv}")
+                    if grid:
+                        P, Wd = p.ngrid
+                        q = f.add("%col", j)
+                        ox = f.urem(q, P)
+                        off = f.add(f.mul(f.udiv(q, P), Wd), ox)
+                        cm = f.op(f"icmp ult i64 {ox}, {Wd}")
+                        skip = _If(f, cm)
+                        skip.__enter__()
                     else:
-                        if beta != 0.0:
-                            cv = f.op(f"load {T}, ptr {ptr}, align {es}")
-                            if beta != 1.0:
-                                cv = f.op(f"fmul {_FM} {T} {cv}, {_fconst(beta, dt)}")
-                            x = f.op(f"fadd {_FM} {T} {x}, {cv}")
-                        if p.bias == "n":
-                            bn = f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}")
-                            x = f.op(f"fadd {_FM} {T} {x}, {bn}")
-                        if bm is not None:
-                            x = f.op(f"fadd {_FM} {T} {x}, {bm}")
+                        off = f.mul(j, scn)
+                    ptr = f.gep(T, row, off)
+                    bn = None
+                    if first and p.bias == "n":
+                        bn = f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}")
+                    x = f.op(f"load {T}, ptr {f.gep(T, trow, j, True)}, align {es}")
+                    x = finish(x, T, first, last,
+                               lambda: f.op(f"load {T}, ptr {ptr}, align {es}"),
+                               lambda: f.op(f"load {T}, ptr {f.gep(T, rrow, off)}, "
+                                            f"align {es}"), bm, bn)
                     f.ins(f"store {T} {x}, ptr {ptr}, align {es}")
-            f.br(L_end)
+                    if grid:
+                        skip.__exit__(None, None, None)
+
+        self.branch_variants(f, slow)
+        f.br(L_end)
         f.label(L_end)
 
     # --- the task entry point ---
@@ -864,6 +1064,7 @@ class _Emitter:
 
         pA, pB, pC = arg(p.a_arg), arg(p.b_arg), arg(2)
         pBias = arg(3) if p.bias else "null"
+        pRes = arg(p.res_arg) if p.res_arg >= 0 else "null"
         tile = "%scratch"
         Bp = f.gep("i8", "%scratch", b_off, True)
         Ap = f.gep("i8", "%scratch", a_off, True)
@@ -880,20 +1081,27 @@ class _Emitter:
             Ab = f.gep(T, pA, f.mul(b, p.sa[0]))
             Bb = f.gep(T, pB, f.mul(b, p.sb[0]))
             Cb = f.gep(T, pC, f.mul(b, p.sc[0]))
+            Rb = f.gep(T, pRes, f.mul(b, p.sc[0])) if p.res_arg >= 0 else "null"
             biasb = f.gep(T, pBias, f.mul(b, self.spec.bias_stride_batch)) if p.bias else "null"
             with f.loop(n0, n1, p.NC) as jc:
                 nc = f.smin(p.NC, f.sub(n1, jc))
                 with f.loop(0, max(p.K, 1), p.KC) as pc:
                     kc = f.smin(p.KC, f.sub(p.K, pc))
                     first = f.op(f"icmp eq i64 {pc}, 0")
-                    src_b = f.gep(T, Bb, f.add(f.mul(pc, p.sb[1]), f.mul(jc, p.sb[2])))
-                    if p.direct_b:
+                    last = f.op(f"icmp sge i64 {f.add(pc, p.KC)}, {p.K}")
+                    if p.kmap:   # rows at computed offsets: packb adds them from pc
+                        src_b = f.gep(T, Bb, f.mul(jc, p.sb[2]))
+                        f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
+                              f"i64 {nc}, i64 {kc}, i64 {pc})")
+                    elif p.direct_b:
+                        src_b = f.gep(T, Bb, f.add(f.mul(pc, p.sb[1]), f.mul(jc, p.sb[2])))
                         # full panels are read in place; only the ragged last one is packed
                         ncf = f.mul(f.udiv(nc, p.NR), p.NR)
                         with f.if_(f.op(f"icmp slt i64 {ncf}, {nc}")):
                             f.ins(f"call void {self.sym('packb')}(ptr {f.gep(T, src_b, ncf)}, "
                                   f"ptr {Bp}, i64 {f.sub(nc, ncf)}, i64 {kc})")
                     else:
+                        src_b = f.gep(T, Bb, f.add(f.mul(pc, p.sb[1]), f.mul(jc, p.sb[2])))
                         f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
                               f"i64 {nc}, i64 {kc})")
                     with f.loop(m0, m1, p.MC) as ic:
@@ -914,15 +1122,19 @@ class _Emitter:
                                 mr = f.smin(p.MR, f.sub(mc, ir))
                                 apan = f.gep(T, Ap, f.mul(ir, kc), True)
                                 row = f.add(ic, ir)
-                                cptr = f.gep(T, Cb, f.add(f.mul(row, p.sc[1]),
-                                                          f.mul(col, p.sc[2])))
+                                # with c_ngrid the kernel maps columns itself from %col
+                                cofs = f.add(f.mul(row, p.sc[1]),
+                                             0 if p.ngrid else f.mul(col, p.sc[2]))
+                                cptr = f.gep(T, Cb, cofs)
+                                rptr = f.gep(T, Rb, cofs) if p.res_arg >= 0 else "null"
                                 bptr = "null"
                                 if p.bias == "m":
                                     bptr = f.gep(T, biasb, row)
                                 elif p.bias == "n":
                                     bptr = f.gep(T, biasb, col)
                                 rest = (f"i64 {kc}, ptr {cptr}, i64 {mr}, i64 {nr}, "
-                                        f"i1 {first}, ptr {bptr}, ptr {tile})")
+                                        f"i1 {first}, ptr {bptr}, ptr {tile}, i1 {last}, "
+                                        f"i64 {col}, ptr {rptr})")
                                 if p.direct_b:
                                     lk, lp, lj = (f.label_name(x) for x in ("kd", "kp", "kj"))
                                     f.ins(f"br i1 {full_n}, label %{lk}, label %{lp}")
@@ -952,7 +1164,7 @@ class _Emitter:
         ars = K if self.dot_a_packed() else p.sa[1]
         bcs = p.sb[2]
         f = _Fn(f"define internal void {self.sym(f'dot{nb}')}(ptr noalias %a, ptr noalias %b, "
-                f"ptr %c, ptr %bias) {_FN_ATTRS}")
+                f"ptr %c, ptr %bias, ptr %res) {_FN_ATTRS}")
         nvec = K // VL
         head, body, done = f.label_name("dh"), f.label_name("db"), f.label_name("dx")
         f.br(head)
@@ -1016,6 +1228,13 @@ class _Emitter:
                     bi = m if p.bias == "m" else j
                     bv = f.op(f"load {T}, ptr {f.gep(T, '%bias', bi)}, align {es}")
                     x = f.op(f"fadd {_FM} {T} {x}, {bv}")
+                for step in p.epi:   # the dot schedule reduces all of K at once
+                    if step == "add":
+                        rp = f.gep(T, "%res", m * p.sc[1] + j * p.sc[2])
+                        rv = f.op(f"load {T}, ptr {rp}, align {es}")
+                        x = f.op(f"fadd {_FM} {T} {x}, {rv}")
+                    else:
+                        x = self.relu(f, x, T)
                 f.ins(f"store {T} {x}, ptr {ptr}, align {es}")
         f.ins("ret void")
         return f.render()
@@ -1033,6 +1252,7 @@ class _Emitter:
 
         pA, pB, pC = arg(p.a_arg), arg(p.b_arg), arg(2)
         pBias = arg(3) if p.bias else "null"
+        pRes = arg(p.res_arg) if p.res_arg >= 0 else "null"
         NB = p.dot_nb
         with f.loop("%task_begin", "%task_end") as t:
             b = f.udiv(t, p.nt)
@@ -1041,6 +1261,7 @@ class _Emitter:
             Ab = f.gep(T, pA, f.mul(b, p.sa[0]))
             Bb = f.gep(T, pB, f.mul(b, p.sb[0]))
             Cb = f.gep(T, pC, f.mul(b, p.sc[0]))
+            Rb = f.gep(T, pRes, f.mul(b, p.sc[0])) if p.res_arg >= 0 else "null"
             biasb = f.gep(T, pBias, f.mul(b, self.spec.bias_stride_batch)) if p.bias else "null"
             if self.dot_a_packed():   # gather the M rows of A into K-contiguous rows
                 for m in range(p.M):
@@ -1055,8 +1276,9 @@ class _Emitter:
                 bp = f.gep(T, Bb, f.mul(j, p.sb[2]))
                 cp = f.gep(T, Cb, f.mul(j, p.sc[2]))
                 biasp = f.gep(T, biasb, j) if p.bias == "n" else biasb
+                rp = f.gep(T, Rb, f.mul(j, p.sc[2])) if p.res_arg >= 0 else "null"
                 f.ins(f"call void {self.sym(f'dot{nb}')}(ptr {Ab}, ptr {bp}, ptr {cp}, "
-                      f"ptr {biasp})")
+                      f"ptr {biasp}, ptr {rp})")
 
             nfull = f.udiv(f.sub(n1, n0), NB)
             with f.loop(0, nfull) as q:

@@ -341,7 +341,9 @@ def _written_slots(cg) -> set:
     for lk in cg.kernels:
         k = lk.kernel
         if isinstance(k, K.TemplateKernel):
-            idx = [2] if k.note == "gemm" else list(range(len(k.buffers)))
+            # GEMM templates (also with a fused epilogue) store into C only
+            idx = [2] if getattr(k, "gemm_spec", None) is not None else \
+                list(range(len(k.buffers)))
         else:
             bufs = set()
             _stores(k.body, bufs)

@@ -21,6 +21,9 @@ duplicated only while it stays cheap with what it absorbed and the duplicates re
 memory than materializing it would. No producer moves into a kernel with much less
 parallelism (e.g. a full reduction).
 
+Before inlining, ``fuse_epilogue`` folds relu / residual-add consumers of matrix products into
+the GEMM template's epilogue.
+
 Needs: the deferred lowered kernel list and the slot table. Provides: scheduled kernels,
 the section boundary, the unfused kernel count, the fused groups and the slots that are no
 longer materialized.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 
 from ..ir import kernel as K
 from ..ir.dtypes import as_dtype
+from .fuse_epilogue import fuse_gemm_epilogues
 from .lower import LoweredKernel, schedule_deferred
 from .schedule import CHUNK, MIN_TASKS, schedule
 
@@ -69,7 +73,13 @@ def fuse(lowered: list, slot_nbytes: list, slot_kinds: list, n_fwd: int, *,
         out = [schedule_deferred(lk) if lk.kernel is None else _as_member(lk) for lk in lowered]
         groups = [lk.members for lk in out if len(lk.members) > 1]
         return FusionResult(out, n_fwd, len(lowered), groups)
-    return _Fuser(lowered, slot_nbytes, slot_kinds, n_fwd, set(keep), owner or {}).run()
+    unfused = len(lowered)
+    lowered, n_fwd, gone = fuse_gemm_epilogues(lowered, slot_nbytes, slot_kinds, n_fwd,
+                                               set(keep))
+    res = _Fuser(lowered, slot_nbytes, slot_kinds, n_fwd, set(keep), owner or {}).run()
+    res.kernels_unfused = unfused
+    res.inlined_slots |= gone
+    return res
 
 
 def _as_member(lk: LoweredKernel) -> LoweredKernel:

@@ -70,6 +70,13 @@ class LowerCtx:
     def out_shapes(self) -> list:
         return [r.shape for r in self.outputs]
 
+    @property
+    def cpu_templates(self) -> bool:
+        """Whether the CPU GEMM template's extras (implicit-GEMM addressing, fused epilogues)
+        are available: not when lowering for the GPU."""
+        from ..codegen.ptx import gpu_lowering
+        return not gpu_lowering()
+
     def temp(self, shape, dtype) -> K.TensorRef:
         d = as_dtype(dtype)
         shape = tuple(int(s) for s in shape)
@@ -147,12 +154,16 @@ class LowerCtx:
     def gemm(self, a: K.TensorRef, b: K.TensorRef, c: K.TensorRef, *, trans_a: bool = False,
              trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
              bias: K.TensorRef | None = None, bias_axis: str | None = None,
-             bias_batch_stride: int = 0) -> None:
+             bias_batch_stride: int = 0, b_kmap: tuple | None = None,
+             c_ngrid: tuple | None = None, epilogue: tuple = (),
+             residual: K.TensorRef | None = None) -> None:
         """C[batch, m, n] = alpha * op(A) @ op(B) + beta*C (+ bias along m or n; with
         ``bias_batch_stride`` each batch entry reads its own bias, e.g. one per conv group).
 
         ``a``, ``b``, ``c`` are 2-D (m, k) / 3-D (batch, m, k) views; strides express the
-        transposes, so no data is moved before the template's own packing.
+        transposes, so no data is moved before the template's own packing. ``b_kmap``,
+        ``c_ngrid`` and ``epilogue`` are passed to ``GemmSpec`` (implicit-GEMM convolution,
+        fused epilogue); ``residual`` is the "add" operand, laid out exactly like ``c``.
         """
         from ..codegen.gemm import GemmSpec, gemm_kernel
         from ..codegen.ptx import gemm_template as gpu_gemm_template
@@ -191,10 +202,20 @@ class LowerCtx:
         spec = GemmSpec(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
                         c_strides=sc, alpha=float(alpha), beta=float(beta),
                         bias=bias_axis if bias is not None else None,
-                        bias_stride_batch=bias_stride)
+                        bias_stride_batch=bias_stride, b_kmap=b_kmap, c_ngrid=c_ngrid,
+                        epilogue=tuple(epilogue))
         # pointers are passed already offset; views with element offsets become slot offsets
         bufs = [a.buf, b.buf, c.buf] + ([bias.buf] if bias is not None else [])
         offs = [a.offset, b.offset, c.offset] + ([bias.offset] if bias is not None else [])
+        if "add" in spec.epilogue:
+            if residual is None or tuple(residual.strides) != tuple(c.strides):
+                raise CompileError(f"{self.node.op} '{self.node.name}': the residual of a "
+                                   "fused GEMM epilogue must be laid out like the output")
+            bufs.append(residual.buf)
+            offs.append(residual.offset)
+        if gpu_lowering() and (b_kmap or c_ngrid or spec.epilogue):
+            raise CompileError(f"{self.node.op} '{self.node.name}': implicit-GEMM addressing "
+                               "and fused epilogues are CPU-template features")
         if gpu_lowering():  # compiler.cuda_build: the PTX back end renders it from the spec
             kern = gpu_gemm_template(spec, bufs)
         else:

@@ -200,7 +200,7 @@ def test_resnet18_v1_host_artifact(build, driver, tmp_path):
     np.testing.assert_allclose(m(x)[0], want, **tol("resnet18_v1"))
     meta = m.metadata
     assert meta["weights_bytes"] > 40e6
-    assert meta["memory"]["arena_bytes"] < meta["memory"]["naive_bytes"] / 4
+    assert meta["memory"]["arena_bytes"] < meta["memory"]["naive_bytes"] / 3
     y = run_driver([str(driver("cc"))], d / "libmodel.so", x, tmp_path, "--threads", "2")
     np.testing.assert_allclose(y, want, **tol("resnet18_v1"))
 

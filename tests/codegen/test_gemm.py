@@ -78,7 +78,7 @@ def _estrides(v: np.ndarray) -> tuple[int, ...]:
 
 def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=False,
          alpha=1.0, beta=0.0, bias=None, shared_b=False, shared_bias=False, task_order=None,
-         seed=0, params=None):
+         seed=0, params=None, epilogue=()):
     """Build, run and check one GEMM; returns (C result, kernel) for further checks."""
     isa = isa or BEST
     rng = np.random.default_rng(seed)
@@ -100,12 +100,15 @@ def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=
     spec = GemmSpec(batch=batch, M=M, N=N, K=K, dtype=dtype, a_strides=_estrides(A),
                     b_strides=_estrides(B), c_strides=_estrides(C), alpha=alpha, beta=beta,
                     bias=bias, bias_stride_batch=0 if (shared_bias or not bias)
-                    else bias_arr.shape[1])
+                    else bias_arr.shape[1], epilogue=epilogue)
+    R = _stored(rng.uniform(-1, 1, (batch, M, N)).astype(dt), (0, 2, 1) if tc else (0, 1, 2))
     kern = gemm_kernel("gemm_test", spec, isa, _params=params)
     fn = _jit(kern)
     ptrs = [A.ctypes.data, B.ctypes.data, C.ctypes.data]
     if bias:
         ptrs.append(bias_arr.ctypes.data)
+    if "add" in epilogue:
+        ptrs.append(R.ctypes.data)
     args = (ctypes.c_void_p * len(ptrs))(*ptrs)
     scratch = _Scratch(kern.scratch_bytes)
     if task_order is None:
@@ -121,10 +124,17 @@ def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=
         ref = ref + bias_arr.astype(np.float64)[:, :, None]
     elif bias == "n":
         ref = ref + bias_arr.astype(np.float64)[:, None, :]
+    ref = _apply_epilogue(ref, epilogue, R)
     tol = (2e-6 if dtype == "float32" else 1e-14) * (max(K, 1) + 4) * max(1.0, abs(alpha))
     np.testing.assert_allclose(C, ref, rtol=0, atol=tol,
                                err_msg=f"{M}x{N}x{K} batch={batch} {dtype} {isa}")
     return np.array(C), kern
+
+
+def _apply_epilogue(ref: np.ndarray, steps, residual: np.ndarray) -> np.ndarray:
+    for step in steps:
+        ref = ref + residual if step == "add" else np.where(ref > 0, ref, 0.0)
+    return ref
 
 
 # --- sizes ------------------------------------------------------------------------------------
@@ -179,6 +189,77 @@ def test_batched():
 ])
 def test_epilogue(alpha, beta, bias):
     _run(29, 71, 300, alpha=alpha, beta=beta, bias=bias, batch=2)
+
+
+@pytest.mark.parametrize("steps", [("relu",), ("add",), ("add", "relu")])
+def test_fused_epilogue(steps):
+    # residual add / relu after the whole K reduction: one K block, several K blocks
+    # (relu must not apply to partial sums), edge tiles, the dot schedule, other orientation
+    _run(29, 71, 300, bias="m", epilogue=steps, batch=2)
+    _run(37, 45, 101, bias="n", beta=0.5, epilogue=steps, params={"kc": 16})
+    _run(1, 300, 200, tb=True, bias="n", epilogue=steps)           # dot schedule
+    _run(45, 3, 31, tc=True, epilogue=steps, dtype="float64")       # swapped orientation
+
+
+def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=None,
+               dtype="float32", isa=None, seed=0):
+    """A stride-1 convolution as one implicit GEMM (b_kmap + c_ngrid) over a zero-padded
+    input, against a direct numpy convolution."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    x = rng.uniform(-1, 1, (N, C, H, W)).astype(dt)
+    w = rng.uniform(-1, 1, (F, C, k, k)).astype(dt)
+    b = rng.uniform(-1, 1, F).astype(dt)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    Hp, Wp = H + 2 * pad, W + 2 * pad
+    Ho, Wo = Hp - (k - 1) * dil, Wp - (k - 1) * dil
+    ref = np.zeros((N, F, Ho, Wo))
+    for ky in range(k):
+        for kx in range(k):
+            win = xp[:, :, ky * dil: ky * dil + Ho, kx * dil: kx * dil + Wo].astype(np.float64)
+            ref += np.einsum("nchw,fc->nfhw", win, w[:, :, ky, kx].astype(np.float64))
+    if bias:
+        ref += b.astype(np.float64)[None, :, None, None]
+    R = rng.uniform(-1, 1, (N, F, Ho, Wo)).astype(dt)
+    ref = _apply_epilogue(ref, epilogue, R)
+    y = np.full((N, F, Ho, Wo), np.nan, dt)
+    Kd = C * k * k
+    spec = GemmSpec(batch=N, M=F, N=(Ho - 1) * Wp + Wo, K=Kd, dtype=dtype,
+                    a_strides=(0, Kd, 1), b_strides=(C * Hp * Wp, 0, 1),
+                    c_strides=(F * Ho * Wo, Ho * Wo, 1), bias="m" if bias else None,
+                    b_kmap=((C, Hp * Wp), (k, dil * Wp), (k, dil)), c_ngrid=(Wp, Wo),
+                    epilogue=epilogue)
+    kern = gemm_kernel("conv_test", spec, isa or BEST, _params=params)
+    fn = _jit(kern)
+    xp = np.ascontiguousarray(xp)
+    ptrs = [w.ctypes.data, xp.ctypes.data, y.ctypes.data] + ([b.ctypes.data] if bias else [])
+    if "add" in epilogue:
+        ptrs.append(R.ctypes.data)
+    args = (ctypes.c_void_p * len(ptrs))(*ptrs)
+    scratch = _Scratch(kern.scratch_bytes)
+    fn(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+    tol = (3e-6 if dtype == "float32" else 1e-13) * (Kd + 4)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("N,C,F,H,W,k,pad,dil", [
+    (1, 3, 8, 7, 9, 3, 1, 1), (2, 5, 17, 13, 11, 3, 1, 1), (1, 16, 32, 14, 14, 3, 1, 1),
+    (1, 4, 6, 9, 8, 5, 2, 1), (2, 3, 7, 10, 12, 3, 2, 2), (1, 2, 3, 1, 1, 3, 1, 1),
+    (1, 7, 5, 6, 23, 2, 0, 1), (3, 1, 1, 5, 5, 1, 0, 1),
+])
+def test_implicit_conv(N, C, F, H, W, k, pad, dil):
+    _conv_gemm(N, C, F, H, W, k, pad, dil)
+
+
+def test_implicit_conv_blocks_and_epilogue():
+    _conv_gemm(2, 9, 19, 11, 13, 3, 1, params={"kc": 16, "nc": 48, "mc": 8},
+               epilogue=("add", "relu"))
+    _conv_gemm(1, 6, 10, 8, 5, 3, 1, epilogue=("relu",), dtype="float64", bias=False)
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS_HERE if i != BEST])
+def test_implicit_conv_other_isas(isa):
+    _conv_gemm(2, 5, 17, 13, 11, 3, 1, isa=isa, epilogue=("add", "relu"))
 
 
 def test_zero_sizes():

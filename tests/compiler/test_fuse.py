@@ -372,8 +372,10 @@ def test_inspect_fusion_cli(tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["kernels_unfused"] == 4 and rep["kernels"] == 2
-    (grp,) = rep["fused_groups"]          # relu and *2 inlined into the softmax
-    assert grp["kernel"] == "sm" and len(grp["nodes"]) == 3 and grp["nodes"][-1] == "sm"
+    # relu in the FullyConnected GEMM's epilogue, *2 inlined into the softmax
+    epi, grp = rep["fused_groups"]
+    assert epi["nodes"][0] == "fc" and len(epi["nodes"]) == 2
+    assert grp["kernel"] == "sm" and len(grp["nodes"]) == 2 and grp["nodes"][-1] == "sm"
     r = CliRunner().invoke(main, ["inspect", str(p), "--shape", "x=4,5", "--fusion"],
                            catch_exceptions=False)
     assert r.exit_code == 0 and "4 kernels unfused -> 2 fused" in r.output, r.output

@@ -446,10 +446,59 @@ def _wmat(w: K.TensorRef, gm: Geom, gi: int, rows: int, cols: int) -> K.TensorRe
 # ---------------------------------------------------------------------------------------------
 # the three convolution passes
 # ---------------------------------------------------------------------------------------------
-def conv_forward(ctx, gm: Geom, x, w, b, y) -> None:
-    """y = conv(x, w) + b."""
+#: The implicit GEMM computes each output row over the whole padded row and drops the extra
+#: columns; it is taken while that wastes at most this fraction more work than an im2col pass
+#: would (56/28/14-wide rows with pad 1 qualify, 7-wide ones do not).
+IMPLICIT_MAX_WASTE = 1.15
+
+
+def implicit_geometry(gm: Geom):
+    """(H, W, kh, kw, dh, dw, ph, pw, Ho, Wo) when the implicit-GEMM path runs this forward
+    convolution (stride 1, 1-D or 2-D, not 1x1 / depthwise), else None."""
+    if gm.nd not in (1, 2) or any(v != 1 for v in gm.s) or gm.pointwise or gm.depthwise:
+        return None
+
+    def two(t, one):
+        return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
+
+    (H, W), (kh, kw), (dh, dw), (ph, pw), (Ho, Wo) = (
+        two(gm.X, 1), two(gm.k, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
+    if W + 2 * pw > Wo * IMPLICIT_MAX_WASTE:
+        return None
+    return H, W, kh, kw, dh, dw, ph, pw, Ho, Wo
+
+
+def _conv_implicit(ctx, gm: Geom, geo, x, w, b, y, epilogue, residual) -> None:
+    """y = conv(x, w) + b without an im2col buffer: x is zero-padded once (when pad > 0),
+    then per group one GEMM whose B rows are runs of the padded input at offsets computed
+    from (channel, tap) -- ``b_kmap`` -- and whose output columns walk the padded rows,
+    storing only the Wo real ones -- ``c_ngrid``."""
+    H, W, kh, kw, dh, dw, ph, pw, Ho, Wo = geo
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    N, C_, F, Cg, Fg = gm.N, gm.C, gm.F, gm.Cg, gm.Fg
+    x4 = _view(x, (N, C_, H, W))
+    xp = pad_temp(ctx, x4, (ph, pw), (ph, pw), 0.0, name="conv_pad") if ph or pw else x4
+    HW, Yp = Hp * Wp, Ho * Wo
+    cols = (Ho - 1) * Wp + Wo
+    for gi in range(gm.G):
+        out = _view(y, (N, Fg, cols), (F * Yp, Yp, 1), gi * Fg * Yp)
+        ctx.gemm(_wmat(w, gm, gi, Fg, Cg * kh * kw),
+                 _view(xp, (N, Cg * kh * kw, cols), (C_ * HW, 0, 1), gi * Cg * HW), out,
+                 bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
+                 bias_axis=None if b is None else "m",
+                 b_kmap=((Cg, HW), (kh, dh * Wp), (kw, dw)), c_ngrid=(Wp, Wo),
+                 epilogue=epilogue,
+                 residual=None if residual is None else
+                 _view(residual, out.shape, out.strides, gi * Fg * Yp))
+
+
+def conv_forward(ctx, gm: Geom, x, w, b, y, epilogue: tuple = (), residual=None) -> None:
+    """y = conv(x, w) + b, then the fused ``epilogue`` steps ("add" the ``residual``, laid
+    out like y; "relu") -- see :func:`fusable_epilogue` for when they may be given."""
     if y.size == 0:
         return
+    if epilogue and not fusable_epilogue(gm):
+        raise OpError(f"Convolution: no fused epilogue for this geometry {gm}")
     if x.size == 0 or gm.Cg == 0:
         if b is None:
             fill_zero(ctx, y)
@@ -461,24 +510,40 @@ def conv_forward(ctx, gm: Geom, x, w, b, y) -> None:
         return _dw_forward(ctx, gm, x, w, b, y)
     G, Cg, Fg, F, C_, Yp, Xp = gm.G, gm.Cg, gm.Fg, gm.F, gm.C, gm.Yp, gm.Xp
     CgK = Cg * gm.Kp
+    epi = dict(epilogue=tuple(epilogue))
+
+    def res(view: K.TensorRef):
+        epi["residual"] = None if residual is None else \
+            _view(residual, view.shape, view.strides, view.offset - y.offset)
+        return epi
+
     if gm.pointwise:
         for gi in range(G):
+            out = _view(y, (gm.N, Fg, Yp), (F * Yp, Yp, 1), gi * Fg * Yp)
             matmul(ctx, _wmat(w, gm, gi, Fg, Cg),
-                   _view(x, (gm.N, Cg, Xp), (C_ * Xp, Xp, 1), gi * Cg * Xp),
-                   _view(y, (gm.N, Fg, Yp), (F * Yp, Yp, 1), gi * Fg * Yp),
+                   _view(x, (gm.N, Cg, Xp), (C_ * Xp, Xp, 1), gi * Cg * Xp), out,
                    bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
-                   bias_axis=None if b is None else "m")
+                   bias_axis=None if b is None else "m", **res(out))
         return
+    geo = implicit_geometry(gm) if ctx.cpu_templates else None
+    if geo is not None:
+        return _conv_implicit(ctx, gm, geo, x, w, b, y, tuple(epilogue), residual)
     nb = gm.chunk()
     col = ctx.temp((C_ * gm.Kp * nb * Yp,), x.dtype)
     for n0 in range(0, gm.N, nb):
         _im2col(ctx, gm, x, n0, nb, col)
         for gi in range(G):
+            out = _view(y, (nb, Fg, Yp), (F * Yp, Yp, 1), n0 * F * Yp + gi * Fg * Yp)
             matmul(ctx, _wmat(w, gm, gi, Fg, CgK),
-                   _view(col, (nb, CgK, Yp), (Yp, nb * Yp, 1), gi * CgK * nb * Yp),
-                   _view(y, (nb, Fg, Yp), (F * Yp, Yp, 1), n0 * F * Yp + gi * Fg * Yp),
+                   _view(col, (nb, CgK, Yp), (Yp, nb * Yp, 1), gi * CgK * nb * Yp), out,
                    bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
-                   bias_axis=None if b is None else "m")
+                   bias_axis=None if b is None else "m", **res(out))
+
+
+def fusable_epilogue(gm: Geom) -> bool:
+    """Whether the forward convolution of ``gm`` can take a fused epilogue: every path but
+    the depthwise kernel and the degenerate (empty) cases ends in the GEMM template."""
+    return not gm.depthwise and gm.Cg > 0 and gm.N * gm.F * gm.Yp > 0 and gm.Xp > 0
 
 
 def conv_backward_data(ctx, gm: Geom, dy, w, dx, bias=None) -> None:

@@ -40,11 +40,13 @@ def fill_zero(ctx, ref: K.TensorRef, name: str = "zero") -> None:
 
 def matmul(ctx, a: K.TensorRef, b: K.TensorRef, c: K.TensorRef, *, trans_a: bool = False,
            trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0, bias=None,
-           bias_axis=None) -> None:
+           bias_axis=None, epilogue: tuple = (), residual=None) -> None:
     """``ctx.gemm`` with the degenerate cases handled (empty output, empty contraction)."""
     if c.size == 0:
         return
     kdim = a.shape[-2] if trans_a else a.shape[-1]
+    if kdim == 0 and epilogue:
+        raise OpError("matmul: a fused epilogue needs a non-empty contraction")
     if kdim == 0:
         if beta == 0.0 and bias is None:
             fill_zero(ctx, c)
@@ -57,7 +59,7 @@ def matmul(ctx, a: K.TensorRef, b: K.TensorRef, c: K.TensorRef, *, trans_a: bool
             return
         return  # C = beta*C + 0 with beta == 1 (accumulation): nothing to do
     ctx.gemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, bias=bias,
-             bias_axis=bias_axis)
+             bias_axis=bias_axis, epilogue=epilogue, residual=residual)
 
 
 _GEMM_TYPES = ("float32", "float64")
