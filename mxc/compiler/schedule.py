@@ -7,10 +7,14 @@ The default schedule, good for elementwise, broadcast, injective and row-wise re
   vectorizer works on; very long rows are cut into chunks that become tasks too;
 * every ``Reduce`` is computed at the shallowest loop level that binds all the variables it
   depends on, so a softmax row maximum is computed once per row, not once per element, and
-  identical reductions are computed once (structural equality).
+  identical reductions are computed once (structural equality);
+* a small reduction (at most UNROLL_MAX terms, e.g. a pooling window) that depends on the
+  vector loop's index is unrolled into the element's expression: a reduction loop inside the
+  vector loop would keep LLVM's loop vectorizer (innermost loops only) from vectorizing it.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from ..ir import kernel as K
@@ -18,6 +22,7 @@ from ..ir.dtypes import DType
 
 CHUNK = 4096          # inner-loop length when a long row is cut into tasks
 MIN_TASKS = 8         # below this many outer rows, long rows are chunked for parallelism
+UNROLL_MAX = 32       # reductions of at most this many terms inside the vector loop unroll
 
 
 class _Level:
@@ -84,6 +89,9 @@ class _Lowerer:
         level = self.levels[depth]
         if r in level.memo:
             return level.memo[r]
+        if self._unrollable(r, depth):
+            level.memo[r] = self._unrolled(r)
+            return level.memo[r]
         saved = self.levels
         self.levels = self.levels[: depth + 1]
         arg = r.op in ("argmax", "argmin")
@@ -137,6 +145,28 @@ class _Lowerer:
         level.pre.extend(stmts)
         level.memo[orig] = result
         return result
+
+
+    def _unrollable(self, r: K.Reduce, depth: int) -> bool:
+        """Computed per element of the vector loop (the kernel's two levels, bound at the
+        inner one), small, a plain fold, nothing nested."""
+        return (len(self.levels) == 2 and depth == 1 and r.op in ("sum", "prod", "max", "min")
+                and math.prod(ax.extent for ax in r.axes) <= UNROLL_MAX
+                and not _has_reduce(r.body))
+
+    def _unrolled(self, r: K.Reduce) -> K.Expr:
+        """``r`` as a left fold over its terms in loop order (the loop's exact arithmetic)."""
+        body = r.body
+        if r.op in ("sum", "prod") and r.dtype != body.dtype:
+            body = K.cast(r.dtype, body)
+        vdtype = body.dtype
+        combine = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}[r.op]
+        acc: K.Expr = _identity(r.op, vdtype)
+        for taps in itertools.product(*(range(int(ax.extent)) for ax in r.axes)):
+            term = K.substitute(body, {ax.var: K.const(t, K.INDEX)
+                                       for ax, t in zip(r.axes, taps)})
+            acc = K.Bin(combine, acc, term, vdtype)
+        return acc if acc.dtype == r.dtype else K.cast(r.dtype, acc)
 
 
 def _has_reduce(e: K.Expr, _cache: dict = {}) -> bool:  # noqa: B006 - deliberate memo

@@ -447,9 +447,11 @@ def _wmat(w: K.TensorRef, gm: Geom, gi: int, rows: int, cols: int) -> K.TensorRe
 # the three convolution passes
 # ---------------------------------------------------------------------------------------------
 #: The implicit GEMM computes each output row over the whole padded row and drops the extra
-#: columns; it is taken while that wastes at most this fraction more work than an im2col pass
-#: would (56/28/14-wide rows with pad 1 qualify, 7-wide ones do not).
+#: columns; it is taken while that costs at most this factor more GEMM columns than im2col
+#: would, both rounded up to a register tile of IMPLICIT_TILE_N columns (the AVX-512 tile;
+#: ResNet's 56/28/14/7-wide rows with pad 1 all qualify: 3264/3136, 224/224, 64/64, ...).
 IMPLICIT_MAX_WASTE = 1.15
+IMPLICIT_TILE_N = 32
 
 
 def implicit_geometry(gm: Geom):
@@ -463,7 +465,9 @@ def implicit_geometry(gm: Geom):
 
     (H, W), (kh, kw), (dh, dw), (ph, pw), (Ho, Wo) = (
         two(gm.X, 1), two(gm.k, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
-    if W + 2 * pw > Wo * IMPLICIT_MAX_WASTE:
+    cols = (Ho - 1) * (W + 2 * pw) + Wo
+    tile = IMPLICIT_TILE_N
+    if -(-cols // tile) * tile > -(-(Ho * Wo) // tile) * tile * IMPLICIT_MAX_WASTE:
         return None
     return H, W, kh, kw, dh, dw, ph, pw, Ho, Wo
 
