@@ -21,6 +21,7 @@ from mxc.base import CompileError
 from mxc.codegen.jit import compile_ir
 from mxc.codegen.llvm_render import render_module
 from mxc.compiler import schedule as S
+from mxc.compiler.schedule import UNROLL_MAX
 from mxc.compiler.lower import LowerCtx, SlotTable
 from mxc.ir import kernel as K
 from mxc.ir.dtypes import as_dtype
@@ -166,10 +167,12 @@ def test_softmax_with_exp():
                                atol=1e-7)
 
 
-def test_reduction_depending_on_the_inner_index_stays_in_the_inner_loop():
+@pytest.mark.parametrize("c", [5, UNROLL_MAX + 3])
+def test_reduction_depending_on_the_inner_index_stays_in_the_inner_loop(c):
     """out[i, j] = x[i, j] - sum_k y[j, k]: the sum depends on j, so it is computed inside
-    the vector loop (once per element), not hoisted to task level."""
-    a, b, c = 3, 4, 5
+    the vector loop (once per element), not hoisted to task level: as a loop there, or, when
+    it has at most UNROLL_MAX terms, unrolled into the element's expression."""
+    a, b = 3, 4
     bx, by, bo = buf("x", "float64", a * b), buf("y", "float64", b * c), \
         buf("o", "float64", a * b)
     X, Y = ref(bx, (a, b)), ref(by, (b, c))
@@ -177,7 +180,7 @@ def test_reduction_depending_on_the_inner_index_stays_in_the_inner_loop():
     k = kernel(ref(bo, (a, b)), lambda i, j: X[i, j] - K.reduce("sum", Y[j, r.var], [r]),
                [bx, by, bo])
     inner = inner_loop(k)
-    assert [lp.var for lp in loops(inner.body)] == [r.var]
+    assert [lp.var for lp in loops(inner.body)] == ([] if c <= UNROLL_MAX else [r.var])
     x, y = np.arange(a * b, dtype=np.float64), np.arange(b * c, dtype=np.float64) ** 2
     o = np.zeros(a * b)
     (f,) = compile_kernels([k])
