@@ -92,7 +92,9 @@ class GemmSpec:
     bias_stride_batch: int = 0
     # Implicit-GEMM addressing (convolution without an im2col buffer):
     # b_kmap: B row k starts at sum(digit_i * stride_i) for the digits of k in the radices
-    #   ((radix, stride), ...) (most significant first), instead of k * b_strides[1];
+    #   ((radix, stride), ...) (most significant first), instead of k * b_strides[1]; a digit
+    #   (radix, stride, s, phase_stride) contributes (v // s) * stride + (v % s) * phase_stride
+    #   (strided convolution over a space-to-depth input);
     # c_ngrid: (pitch, width): logical column n of C is stored at (n // pitch) * width +
     #   n % pitch and dropped when n % pitch >= width (an output row computed over a padded row).
     b_kmap: tuple | None = None
@@ -113,8 +115,13 @@ class GemmSpec:
                                  f"got {val}")
             object.__setattr__(self, field, val)
         if self.b_kmap is not None:
-            kmap = tuple((int(r), int(st)) for r, st in self.b_kmap)
-            if not kmap or math.prod(r for r, _ in kmap) != self.K or min(r for r, _ in kmap) < 1:
+            kmap = tuple(tuple(int(v) for v in d) + ((1, 0) if len(d) == 2 else ())
+                         for d in self.b_kmap)
+            if any(len(d) != 4 or d[2] < 1 for d in kmap):
+                raise ValueError(f"GemmSpec.b_kmap digits are (radix, stride) or (radix, "
+                                 f"stride, phase, phase_stride), got {self.b_kmap}")
+            if not kmap or math.prod(d[0] for d in kmap) != self.K or \
+                    min(d[0] for d in kmap) < 1:
                 raise ValueError(f"GemmSpec.b_kmap radices {kmap} must multiply to K={self.K}")
             if self.b_strides[2] != 1:
                 raise ValueError("GemmSpec.b_kmap needs contiguous B rows (b_strides[2] == 1)")
@@ -680,11 +687,17 @@ class _Emitter:
     def b_row_offset(self, f: _Fn, k):
         """Element offset of B row ``k`` under ``b_kmap`` (digits of k times their strides)."""
         kmap = self.p.kmap
+
+        def term(v, stride, ph, pstride):
+            if ph == 1:
+                return f.mul(v, stride)
+            return f.add(f.mul(f.udiv(v, ph), stride), f.mul(f.urem(v, ph), pstride))
+
         off, rest = 0, k
-        for radix, stride in reversed(kmap[1:]):
-            off = f.add(off, f.mul(f.urem(rest, radix), stride))
+        for radix, stride, ph, pstride in reversed(kmap[1:]):
+            off = f.add(off, term(f.urem(rest, radix), stride, ph, pstride))
             rest = f.udiv(rest, radix)
-        return f.add(off, f.mul(rest, kmap[0][1]))
+        return f.add(off, term(rest, *kmap[0][1:]))
 
     def emit_pack_b_rows(self) -> str:
         """Pack B for ``b_kmap`` (implicit im2col): ``dst[q][k][w] = src[row(k0 + k) + q*NR

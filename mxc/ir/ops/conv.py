@@ -454,44 +454,122 @@ IMPLICIT_MAX_WASTE = 1.15
 IMPLICIT_TILE_N = 32
 
 
-def implicit_geometry(gm: Geom):
-    """(H, W, kh, kw, dh, dw, ph, pw, Ho, Wo) when the implicit-GEMM path runs this forward
-    convolution (stride 1, 1-D or 2-D, not 1x1 / depthwise), else None."""
-    if gm.nd not in (1, 2) or any(v != 1 for v in gm.s) or gm.pointwise or gm.depthwise:
+@dataclass(frozen=True)
+class Implicit:
+    """The implicit-GEMM form of a 1-D/2-D convolution (1-D as height 1): the input is
+    rewritten once into ``(N, C, PY, PX, Hq, Wq)`` -- zero-padded and, for stride s > 1,
+    split into the s x s phases the taps use (space-to-depth) -- so that for every
+    (channel, tap) the inputs of consecutive output pixels of a row are consecutive
+    elements, and output row oy starts Wq elements after row oy - 1."""
+
+    H: int
+    W: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    ph: int
+    pw: int
+    Ho: int
+    Wo: int
+
+    @property
+    def phases(self) -> tuple:
+        return min(self.sh, self.kh), min(self.sw, self.kw)
+
+    @property
+    def Hq(self) -> int:
+        return self.Ho + (self.kh - 1) * self.dh // self.sh
+
+    @property
+    def Wq(self) -> int:
+        return self.Wo + (self.kw - 1) * self.dw // self.sw
+
+    @property
+    def cols(self) -> int:
+        return (self.Ho - 1) * self.Wq + self.Wo
+
+    @property
+    def copy_needed(self) -> bool:
+        return bool(self.ph or self.pw or self.sh > 1 or self.sw > 1)
+
+    def kmap(self, Cg: int) -> tuple:
+        """GemmSpec.b_kmap digits (channel, ky, kx) over the rewritten input."""
+        PY, PX = self.phases
+        plane = self.Hq * self.Wq
+
+        def digit(k, s, d, unit, phase_stride):   # stride 1: dilated taps; else phases
+            return (k, d * unit) if s == 1 else (k, unit, s, phase_stride)
+
+        return ((Cg, PY * PX * plane), digit(self.kh, self.sh, self.dh, self.Wq, PX * plane),
+                digit(self.kw, self.sw, self.dw, 1, plane))
+
+
+def implicit_geometry(gm: Geom) -> Implicit | None:
+    """The implicit-GEMM form of this forward convolution, or None: 1-D/2-D, not 1x1
+    stride 1 (a plain GEMM) nor depthwise, dilation only with stride 1, and no more than
+    IMPLICIT_MAX_WASTE extra GEMM columns."""
+    if gm.nd not in (1, 2) or gm.pointwise or gm.depthwise:
         return None
 
     def two(t, one):
         return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
 
-    (H, W), (kh, kw), (dh, dw), (ph, pw), (Ho, Wo) = (
-        two(gm.X, 1), two(gm.k, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
-    cols = (Ho - 1) * (W + 2 * pw) + Wo
-    tile = IMPLICIT_TILE_N
-    if -(-cols // tile) * tile > -(-(Ho * Wo) // tile) * tile * IMPLICIT_MAX_WASTE:
+    (H, W), (kh, kw), (sh, sw), (dh, dw), (ph, pw), (Ho, Wo) = (
+        two(gm.X, 1), two(gm.k, 1), two(gm.s, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
+    if (sh > 1 and dh > 1) or (sw > 1 and dw > 1):
         return None
-    return H, W, kh, kw, dh, dw, ph, pw, Ho, Wo
+    im = Implicit(H, W, kh, kw, sh, sw, dh, dw, ph, pw, Ho, Wo)
+    tile = IMPLICIT_TILE_N
+    if -(-im.cols // tile) * tile > -(-(Ho * Wo) // tile) * tile * IMPLICIT_MAX_WASTE:
+        return None
+    return im
 
 
-def _conv_implicit(ctx, gm: Geom, geo, x, w, b, y, epilogue, residual) -> None:
-    """y = conv(x, w) + b without an im2col buffer: x is zero-padded once (when pad > 0),
-    then per group one GEMM whose B rows are runs of the padded input at offsets computed
-    from (channel, tap) -- ``b_kmap`` -- and whose output columns walk the padded rows,
-    storing only the Wo real ones -- ``c_ngrid``."""
-    H, W, kh, kw, dh, dw, ph, pw, Ho, Wo = geo
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+def _phase_split(ctx, im: Implicit, x4: K.TensorRef) -> K.TensorRef:
+    """x (N, C, H, W) -> (N, C, PY, PX, Hq, Wq): t[.., py, px, i, j] = x[i*sh + py - ph,
+    j*sw + px - pw], 0 outside x."""
+    N, C_ = x4.shape[:2]
+    PY, PX = im.phases
+    t = ctx.temp((N, C_, PY, PX, im.Hq, im.Wq), x4.dtype)
+
+    def body(n, c, py, px, i, j):
+        r = idx(i) * im.sh + py - im.ph
+        q = idx(j) * im.sw + px - im.pw
+        conds = [r.ge(C(0, I64)), r.lt(C(im.H, I64)), q.ge(C(0, I64)), q.lt(C(im.W, I64))]
+        v = x4[n, c, K.minimum(K.maximum(r, C(0, I64)), C(im.H - 1, I64)),
+               K.minimum(K.maximum(q, C(0, I64)), C(im.W - 1, I64))]
+        return K.select(and_all(conds), v, C(0, v.dtype))
+
+    ctx.compute(t, body, "conv_phase_split")
+    return t
+
+
+def _conv_implicit(ctx, gm: Geom, im: Implicit, x, w, b, y, epilogue, residual) -> None:
+    """y = conv(x, w) + b without an im2col buffer: x is rewritten once (padding, phases;
+    see :class:`Implicit`), then per group one GEMM whose B rows are runs of that input at
+    offsets computed from (channel, tap) -- ``b_kmap`` -- and whose output columns walk
+    rows of Wq, storing only the Wo real ones -- ``c_ngrid``."""
     N, C_, F, Cg, Fg = gm.N, gm.C, gm.F, gm.Cg, gm.Fg
-    x4 = _view(x, (N, C_, H, W))
-    xp = pad_temp(ctx, x4, (ph, pw), (ph, pw), 0.0, name="conv_pad") if ph or pw else x4
-    HW, Yp = Hp * Wp, Ho * Wo
-    cols = (Ho - 1) * Wp + Wo
+    x4 = _view(x, (N, C_, im.H, im.W))
+    if not im.copy_needed:
+        xs = x4
+    elif im.sh == 1 and im.sw == 1:
+        xs = pad_temp(ctx, x4, (im.ph, im.pw), (im.ph, im.pw), 0.0, name="conv_pad")
+    else:
+        xs = _phase_split(ctx, im, x4)
+    PY, PX = im.phases
+    per_c = PY * PX * im.Hq * im.Wq
+    Yp, cols, Kg = im.Ho * im.Wo, im.cols, Cg * im.kh * im.kw
     for gi in range(gm.G):
         out = _view(y, (N, Fg, cols), (F * Yp, Yp, 1), gi * Fg * Yp)
-        ctx.gemm(_wmat(w, gm, gi, Fg, Cg * kh * kw),
-                 _view(xp, (N, Cg * kh * kw, cols), (C_ * HW, 0, 1), gi * Cg * HW), out,
+        ctx.gemm(_wmat(w, gm, gi, Fg, Kg),
+                 _view(xs, (N, Kg, cols), (C_ * per_c, 0, 1), gi * Cg * per_c), out,
                  bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
                  bias_axis=None if b is None else "m",
-                 b_kmap=((Cg, HW), (kh, dh * Wp), (kw, dw)), c_ngrid=(Wp, Wo),
-                 epilogue=epilogue,
+                 b_kmap=im.kmap(Cg), c_ngrid=(im.Wq, im.Wo), epilogue=epilogue,
                  residual=None if residual is None else
                  _view(residual, out.shape, out.strides, gi * Fg * Yp))
 
@@ -529,9 +607,9 @@ def conv_forward(ctx, gm: Geom, x, w, b, y, epilogue: tuple = (), residual=None)
                    bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
                    bias_axis=None if b is None else "m", **res(out))
         return
-    geo = implicit_geometry(gm) if ctx.cpu_templates else None
-    if geo is not None:
-        return _conv_implicit(ctx, gm, geo, x, w, b, y, tuple(epilogue), residual)
+    im = implicit_geometry(gm) if ctx.cpu_templates else None
+    if im is not None:
+        return _conv_implicit(ctx, gm, im, x, w, b, y, tuple(epilogue), residual)
     nb = gm.chunk()
     col = ctx.temp((C_ * gm.Kp * nb * Yp,), x.dtype)
     for n0 in range(0, gm.N, nb):
