@@ -87,12 +87,18 @@ def demo(repeat: int) -> None:
 @click.option("--params", type=click.Path(exists=True, dir_okay=False), help=".params file")
 @click.option("--input", "inputs", multiple=True, required=True, help="NAME=FILE.npy")
 @click.option("--output", type=click.Path(dir_okay=False), help="write output 0 to .npy")
-def run(symbol: str, params: str | None, inputs: tuple, output: str | None) -> None:
+@click.option("--device", default=None,
+              help="GPU artifacts: cuda, cuda:N or emulator (the CPU PTX emulator; default "
+                   "$MXC_CUDA_DEVICE, else cuda:0)")
+def run(symbol: str, params: str | None, inputs: tuple, output: str | None,
+        device: str | None) -> None:
     """Run MODEL-symbol.json (or an artifact directory from `mxc compile`) on .npy inputs
     and print (or save) the outputs."""
     if Path(symbol).is_dir():
-        _run_artifact(symbol, inputs, output)
+        _run_artifact(symbol, inputs, output, device)
         return
+    if device:
+        raise click.UsageError("--device applies to GPU artifact directories")
     from ..compiler.model import CompiledModel, load_model
 
     try:
@@ -114,12 +120,20 @@ def run(symbol: str, params: str | None, inputs: tuple, output: str | None) -> N
         np.save(output, outs[0])
 
 
-def _run_artifact(path: str, inputs: tuple, output: str | None) -> None:
+def _run_artifact(path: str, inputs: tuple, output: str | None,
+                  device: str | None = None) -> None:
+    import os
+
     from ..runtime import load
 
+    spec = (device or os.environ.get("MXC_CUDA_DEVICE") or "").strip().lower()
+    if spec in ("emulator", "emu", "ptx-emulator"):
+        # the runtime never imports the code generator itself: importing the emulator here
+        # makes device "emulator" (option or $MXC_CUDA_DEVICE) resolvable
+        from ..codegen import ptx_emu  # noqa: F401
     try:
         t = time.perf_counter()
-        model = load(path)
+        model = load(path, device=device) if device else load(path)
         t_load = time.perf_counter() - t
         feed = _parse_inputs(inputs)
         t = time.perf_counter()
@@ -165,12 +179,19 @@ def _find_params(symbol: str) -> str | None:
               help="C symbol prefix (<prefix>_run, ...)")
 @click.option("--no-static", is_flag=True, help="do not write libmodel.a")
 @click.option("--keep-ir", is_flag=True, help="also write the LLVM IR (model.ll)")
+@click.option("--no-emulator", is_flag=True,
+              help="GPU targets: do not write the CPU emulation module (model.emu.ll)")
+@click.option("--fast-math", is_flag=True,
+              help="GPU targets: approximate ex2/lg2/tanh instructions for float32 "
+                   "exp/log/sigmoid/tanh")
 @click.option("--list-targets", is_flag=True, help="print the target presets and exit")
 def compile_cmd(symbol: str | None, params: str | None, shapes: tuple, dtypes: tuple, target: str,
                 cpu: str | None, features: str | None, out_dir: str | None, prefix: str,
-                no_static: bool, keep_ir: bool, list_targets: bool) -> None:
+                no_static: bool, keep_ir: bool, no_emulator: bool, fast_math: bool,
+                list_targets: bool) -> None:
     """Compile MODEL-symbol.json into a standalone artifact directory (libmodel.so,
-    libmodel.a, model.h, metadata.json) for the host or a cross target."""
+    libmodel.a, model.h, metadata.json) for the host or a cross target; or, for a GPU target
+    (cuda-sm80, cuda-sm90), model.ptx, plan.json, weights.bin and metadata.json."""
     from ..codegen import targets
 
     if list_targets:
@@ -178,6 +199,10 @@ def compile_cmd(symbol: str | None, params: str | None, shapes: tuple, dtypes: t
             t = targets.resolve(n)
             click.echo(f"{n:28s} {t.triple:36s} cpu={t.cpu} features={_short(t.features) or '-'} "
                        f"gemm={t.gemm_isa}")
+        for n in targets.GPU_PRESETS:
+            sm = "sm_" + n.rsplit("sm", 1)[1]
+            click.echo(f"{n:28s} {'nvptx64-nvidia-cuda':36s} {sm} (PTX + launch plan; "
+                       "runs through runtime.cuda)")
         return
     if not symbol:
         raise click.UsageError("missing MODEL-symbol.json")
@@ -193,12 +218,20 @@ def compile_cmd(symbol: str | None, params: str | None, shapes: tuple, dtypes: t
                 raise click.BadParameter(f"expected NAME=DTYPE, got {v!r}")
             k, d = v.split("=", 1)
             dts[k] = d
+        gpu = aot.cuda_sm(target) is not None
+        if not gpu and (no_emulator or fast_math):
+            raise click.UsageError("--no-emulator/--fast-math apply to GPU targets (cuda-sm*)")
+        extra = {"emulator": not no_emulator, "fast_math": fast_math} if gpu else {}
         art = aot.compile(symbol, params, None, _parse_shape_opt(shapes), target=target,
                           prefix=prefix, out_dir=out_dir, types=dts, cpu=cpu,
-                          features=features, static_lib=not no_static, keep_ir=keep_ir)
+                          features=features, static_lib=not no_static, keep_ir=keep_ir,
+                          **extra)
     except MXNetError as e:
         raise click.ClickException(str(e)) from None
     m = art.metadata
+    if m.get("backend") == "cuda":
+        _echo_cuda_artifact(art)
+        return
     click.echo(f"wrote {art.path}/ for {art.target.name} ({art.target.triple})")
     click.echo(f"  libmodel.so  {m['files']['libmodel.so']['bytes']:,} bytes "
                f"({m['weights_bytes']:,} bytes of weights, {len(m['kernels'])} kernel calls)")
@@ -212,6 +245,29 @@ def compile_cmd(symbol: str | None, params: str | None, shapes: tuple, dtypes: t
     st = art.stats
     secs = st["lower_seconds"] + st["codegen_seconds"] + st["link_seconds"]
     click.echo(f"  built in     {secs:.2f} s")
+
+
+def _echo_cuda_artifact(art) -> None:
+    m = art.metadata
+    f = m["files"]
+    t = m["target"]
+    click.echo(f"wrote {art.path}/ for {t['name']} ({t['triple']}, {t['sm']}, "
+               f"PTX ISA {t['ptx_version']})")
+    click.echo(f"  model.ptx    {f['model.ptx']['bytes']:,} bytes "
+               f"({len({k['name'] for k in m['kernels']})} kernels, "
+               f"{len(m['kernels'])} launches)")
+    click.echo(f"  weights.bin  {f['weights.bin']['bytes']:,} bytes")
+    click.echo(f"  plan.json    {f['plan.json']['bytes']:,} bytes")
+    if "model.emu.ll" in f:
+        click.echo(f"  model.emu.ll {f['model.emu.ll']['bytes']:,} bytes (CPU emulation)")
+    click.echo(f"  workspace    {m['workspace_bytes']:,} bytes of device memory (planned arena "
+               f"{m['memory']['arena_bytes']:,}, unplanned {m['memory']['naive_bytes']:,})")
+    for r in m["inputs"]:
+        click.echo(f"  input        {r['name']} {r['dtype']} {tuple(r['shape'])}")
+    for r in m["outputs"]:
+        click.echo(f"  output       {r['name']} {r['dtype']} {tuple(r['shape'])}")
+    st = art.stats
+    click.echo(f"  built in     {st['lower_seconds'] + st['codegen_seconds']:.2f} s")
 
 
 @main.command()

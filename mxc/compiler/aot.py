@@ -14,6 +14,15 @@ out_dir=...)`` and ``mxc compile`` write:
 - ``model.h``: the C ABI (see ``docs/deploy.md``); ``metadata.json``: format version, mxc
   version, target, inputs/outputs in order, workspace bytes, kernel list, file checksums.
 
+GPU targets (``cuda-sm80``, ``cuda-sm90``; see :func:`_compile_cuda` and ``docs/deploy.md``)
+write ``model.ptx`` (every kernel of the graph, one PTX module), ``plan.json`` (the launch
+plan: kernels in order with grid/block/shared memory and each argument as a region + byte
+offset, the workspace layout of the memory plan, weight offsets, inputs/outputs),
+``weights.bin`` (one blob, 256-byte aligned tensors), ``model.emu.ll`` (the CPU emulation of
+the same kernels, for ``runtime.load(..., device="emulator")``; ``emulator=False`` omits it)
+and ``metadata.json`` (``"backend": "cuda"``). ``runtime.load`` runs them through
+``runtime.cuda``.
+
 The module is callable: ``mx.compile(...)`` is ``compile(...)`` below.
 """
 from __future__ import annotations
@@ -76,11 +85,16 @@ class Artifact:
     def workspace_bytes(self) -> int:
         return self.metadata["workspace_bytes"]
 
-    def load(self):
-        """Load the artifact in this process (host targets only): ``runtime.load``."""
+    @property
+    def backend(self) -> str:
+        return self.metadata.get("backend", "cpu")
+
+    def load(self, **kwargs):
+        """Load the artifact in this process: ``runtime.load`` (host targets, or GPU targets
+        with ``device=``: a GPU, or ``"emulator"``)."""
         from ..runtime.artifact import load
 
-        return load(self.path)
+        return load(self.path, **kwargs)
 
     def __repr__(self) -> str:
         return (f"Artifact({str(self.path)!r}, target={self.target.name!r}, "
@@ -96,7 +110,8 @@ def compile(symbol, arg_params: dict | None = None, aux_params: dict | None = No
             prefix: str = "mxc_model", out_dir: str | os.PathLike | None = None, *,
             types: dict | None = None, cpu: str | None = None, features: str | None = None,
             gemm_isa: str | None = None, static_lib: bool = True, fusion: bool | None = None,
-            plan_memory: bool = True, keep_ir: bool = False) -> Artifact:
+            plan_memory: bool = True, keep_ir: bool = False, emulator: bool = True,
+            fast_math: bool = False) -> Artifact:
     """Compile a model into an artifact directory (``out_dir``; a new temporary directory
     when not given) for ``target`` (a preset name, see ``codegen.targets``).
 
@@ -104,11 +119,25 @@ def compile(symbol, arg_params: dict | None = None, aux_params: dict | None = No
     (then ``arg_params`` may be the path of the ``.params`` file: a Gluon ``export`` pair or
     a ``save_checkpoint`` pair). ``shapes`` maps each data input to its shape; ``types`` to
     its dtype (default float32). ``prefix`` names the C symbols (``<prefix>_run`` ...).
+
+    GPU targets (``cuda-sm80``, ``cuda-sm90``) write PTX + launch plan + weights instead of a
+    library; for them ``emulator`` (default True) also writes the CPU emulation of the
+    kernels (``model.emu.ll``) and ``fast_math`` uses the approximate ex2/lg2/tanh
+    instructions. ``cpu``/``features``/``gemm_isa``/``static_lib`` are CPU-only.
     """
     t0 = time.perf_counter()
     graph, params = _model(symbol, arg_params, aux_params)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix or ""):
         raise MXNetError(f"prefix {prefix!r} is not a C identifier")
+    sm = cuda_sm(target)
+    if sm is not None:
+        if cpu or features is not None or gemm_isa:
+            raise MXNetError(f"--cpu/--features/gemm_isa apply to CPU targets, not to the GPU "
+                             f"target '{target}'")
+        return _compile_cuda(graph, params, dict(shapes or {}), dict(types or {}),
+                             str(target).strip().lower(), sm, prefix, out_dir, fusion=fusion,
+                             plan_memory=plan_memory, keep_ir=keep_ir, emulator=emulator,
+                             fast_math=fast_math, t0=t0)
     tgt = T.resolve(target, cpu=cpu, features=features, gemm_isa=gemm_isa)
     plan = _plan(graph, params, dict(shapes or {}), dict(types or {}), tgt, fusion,
                  plan_memory)
@@ -795,6 +824,195 @@ def _api_names_from_text(text: str) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
+# GPU targets: model.ptx + plan.json + weights.bin (+ model.emu.ll) + metadata.json
+# ---------------------------------------------------------------------------------------------
+
+CUDA_PLAN_FORMAT = "mxc-cuda-plan"
+CUDA_PLAN_VERSION = 1
+CUDA_ALIGN = 256               # weights.bin tensor offsets; device buffers' base alignment
+CUDA_TRIPLE = "nvptx64-nvidia-cuda"
+RNG_SEED = 0x5EED5EED          # what random kernels' seed slots hold at each run (as on CPU)
+
+
+def cuda_targets() -> dict:
+    """GPU target names -> PTX ``sm``: the ``cuda-sm80``/``cuda-sm90`` presets and
+    ``cuda-smNN`` for the other sm presets of ``codegen.ptx``."""
+    from ..codegen.ptx import SM_PRESETS
+
+    return {f"cuda-{sm.replace('_', '')}": sm for sm in SM_PRESETS}
+
+
+def cuda_sm(target) -> str | None:
+    """The PTX ``sm`` of a GPU target name (``cuda-sm80`` -> ``sm_80``), None for CPU
+    targets; an unknown ``cuda-...`` name is an error listing the GPU presets."""
+    if not isinstance(target, str):
+        return None
+    name = target.strip().lower()
+    if not name.startswith(("cuda", "nvptx")):
+        return None
+    ts = cuda_targets()
+    if name in ts:
+        return ts[name]
+    raise MXNetError(f"unknown GPU target '{target}'; GPU presets: {', '.join(T.GPU_PRESETS)} "
+                     f"(also {', '.join(n for n in ts if n not in T.GPU_PRESETS)})")
+
+
+def _cuda_region(place, off: int, woffs: list) -> dict:
+    """A kernel argument / copy source as plan JSON: a region and a byte offset."""
+    kind, v = place
+    if kind == "in":
+        return {"region": "input", "index": int(v), "offset": int(off)}
+    if kind == "out":
+        return {"region": "output", "index": int(v), "offset": int(off)}
+    if kind == "const":
+        return {"region": "weights", "offset": int(woffs[v] + off)}
+    return {"region": "workspace", "offset": int(v + off)}
+
+
+def _compile_cuda(graph: Graph, params: dict, shapes: dict, types: dict, name: str, sm: str,
+                  prefix: str, out_dir, *, fusion, plan_memory: bool, keep_ir: bool,
+                  emulator: bool, fast_math: bool, t0: float) -> Artifact:
+    """A GPU artifact: the graph lowered for the GPU (``codegen.ptx.lowering_for_gpu``: GEMM
+    templates for the GPU), fused and memory-planned; the same slot placement as CPU
+    artifacts (inputs/outputs -> caller buffers, parameters -> the weights blob, planned
+    temporaries -> their arena offsets in the workspace, others packed after the arena);
+    the PTX of ``compiler.cuda_build``; every kernel argument resolved to region + offset."""
+    import mxc
+
+    from ..codegen import ptx as P
+    from .cuda_build import cuda_graph
+
+    with P.lowering_for_gpu():
+        # the active target only steers CPU templates (none are emitted for the GPU): host
+        plan = _plan(graph, params, shapes, types, T.host(), fusion, plan_memory)
+    gpu = cuda_graph(plan.cg, sm, fast_math=fast_math, emulate=emulator)
+    t1 = time.perf_counter()
+
+    # weights: one blob, each tensor CUDA_ALIGN-aligned
+    blob = bytearray()
+    woffs, wrows = [], []
+    for n, data in plan.consts:
+        off = _rup(len(blob), CUDA_ALIGN)
+        blob.extend(b"\0" * (off - len(blob)))
+        blob.extend(data)
+        woffs.append(off)
+        a = params[n]
+        wrows.append({"name": n, "shape": [int(d) for d in a.shape], "dtype": a.dtype.name,
+                      "offset": off, "nbytes": len(data)})
+
+    def io(rows):
+        return [{"name": n, "shape": [int(d) for d in shape], "dtype": d.name,
+                 "nbytes": math.prod(shape) * d.itemsize} for n, _s, shape, d in rows]
+
+    # workspace: the CPU layout without the scratch region (GPU kernels use shared memory)
+    ws_bytes = _rup(plan.scratch_offset, CUDA_ALIGN) if plan.scratch_offset else 0
+    prog = plan.cg.program
+    arena = prog.arena_offsets or {}
+    bufs = []
+    in_ws = sorted((pl[1], s) for s, pl in plan.place.items() if pl[0] == "ws")
+    for _off, s in in_ws:
+        pl = plan.place[s]
+        info = prog.slots[s]
+        bufs.append({"slot": int(s), "name": info.name, "kind": info.kind,
+                     "offset": int(pl[1]), "nbytes": int(info.nbytes),
+                     "arena": s in arena and info.kind != "rng"})
+    for off, i, nb in plan.copies_in:
+        bufs.append({"slot": -1, "name": f"copy of input {plan.inputs[i][0]}",
+                     "kind": "input_copy", "offset": int(off), "nbytes": int(nb),
+                     "arena": False})
+
+    launches, kmeta = [], []
+    for lk, ln in zip(plan.cg.kernels, gpu.launches):
+        k = lk.kernel
+        offs = getattr(k, "offsets", None) or [0] * len(k.buffers)
+        boffs = [int(o) * b.dtype.itemsize for o, b in zip(offs, k.buffers)]
+        args = []
+        for s, o in zip(lk.slots, boffs):
+            pl = plan.place.get(s)
+            args.append({"region": "null", "offset": 0} if pl is None
+                        else _cuda_region(pl, o, woffs))
+        kind = k.note or type(k).__name__
+        launches.append({"name": ln.name, "node": lk.node, "kind": kind, "mode": ln.mode,
+                         "grid": int(ln.grid), "block": int(ln.block), "smem": int(ln.smem),
+                         "smem_dynamic": 0, "n_tasks": int(ln.n_tasks), "sync": bool(ln.sync),
+                         "param_bytes": 8 * (2 + len(args)), "args": args})
+        kmeta.append({"node": lk.node, "kind": kind, "tasks": int(k.n_tasks),
+                      "cost": int(k.cost), "name": ln.name, "mode": ln.mode,
+                      "grid": int(ln.grid), "block": int(ln.block), "smem": int(ln.smem)})
+    m = re.search(r"^\s*\.version\s+(\S+)", gpu.ptx, re.MULTILINE)
+    ptx_version = m.group(1) if m else ""
+    inputs, outputs = io(plan.inputs), io(plan.outputs)
+    launch_plan = {
+        "format": CUDA_PLAN_FORMAT, "version": CUDA_PLAN_VERSION,
+        "sm": sm, "ptx": "model.ptx", "ptx_version": ptx_version,
+        "convention": {
+            "params": "u64 task_begin (0), u64 task_end (n_tasks), then one u64 device pointer "
+                      "per args entry: the region's base address + offset (null: 0)",
+            "grid": "(grid, 1, 1)", "block": "(block, 1, 1)",
+            "shared_memory": "smem: static, in the PTX; pass smem_dynamic to the launch",
+            "regions": "input[index] / output[index]: caller buffers (C-contiguous, metadata "
+                       "order); weights: weights.bin uploaded once; workspace: "
+                       "workspace.bytes, uninitialized, one per concurrent run",
+            "order": "init, copies_in, kernels (skip n_tasks == 0 or grid == 0), copies_out; "
+                     "kernels run in order on one stream"},
+        "inputs": inputs, "outputs": outputs,
+        "weights": {"file": "weights.bin", "bytes": len(blob), "alignment": CUDA_ALIGN,
+                    "tensors": wrows},
+        "workspace": {"bytes": ws_bytes, "alignment": CUDA_ALIGN,
+                      "arena_bytes": int(plan.arena_bytes), "buffers": bufs},
+        "init": [{"op": "store_u64", "region": "workspace", "offset": int(o),
+                  "value": RNG_SEED} for o in plan.rng_offsets],
+        "copies_in": [{"input": int(i), "dst": {"region": "workspace", "offset": int(o)},
+                       "nbytes": int(nb)} for o, i, nb in plan.copies_in],
+        "kernels": launches,
+        "copies_out": [{"output": int(j), "src": _cuda_region(src, 0, woffs), "nbytes": int(nb)}
+                       for j, src, nb in plan.copies_out],
+    }
+    meta = {
+        "format": "mxc-artifact",
+        "format_version": FORMAT_VERSION,
+        "mxc_version": mxc.__mxc_version__,
+        "mxnet_version": mxc.__version__,
+        "backend": "cuda",
+        "prefix": prefix,
+        "target": {"name": name, "triple": CUDA_TRIPLE, "sm": sm, "ptx_version": ptx_version,
+                   "arch": "nvptx64", "pointer_bits": 64, "fast_math": bool(fast_math)},
+        "inputs": inputs,
+        "outputs": outputs,
+        "workspace_bytes": ws_bytes,
+        "workspace_alignment": CUDA_ALIGN,
+        "memory": {"arena_bytes": int(plan.arena_bytes), "scratch_bytes": 0,
+                   "naive_bytes": int(plan.naive_bytes), "planned": plan.cg.memory is not None},
+        "weights_bytes": sum(len(b) for _n, b in plan.consts),
+        "weights_alignment": CUDA_ALIGN,
+        "plan_version": CUDA_PLAN_VERSION,
+        "kernels": kmeta,
+    }
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="mxc-artifact-"))
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("libmodel.so", "libmodel.a", "model.h", "model.ll", "model.emu.ll"):
+        (out / stale).unlink(missing_ok=True)    # no CPU library (or old file) beside it
+    files = {}
+    (out / "model.ptx").write_text(gpu.ptx)
+    (out / "plan.json").write_text(json.dumps(launch_plan, indent=1) + "\n")
+    (out / "weights.bin").write_bytes(bytes(blob))
+    for f in ("model.ptx", "plan.json", "weights.bin"):
+        files[f] = _file_entry(out / f)
+    if emulator:
+        (out / "model.emu.ll").write_text(gpu.emu_module.ir)
+        files["model.emu.ll"] = _file_entry(out / "model.emu.ll")
+    if keep_ir:
+        (out / "model.ll").write_text(gpu.module.ir)
+    full = dict(meta, files=files)
+    (out / "metadata.json").write_text(json.dumps(full, indent=1) + "\n")
+    tgt = T.Target(name, CUDA_TRIPLE, sm, "", "none", "nvptx64", 64)
+    stats = {"lower_seconds": t1 - t0, "codegen_seconds": time.perf_counter() - t1,
+             "link_seconds": 0.0, "ptx_bytes": len(gpu.ptx.encode()),
+             "weights_file_bytes": len(blob)}
+    return Artifact(out, full, tgt, stats)
+
+
+# ---------------------------------------------------------------------------------------------
 # checks, linking, archive
 # ---------------------------------------------------------------------------------------------
 
@@ -906,4 +1124,5 @@ class _CallableModule(_types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["ERROR_CODES", "FORMAT_VERSION", "Artifact", "compile", "find_lld", "model_header"]
+__all__ = ["ERROR_CODES", "FORMAT_VERSION", "Artifact", "compile", "cuda_sm", "cuda_targets",
+           "find_lld", "model_header"]

@@ -144,6 +144,16 @@ def compile_graph_cuda(graph: Graph, shapes: dict, types: dict | None = None,
         raise MXNetError(f"unknown GPU target '{sm}'; presets: {', '.join(P.SM_PRESETS)}")
     cg = lower_for_gpu(graph, shapes, types, is_train=is_train, grad_req=grad_req,
                        fusion=fusion, plan_memory=plan_memory)
+    return cuda_graph(cg, sm, fast_math=fast_math, emulate=emulate)
+
+
+def cuda_graph(cg: CompiledGraph, sm: str = "sm_80", *, fast_math: bool = False,
+               emulate: bool = False) -> CudaGraph:
+    """The GPU back end for a graph already lowered by :func:`lower_for_gpu` (or by
+    ``compile_graph(codegen=False)`` inside ``codegen.ptx.lowering_for_gpu()``, as the
+    ``cuda-sm*`` artifact builds of ``compiler.aot`` do): PTX for ``sm`` and the launches."""
+    if sm not in P.SM_PRESETS:
+        raise MXNetError(f"unknown GPU target '{sm}'; presets: {', '.join(P.SM_PRESETS)}")
     kernels = [lk.kernel for lk in cg.kernels]
     mod = P.render_gpu_module(kernels, fast_math=fast_math)
     mod.ptx = P.ir_to_ptx(mod.ir, sm) if kernels else ""

@@ -10,7 +10,10 @@ What a compiled GPU graph needs at run time, and nothing of the compiler:
 * :class:`GPUProgram` -- the GPU counterpart of ``runtime.program.Program``: storage slots in
   device memory (the memory plan's arena is one allocation), kernel launches from the launch
   plan ``compiler.cuda_build`` writes, sections (``forward``), ``upload``/``download``;
-* :class:`PycudaDevice` -- the same interface over pycuda, used only when pycuda imports.
+* :class:`PycudaDevice` -- the same interface over pycuda, used only when pycuda imports;
+* :class:`ArtifactProgram` -- runs the launch plan of a GPU artifact (``plan.json`` of a
+  ``cuda-sm*`` build of ``mx.compile``: every kernel argument a region + byte offset) with
+  its PTX and weights; :func:`resolve_device` turns ``device=`` specs into device objects.
 
 Kernel convention (``codegen.ptx``): ``k(i64 task_begin, i64 task_end, ptr buf0, ...)``, each
 argument passed as 8 bytes. The device interface :class:`GPUProgram` relies on is duck-typed
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -260,6 +265,13 @@ class CudaDevice:
     def memset(self, ptr: int, value: int, nbytes: int, stream=None) -> None:
         self.activate()
         _check(self._drv.cuMemsetD8(ptr, value & 0xFF, nbytes), "cuMemsetD8")
+
+    def dtod(self, dst: int, src: int, nbytes: int, stream=None) -> None:
+        """Device-to-device copy, ordered on the stream."""
+        self.activate()
+        _check(self._drv.cuMemcpyDtoDAsync(dst, src, nbytes,
+                                           stream if stream is not None else self.stream),
+               "cuMemcpyDtoDAsync")
 
     # code
     def load_module(self, ptx: str):
@@ -512,3 +524,216 @@ class GPUProgram:
 
     def synchronize(self) -> None:
         self.device.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU artifacts (mx.compile(..., target="cuda-sm80")): device specs and the plan runner
+# ---------------------------------------------------------------------------------------------
+#: the CPU emulator of the PTX back end: ``codegen.ptx_emu.EmuDevice``. The runtime never
+#: imports the code generator (a deployed model needs only ``mxc.runtime``), so "emulator"
+#: finds it only once that module is imported (``import mxc.codegen.ptx_emu``; ``mxc run
+#: --device emulator`` does it) -- or pass ``device=EmuDevice()`` itself.
+EMULATOR_MODULE = "mxc.codegen.ptx_emu"
+DEVICE_ENV = "MXC_CUDA_DEVICE"
+
+
+def resolve_device(spec=None):
+    """A device object for ``spec``: None (``$MXC_CUDA_DEVICE``, else GPU 0), an int or
+    ``"cuda"``/``"gpu"``/``"cuda:N"``/``"gpu(N)"`` (:func:`get_device`), ``"emulator"`` (a new
+    ``codegen.ptx_emu.EmuDevice``), or a device object (anything with ``load_module``,
+    ``launch``, ``alloc``, ...), returned as is. Raises :class:`CudaUnavailable` without a
+    usable GPU, :class:`CudaError` for a bad spec."""
+    if spec is None:
+        spec = os.environ.get(DEVICE_ENV, "").strip() or 0
+    if not isinstance(spec, (str, int)):
+        missing = [a for a in ("alloc", "free", "htod", "dtoh", "load_module", "get_function",
+                               "launch", "synchronize") if not hasattr(spec, a)]
+        if missing:
+            raise CudaError(f"device {spec!r} lacks {missing} (expected a runtime.cuda device, "
+                            "codegen.ptx_emu.EmuDevice, or 'cuda:N' / 'emulator')")
+        return spec
+    if isinstance(spec, int):
+        return get_device(spec)
+    s = spec.strip().lower().replace("(", ":").rstrip(")")
+    if s in ("emulator", "emu", "ptx-emulator"):
+        mod = sys.modules.get(EMULATOR_MODULE)
+        if mod is None:
+            raise CudaError("device 'emulator' is the CPU PTX emulator of the code generator "
+                            f"({EMULATOR_MODULE}, needs llvmlite), which the runtime does not "
+                            f"import by itself: `import {EMULATOR_MODULE}` first (or pass "
+                            "device=EmuDevice()); `mxc run OUTDIR --device emulator` does it")
+        return mod.EmuDevice()
+    if s.isdigit():
+        return get_device(int(s))
+    name, _, idx = s.partition(":")
+    if name in ("cuda", "gpu") and (idx == "" or idx.isdigit()):
+        return get_device(int(idx or 0))
+    raise CudaError(f"unknown device {spec!r}: expected 'cuda', 'cuda:N', 'gpu:N', an int, "
+                    "'emulator' or a device object")
+
+
+def is_emulator(device) -> bool:
+    """Whether ``device`` runs emulation modules (``EmuDevice``: kernels registered per PTX)."""
+    return hasattr(device, "register")
+
+
+def _sm_number(sm) -> int:
+    try:
+        return int(str(sm).lower().replace("sm_", "").replace("sm", ""))
+    except ValueError:
+        return 0
+
+
+class _EmulationModule:
+    """What ``EmuDevice.register`` needs of an emulation module (``codegen.ptx.GPUModule``
+    duck type): its LLVM IR text and kernel names."""
+
+    emulate = True
+
+    def __init__(self, ir: str, names: list) -> None:
+        self.ir = ir
+        self.names = list(names)
+        self.launches: list = []
+
+
+class ArtifactProgram:
+    """A GPU artifact's launch plan on a device: the PTX module loaded, the weights uploaded
+    once, a workspace, and device buffers for the inputs and outputs.
+
+    :meth:`run` takes and returns host arrays (uploads, launches, downloads);
+    :meth:`run_device` launches on caller-owned device pointers with no host copies -- what a
+    C program following ``docs/deploy.md`` does. One run at a time per program (the buffers
+    are shared; :meth:`run` holds a lock)."""
+
+    def __init__(self, ptx: str, plan: dict, weights, device, *,
+                 emulation_ir: str | None = None) -> None:
+        self.plan = plan
+        self.device = device
+        self.ptx = ptx
+        kernels = plan["kernels"]
+        if is_emulator(device):
+            if emulation_ir is None:
+                raise CudaError("this artifact has no CPU emulation module (model.emu.ll): "
+                                "rebuild it with the emulator enabled (the default; not "
+                                "--no-emulator / emulator=False) to run it on the emulator")
+            device.register(ptx, _EmulationModule(emulation_ir,
+                                                   sorted({k["name"] for k in kernels})))
+        else:
+            want = _sm_number(plan.get("sm"))
+            have = getattr(device, "compute_capability", None)
+            if have is not None and want and 10 * int(have[0]) + int(have[1]) < want:
+                raise CudaError(f"the artifact is built for {plan.get('sm')}, newer than this "
+                                f"GPU ({getattr(device, 'sm', have)}): rebuild it with "
+                                f"--target cuda-sm{10 * int(have[0]) + int(have[1])}")
+        self.module = device.load_module(ptx)
+        fns: dict = {}
+        self.kernels = []
+        for k in kernels:
+            run = int(k["n_tasks"]) > 0 and int(k["grid"]) > 0
+            fn = None
+            if run:
+                fn = fns.get(k["name"])
+                if fn is None:
+                    fn = fns[k["name"]] = device.get_function(self.module, k["name"])
+            self.kernels.append((k, fn, run))
+        self.inputs = plan["inputs"]
+        self.outputs = plan["outputs"]
+        self.workspace_bytes = int(plan["workspace"]["bytes"])
+        self._owned: list = []
+        self._lock = threading.Lock()
+        w = np.frombuffer(weights, np.uint8) if not isinstance(weights, np.ndarray) else \
+            weights.view(np.uint8).reshape(-1)
+        self.weights_ptr = self._alloc(max(w.nbytes, 1))
+        if w.nbytes:
+            device.htod(self.weights_ptr, w)
+        self.workspace_ptr = self._alloc(max(self.workspace_bytes, 1))
+        self.in_ptrs = [self._alloc(max(int(r["nbytes"]), 1)) for r in self.inputs]
+        self.out_ptrs = [self._alloc(max(int(r["nbytes"]), 1)) for r in self.outputs]
+        self._args = self._kernel_args(self.in_ptrs, self.out_ptrs, self.workspace_ptr)
+
+    def _alloc(self, nbytes: int) -> int:
+        p = self.device.alloc(nbytes)
+        self._owned.append(p)
+        return p
+
+    def close(self) -> None:
+        """Free the device memory (back to the device's pool)."""
+        for p in self._owned:
+            self.device.free(p)
+        self._owned = []
+
+    # -- addresses ---------------------------------------------------------------------------
+    def _address(self, ref: dict, ins, outs, ws: int) -> int:
+        r = ref["region"]
+        off = int(ref.get("offset", 0))
+        if r == "input":
+            return int(ins[ref["index"]]) + off
+        if r == "output":
+            return int(outs[ref["index"]]) + off
+        if r == "weights":
+            return self.weights_ptr + off
+        if r == "workspace":
+            return int(ws) + off
+        if r == "null":
+            return 0
+        raise CudaError(f"plan.json: unknown region {r!r}")
+
+    def _kernel_args(self, ins, outs, ws) -> list:
+        return [[0, int(k["n_tasks"])] + [self._address(a, ins, outs, ws) for a in k["args"]]
+                for k, _fn, _run in self.kernels]
+
+    # -- running -----------------------------------------------------------------------------
+    def _launch_all(self, args: list, ws: int, stream=None) -> None:
+        dev = self.device
+        for it in self.plan.get("init", []):
+            if it.get("op") != "store_u64":
+                raise CudaError(f"plan.json: unknown init op {it.get('op')!r}")
+            dev.htod(int(ws) + int(it["offset"]), np.array([int(it["value"])], "<u8"))
+        for (k, fn, run), a in zip(self.kernels, args):
+            if run:
+                dev.launch(fn, int(k["grid"]), int(k["block"]), a, int(k.get("smem_dynamic", 0)),
+                           stream, k)
+
+    def _dtod(self, dst: int, src: int, nbytes: int, stream=None) -> None:
+        f = getattr(self.device, "dtod", None)
+        if f is not None:
+            f(dst, src, nbytes, stream)
+            return
+        tmp = np.empty(nbytes, np.uint8)       # devices without dtod (the emulator)
+        self.device.dtoh(tmp, src)
+        self.device.htod(dst, tmp)
+
+    def run_device(self, in_ptrs: list, out_ptrs: list, workspace: int | None = None,
+                   stream=None) -> None:
+        """Run on device buffers: ``in_ptrs``/``out_ptrs`` in plan order, ``workspace`` (a
+        ``workspace_bytes`` device buffer; this program's own when None). Returns after
+        queueing the work on the stream (``device.synchronize()`` waits)."""
+        if len(in_ptrs) != len(self.inputs) or len(out_ptrs) != len(self.outputs):
+            raise CudaError(f"expected {len(self.inputs)} input and {len(self.outputs)} output "
+                            f"pointers, got {len(in_ptrs)} and {len(out_ptrs)}")
+        ws = self.workspace_ptr if workspace is None else int(workspace)
+        for c in self.plan.get("copies_in", []):
+            self._dtod(self._address(c["dst"], in_ptrs, out_ptrs, ws),
+                       int(in_ptrs[c["input"]]), int(c["nbytes"]), stream)
+        self._launch_all(self._kernel_args(in_ptrs, out_ptrs, ws), ws, stream)
+        for c in self.plan.get("copies_out", []):
+            self._dtod(int(out_ptrs[c["output"]]),
+                       self._address(c["src"], in_ptrs, out_ptrs, ws), int(c["nbytes"]), stream)
+
+    def run(self, inputs: list, outs: list) -> list:
+        """Host arrays in (plan order, already checked), host arrays ``outs`` filled."""
+        dev = self.device
+        with self._lock:
+            ws = self.workspace_ptr
+            for a, p in zip(inputs, self.in_ptrs):
+                dev.htod(p, a)
+            for c in self.plan.get("copies_in", []):   # inputs a kernel writes in place
+                dev.htod(self._address(c["dst"], self.in_ptrs, self.out_ptrs, ws),
+                         inputs[c["input"]])
+            self._launch_all(self._args, ws)
+            src = {c["output"]: c["src"] for c in self.plan.get("copies_out", [])}
+            for j, o in enumerate(outs):
+                p = self._address(src[j], self.in_ptrs, self.out_ptrs, ws) if j in src else \
+                    self.out_ptrs[j]
+                dev.dtoh(o, p)              # synchronizes the stream
+        return outs
