@@ -56,7 +56,8 @@ import math
 import struct
 from dataclasses import dataclass
 
-__all__ = ["ISAS", "GemmKernel", "GemmSpec", "gemm_kernel", "host_isa"]
+__all__ = ["ISAS", "GemmKernel", "GemmSpec", "gemm_kernel", "host_isa", "pack_a_panels",
+           "prepack_rows"]
 
 # Fast-math flags for every float op: no `fast`/`nnan`, so NaN semantics survive.
 _FM = "nsz arcp contract afn"
@@ -102,6 +103,12 @@ class GemmSpec:
     # Epilogue after the full K reduction, in order: "add" (+ a residual operand laid out
     # exactly like C, the argument after the bias), "relu" (max(x, 0), NaN -> 0 as mxc's relu).
     epilogue: tuple = ()
+    # > 0: A is already packed (constant weights, packed once at bind time by
+    # :func:`pack_a_panels`): row panels of a_panel rows, element (m, k) at
+    # (m // a_panel) * a_panel * K + k * a_panel + m % a_panel, zero rows past M;
+    # a_strides[0] is the batch stride of that buffer. a_panel must be what
+    # :func:`prepack_rows` says for the same spec.
+    a_panel: int = 0
 
     def __post_init__(self) -> None:
         dense = {"a_strides": (self.M * self.K, self.K, 1),
@@ -240,6 +247,7 @@ class _Plan:
     ngrid: tuple | None = None  # GemmSpec.c_ngrid
     epi: tuple = ()             # GemmSpec.epilogue
     res_arg: int = -1           # index in %args of the residual operand ("add")
+    a_panel: int = 0            # GemmSpec.a_panel (prepacked A)
 
     @property
     def NR(self) -> int:
@@ -273,7 +281,7 @@ def _tile_efficiency(M: int, N: int, MR: int, NR: int) -> float:
 
 
 def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
-                 NC: int) -> tuple[int, int, int, int]:
+                 NC: int, a_packed: bool = False) -> tuple[int, int, int, int]:
     """Rows/columns per task (TM, TN) and block counts (mt, nt).
 
     Model (cycles): a task costs its FMAs on tile-padded sizes (2 vector FMAs per cycle),
@@ -287,9 +295,11 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
     m_tiles, n_tiles = _cdiv(M, MR), _cdiv(N, NR)
     Ke = max(K, 1)
 
+    a_pack = 0.0 if a_packed else 0.5   # a prepacked A costs no packing
+
     def cost(tm: int, tn: int) -> float:
         return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL) + 0.5 * Ke * tn
-                + 0.5 * tm * Ke * _cdiv(tn, NC) + 500.0)
+                + a_pack * tm * Ke * _cdiv(tn, NC) + 500.0)
 
     best = None
     seen = set()
@@ -341,8 +351,9 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         mr, nv = _tile(isa, VL, m, n)
         return _tile_efficiency(m, n, mr, nv * VL) * (1.0 if cs_n == 1 else 0.75)
 
-    # implicit-GEMM addressing is defined for B rows and C columns: keep the orientation
-    fixed = spec.b_kmap is not None or spec.c_ngrid is not None
+    # implicit-GEMM addressing is defined for B rows and C columns, a prepacked A for A's
+    # rows: keep the orientation
+    fixed = spec.b_kmap is not None or spec.c_ngrid is not None or spec.a_panel > 0
     swap = not fixed and score(N, M, spec.c_strides[1]) > score(M, N, spec.c_strides[2]) * 1.05
     sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
     bias = spec.bias
@@ -356,7 +367,8 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
 
     opts = params or {}
     extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue,
-                 res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1)
+                 res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1,
+                 a_panel=spec.a_panel)
     if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL and not fixed
             and not opts.get("no_dot")):
         # Few rows against a K-contiguous B (FullyConnected weights at small batch): packing
@@ -369,11 +381,16 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
                      KC=K, MC=M, NC=TN, TM=TM, TN=TN, mt=mt, nt=nt, dot_nb=nb, **extra)
 
     MR, NV = _tile(isa, VL, M, N)
+    if spec.a_panel:
+        if spec.a_panel != MR:
+            raise ValueError(f"gemm_kernel: A packed in panels of {spec.a_panel} rows, the "
+                             f"plan for this shape uses {MR} (see prepack_rows)")
     NR = NV * VL
     # scale KC so the B micro-panel keeps its byte size when NR changes
     KC = max(16, min(2048, isa.kc * (isa.nv * (isa.vbytes // 4)) // NR))
     KC = _rup(KC, 4)
-    TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, MR, NR, VL, isa.nc)
+    TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, MR, NR, VL, isa.nc,
+                                  a_packed=spec.a_panel > 0)
     # A task with a single row of tiles uses each B panel once: packing would only add a copy.
     direct_b = (sb[2] == 1 and TM <= MR and spec.b_kmap is None
                 and not opts.get("no_direct"))
@@ -1060,7 +1077,7 @@ class _Emitter:
         mcp = _rup(min(p.MC, _rup(p.TM, p.MR)), p.MR)
         b_off = tile
         a_off = b_off + _rup(kc * ncp * es, 64)
-        total = a_off + _rup(kc * mcp * es, 64)
+        total = a_off + (0 if p.a_panel else _rup(kc * mcp * es, 64))
         return b_off, a_off, total
 
     def emit_entry(self) -> str:
@@ -1119,9 +1136,11 @@ class _Emitter:
                               f"i64 {nc}, i64 {kc})")
                     with f.loop(m0, m1, p.MC) as ic:
                         mc = f.smin(p.MC, f.sub(m1, ic))
-                        src_a = f.gep(T, Ab, f.add(f.mul(ic, p.sa[1]), f.mul(pc, p.sa[2])))
-                        f.ins(f"call void {self.sym('packa')}(ptr {src_a}, ptr {Ap}, "
-                              f"i64 {mc}, i64 {kc})")
+                        if not p.a_panel:
+                            src_a = f.gep(T, Ab, f.add(f.mul(ic, p.sa[1]),
+                                                       f.mul(pc, p.sa[2])))
+                            f.ins(f"call void {self.sym('packa')}(ptr {src_a}, ptr {Ap}, "
+                                  f"i64 {mc}, i64 {kc})")
                         with f.loop(0, nc, p.NR) as jr:
                             nr = f.smin(p.NR, f.sub(nc, jr))
                             col = f.add(jc, jr)
@@ -1133,7 +1152,11 @@ class _Emitter:
                                 bpan = f.gep(T, Bp, f.mul(jr, kc), True)
                             with f.loop(0, mc, p.MR) as ir:
                                 mr = f.smin(p.MR, f.sub(mc, ir))
-                                apan = f.gep(T, Ap, f.mul(ir, kc), True)
+                                if p.a_panel:   # (ic + ir) is a multiple of MR
+                                    apan = f.gep(T, Ab, f.add(f.mul(f.add(ic, ir), p.K),
+                                                              f.mul(pc, p.MR)))
+                                else:
+                                    apan = f.gep(T, Ap, f.mul(ir, kc), True)
                                 row = f.add(ic, ir)
                                 # with c_ngrid the kernel maps columns itself from %col
                                 cofs = f.add(f.mul(row, p.sc[1]),
@@ -1312,11 +1335,33 @@ class _Emitter:
                 parts.append(self.emit_dot_tile(1))
             parts.append(self.emit_dot_entry())
             return "\n".join(sorted(self.decls) + [""] + parts), max(64, self.dot_scratch())
-        parts = [self.emit_pack("b"), self.emit_pack("a"), self.emit_kernel()]
+        parts = [self.emit_pack("b")] + ([] if p.a_panel else [self.emit_pack("a")]) + \
+            [self.emit_kernel()]
         if p.direct_b:
             parts.append(self.emit_kernel(direct=True))
         parts.append(self.emit_entry())
         return "\n".join(sorted(self.decls) + [""] + parts), self.scratch_layout()[2]
+
+
+def prepack_rows(spec: GemmSpec, isa: str) -> int:
+    """The panel height (``GemmSpec.a_panel``) an A operand packed ahead of time must have
+    for ``spec`` on ``isa``; 0 when this spec does not read A in row panels (the plan swaps
+    the operands or uses the dot-product schedule), so A cannot be prepacked."""
+    plan = _plan(spec, isa, None)
+    if plan.a_arg != 0 or plan.dot_nb or plan.M == 0 or plan.K == 0:
+        return 0
+    return plan.MR
+
+
+def pack_a_panels(a: "np.ndarray", mr: int) -> "np.ndarray":
+    """A (M, K) matrix in the ``a_panel`` layout: (ceil(M/mr), K, mr), zero rows past M."""
+    import numpy as np
+
+    M, K = a.shape
+    panels = -(-M // mr)
+    out = np.zeros((panels * mr, K), a.dtype)
+    out[:M] = a
+    return np.ascontiguousarray(out.reshape(panels, mr, K).transpose(0, 2, 1))
 
 
 def gemm_kernel(name: str, spec: GemmSpec, isa: str, *, _params: dict | None = None

@@ -11,7 +11,7 @@ import pytest
 
 llvm = pytest.importorskip("llvmlite.binding")
 
-from mxc.codegen.gemm import GemmSpec, gemm_kernel, host_isa
+from mxc.codegen.gemm import GemmSpec, gemm_kernel, host_isa, pack_a_panels, prepack_rows
 
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
@@ -260,6 +260,38 @@ def test_implicit_conv_blocks_and_epilogue():
 @pytest.mark.parametrize("isa", [i for i in ISAS_HERE if i != BEST])
 def test_implicit_conv_other_isas(isa):
     _conv_gemm(2, 5, 17, 13, 11, 3, 1, isa=isa, epilogue=("add", "relu"))
+
+
+@pytest.mark.parametrize("M,N,K,batch", [(37, 45, 101, 1), (64, 300, 576, 3), (5, 17, 9, 2),
+                                         (130, 61, 700, 1)])
+def test_prepacked_a(M, N, K, batch):
+    # constant weights packed once into row panels (a_panel): same results as packing A in
+    # the kernel, for ragged M, several K blocks, a batch sharing A, a fused epilogue
+    rng = np.random.default_rng(M)
+    A = rng.uniform(-1, 1, (M, K)).astype(np.float32)
+    B = rng.uniform(-1, 1, (batch, K, N)).astype(np.float32)
+    R = rng.uniform(-1, 1, (batch, M, N)).astype(np.float32)
+    bias = rng.uniform(-1, 1, M).astype(np.float32)
+    base = GemmSpec(batch=batch, M=M, N=N, K=K, a_strides=(0, K, 1), bias="m",
+                    epilogue=("add", "relu"))
+    for isa in ISAS_HERE:
+        mr = prepack_rows(base, isa)
+        assert mr > 0
+        Ap = pack_a_panels(A, mr)
+        spec = GemmSpec(batch=batch, M=M, N=N, K=K, a_strides=(0, 0, 0), bias="m",
+                        epilogue=("add", "relu"), a_panel=mr)
+        params = {"kc": 64} if K > 500 else None
+        kern = gemm_kernel("packed_a", spec, isa, _params=params)
+        C = np.full((batch, M, N), np.nan, np.float32)
+        ptrs = [Ap.ctypes.data, B.ctypes.data, C.ctypes.data, bias.ctypes.data, R.ctypes.data]
+        args = (ctypes.c_void_p * len(ptrs))(*ptrs)
+        scratch = _Scratch(kern.scratch_bytes)
+        _jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+        ref = np.maximum(np.matmul(A.astype(np.float64), B) + bias[:, None] + R, 0)
+        np.testing.assert_allclose(C, ref, rtol=0, atol=3e-6 * (K + 4), err_msg=isa)
+    with pytest.raises(ValueError, match="panels of"):
+        gemm_kernel("bad", GemmSpec(batch=1, M=M, N=N, K=K,
+                                    a_panel=prepack_rows(base, BEST) + 1), BEST)
 
 
 def test_zero_sizes():
