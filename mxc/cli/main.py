@@ -284,10 +284,16 @@ def _echo_cuda_artifact(art) -> None:
               help="with --memory: the training graph (grad_req 'write' for every argument)")
 @click.option("--fusion", "show_fusion", is_flag=True,
               help="kernels before and after fusion and the members of each fused group")
+@click.option("--svg", "svg", type=click.Path(dir_okay=False),
+              help="draw the compiled graph (fused groups, storage) to FILE (.svg via "
+                   "graphviz, .dot as text)")
 def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_llvm: bool,
-            as_json: bool, memory: bool, train: bool, show_fusion: bool) -> None:
+            as_json: bool, memory: bool, train: bool, show_fusion: bool,
+            svg: str | None) -> None:
     """Ops, shapes, parameter count and FLOPs per node of a model; with --memory, the bytes
-    of internal memory as MXNet's executor counts them."""
+    of internal memory as MXNet's executor counts them. With --params, --fusion and --svg
+    show the inference graph as ``CompiledModel`` runs it (BatchNorm folded into the
+    convolutions); --memory always counts the graph as written, as MXNet does."""
     from ..compiler import infer
     from ..compiler.model import load_model
 
@@ -307,12 +313,17 @@ def inspect(symbol: str, shapes: tuple, params: str | None, dump_ir: bool, dump_
             raise click.ClickException(str(e)) from None
         _echo_memory(rep, as_json)
         return
-    if show_fusion:
+    if show_fusion or svg:
         try:
-            rep = fusion_report(graph, known, ty, train)
+            fg, fk = (graph, known) if train or not params else \
+                _folded(graph, known, {**arg, **aux})
+            rep = fusion_report(fg, fk, ty, train, svg=svg)
         except MXNetError as e:
             raise click.ClickException(str(e)) from None
-        _echo_fusion(rep, as_json)
+        if show_fusion:
+            _echo_fusion(rep, as_json)
+        else:
+            click.echo(f"wrote {svg}")
         return
     rows = []
     total_flops = 0
@@ -400,9 +411,21 @@ def memory_report(graph, shapes: dict, types: dict, train: bool = False) -> dict
     return out
 
 
-def fusion_report(graph, shapes: dict, types: dict, train: bool = False) -> dict:
+def _folded(graph, shapes: dict, params: dict):
+    """The inference graph with constants folded (as ``CompiledModel`` compiles it)."""
+    from ..compiler.fold_constants import fold_constants
+
+    names = {v.name for v in graph.variables()}
+    g, p = fold_constants(graph, {k: np.asarray(v) for k, v in params.items() if k in names})
+    known = {k: v for k, v in shapes.items() if k not in params}
+    known.update({k: v.shape for k, v in p.items()})
+    return g, known
+
+
+def fusion_report(graph, shapes: dict, types: dict, train: bool = False,
+                  svg: str | None = None) -> dict:
     """Kernel calls of ``graph`` without and with fusion, and each fused group's nodes (in
-    run order; a group is one kernel)."""
+    run order; a group is one kernel); with ``svg``, the drawing written there."""
     from ..compiler.build import compile_graph
 
     req = None
@@ -413,6 +436,9 @@ def fusion_report(graph, shapes: dict, types: dict, train: bool = False) -> dict
                    ("float", "bfloat"))}
     cg = compile_graph(graph, shapes, is_train=train, grad_req=req, fusion=True,
                        codegen=False)
+    if svg:
+        from .graph_svg import write_svg
+        write_svg(cg, svg)
     groups = [{"kernel": k.node, "nodes": list(k.members)} for k in cg.kernels
               if k.members and len(k.members) > 1]
     return {"mode": "train" if train else "inference", "kernels_unfused": cg.kernels_unfused,

@@ -135,3 +135,30 @@ def test_poisoned_dead_storage(monkeypatch):
     plain = Run(y, vals, fusion=False)
     assert np.isfinite(f.outputs[0]).all()
     np.testing.assert_allclose(f.outputs[0], plain.outputs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_inspect_svg_draws_groups_and_storage(tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mxc.cli.main import main
+
+    c = mx.sym.Convolution(V("x"), kernel=(3, 3), pad=(1, 1), num_filter=4, name="conv")
+    y = mx.sym.relu(c, name="r")
+    p = tmp_path / "m-symbol.json"
+    p.write_text(y.tojson())
+    dot = tmp_path / "g.dot"
+    r = CliRunner().invoke(main, ["inspect", str(p), "--shape", "x=1,2,8,8", "--svg", str(dot)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    text = dot.read_text()
+    assert text.startswith("digraph") and "cluster_k" in text and '"conv"' in text
+    assert "slot " in text        # storage of the values on the edges
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz `dot` not installed")
+    svg = tmp_path / "g.svg"
+    r = CliRunner().invoke(main, ["inspect", str(p), "--shape", "x=1,2,8,8", "--svg", str(svg)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
