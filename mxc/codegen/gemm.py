@@ -855,37 +855,6 @@ class _Emitter:
     def k_blocks(self) -> int:
         return _cdiv(max(self.p.K, 1), max(self.p.KC, 1))
 
-    def flag_variants(self) -> list:
-        """(first, last) K-block flag pairs the epilogue must handle: one block -> both."""
-        if self.k_blocks() == 1:
-            return [(True, True)]
-        if not self.p.epi:
-            return [(True, None), (False, None)]     # `last` does not matter
-        return [(True, False), (False, False), (False, True)]
-
-    def branch_variants(self, f: _Fn, emit) -> None:
-        """Emit ``emit(first, last)`` for every flag variant, dispatching on %first/%last."""
-        variants = self.flag_variants()
-        end = f.label_name("vend")
-        if len(variants) == 1:
-            emit(*variants[0])
-            f.br(end)
-        else:
-            labels = [f.label_name("var") for _ in variants]
-            # %first selects the first variant; among the others %last decides
-            if len(variants) == 2:
-                f.ins(f"br i1 %first, label %{labels[0]}, label %{labels[1]}")
-            else:
-                other = f.label_name("vlast")
-                f.ins(f"br i1 %first, label %{labels[0]}, label %{other}")
-                f.label(other)
-                f.ins(f"br i1 %last, label %{labels[2]}, label %{labels[1]}")
-            for (first, last), lab in zip(variants, labels):
-                f.label(lab)
-                emit(first, last)
-                f.br(end)
-        f.label(end)
-
     def grid_segments(self, f: _Fn, q) -> list:
         """(element offset of lane 0, lane mask) per output row touched by the VL logical
         columns q..q+VL-1 of a ``c_ngrid`` C: lanes of row r are stored contiguously."""
@@ -927,13 +896,16 @@ class _Emitter:
         """Write the tile: alpha, then (first K block) beta*C and the bias or (later blocks)
         the partial C, then (last block) the epilogue steps.  ``%c``/``%res`` point at the
         tile's first element, or -- with ``c_ngrid`` -- at the row's logical column 0, the
-        tile starting at logical column ``%col``."""
+        tile starting at logical column ``%col``.  Each stage is emitted once (the flags
+        choose between branches that meet in phis): an epilogue per flag combination would
+        multiply the code LLVM has to optimize."""
         p, T, V, es, VL, spec = self.p, self.T, self.V, self.es, self.VL, self.spec
         MR, NV, NR = p.MR, p.NV, p.NR
         scm, scn = p.sc[1], p.sc[2]
         alpha, beta = spec.alpha, spec.beta
         dt = spec.dtype
         grid = p.ngrid is not None
+        one_block = self.k_blocks() == 1        # then %first and %last are both true
         if grid:
             mload, mstore = self.masked_decls()
 
@@ -967,29 +939,38 @@ class _Emitter:
                 s = f.op(f"extractelement {V} {x}, i64 {lane}")
                 f.ins(f"store {T} {s}, ptr {f.gep(T, ptr, lane * scn)}, align {es}")
 
-        def finish(x, ty, first, last, load_c, load_r, bias_m, bias_n):
-            """The value stored, from the accumulated product ``x``."""
-            cst = (lambda c: self.splat_const(c)) if ty == V else (lambda c: _fconst(c, dt))
-            if alpha != 1.0:
-                x = f.op(f"fmul {_FM} {ty} {x}, {cst(alpha)}")
-            if not first:
-                x = f.op(f"fadd {_FM} {ty} {x}, {load_c()}")
-            else:
-                if beta != 0.0:
-                    cv = load_c()
-                    if beta != 1.0:
-                        cv = f.op(f"fmul {_FM} {ty} {cv}, {cst(beta)}")
-                    x = f.op(f"fadd {_FM} {ty} {x}, {cv}")
-                for b in (bias_n, bias_m):
-                    if b is not None:
-                        x = f.op(f"fadd {_FM} {ty} {x}, {b}")
-            if last:
-                for step in p.epi:
-                    if step == "add":
-                        x = f.op(f"fadd {_FM} {ty} {x}, {load_r()}")
-                    else:
-                        x = self.relu(f, x, ty)
+        def cst(c: float, ty: str) -> str:
+            return self.splat_const(c) if ty == V else _fconst(c, dt)
+
+        def first_value(x, ty, load_c, bias, f=f):
+            if beta != 0.0:
+                cv = load_c()
+                if beta != 1.0:
+                    cv = f.op(f"fmul {_FM} {ty} {cv}, {cst(beta, ty)}")
+                x = f.op(f"fadd {_FM} {ty} {x}, {cv}")
+            for b in bias:
+                if b is not None:
+                    x = f.op(f"fadd {_FM} {ty} {x}, {b}")
             return x
+
+        def epilogue_steps(x, ty, load_r, f=f):
+            for step in p.epi:
+                x = f.op(f"fadd {_FM} {ty} {x}, {load_r()}") if step == "add" \
+                    else self.relu(f, x, ty)
+            return x
+
+        def branch(cond: str, then, other, xs: list, ty: str) -> list:
+            """Values after ``cond ? then(xs) : other(xs)`` (two blocks meeting in phis)."""
+            lt, lo, lj = f.label_name("bt"), f.label_name("bo"), f.label_name("bj")
+            f.ins(f"br i1 {cond}, label %{lt}, label %{lo}")
+            f.label(lt)
+            a = then(xs)
+            f.br(lj)
+            f.label(lo)
+            b = other(xs)
+            f.br(lj)
+            f.label(lj)
+            return [f.op(f"phi {ty} [{x}, %{lt}], [{y}, %{lo}]") for x, y in zip(a, b)]
 
         full = f.op(f"icmp eq i64 %mr, {MR}")
         full_n = f.op(f"icmp eq i64 %nr, {NR}")
@@ -1001,71 +982,101 @@ class _Emitter:
         f.label(L_fast)
         segs = [self.grid_segments(f, f.add("%col", v * VL)) for v in range(NV)] \
             if grid else None
+        rows = [f.gep(T, "%c", i * scm) for i in range(MR)]
+        rrows = [f.gep(T, "%res", i * scm) for i in range(MR)] if p.res_arg >= 0 else None
+        tiles = [(i, v) for i in range(MR) for v in range(NV)]
+        xs = [acc[i][v] for i, v in tiles]
+        if alpha != 1.0:
+            xs = [f.op(f"fmul {_FM} {V} {x}, {self.splat_const(alpha)}") for x in xs]
 
-        def fast(first, last):
-            bias_n = []
-            if first and p.bias == "n":
-                bias_n = [f.op(f"load {V}, ptr {f.gep(T, '%bias', v * VL)}, align {es}")
-                          for v in range(NV)]
-            for i in range(MR):
-                row = f.gep(T, "%c", i * scm)
-                rrow = f.gep(T, "%res", i * scm) if p.res_arg >= 0 else None
-                bias_m = None
-                if first and p.bias == "m":
-                    bias_m = self.splat(f, f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, "
-                                                f"align {es}"))
-                for v in range(NV):
-                    x = finish(acc[i][v], V, first, last,
-                               lambda: vload_c(row, v, segs),
-                               lambda: vload_c(rrow, v, segs), bias_m,
-                               bias_n[v] if bias_n else None)
-                    vstore_c(x, row, v, segs)
+        def fast_first(xs):
+            bias_n = [f.op(f"load {V}, ptr {f.gep(T, '%bias', v * VL)}, align {es}")
+                      for v in range(NV)] if p.bias == "n" else None
+            bias_m = [self.splat(f, f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, "
+                                         f"align {es}")) for i in range(MR)] \
+                if p.bias == "m" else None
+            return [first_value(x, V, lambda i=i, v=v: vload_c(rows[i], v, segs),
+                                (bias_n[v] if bias_n else None,
+                                 bias_m[i] if bias_m else None))
+                    for x, (i, v) in zip(xs, tiles)]
 
-        self.branch_variants(f, fast)
+        def fast_acc(xs):
+            return [f.op(f"fadd {_FM} {V} {x}, {vload_c(rows[i], v, segs)}")
+                    for x, (i, v) in zip(xs, tiles)]
+
+        def fast_epi(xs):
+            return [epilogue_steps(x, V, lambda i=i, v=v: vload_c(rrows[i], v, segs))
+                    for x, (i, v) in zip(xs, tiles)]
+
+        xs = fast_first(xs) if one_block else branch("%first", fast_first, fast_acc, xs, V)
+        if p.epi:
+            xs = fast_epi(xs) if one_block else \
+                branch("%last", fast_epi, lambda ys: list(ys), xs, V)
+        for x, (i, v) in zip(xs, tiles):
+            vstore_c(x, rows[i], v, segs)
         f.br(L_end)
 
-        # Edge tile: spill the registers to the tile buffer, scalar epilogue over mr x nr.
+        # Edge tile: spill the registers to the tile buffer; a separate small function
+        # (minsize: LLVM neither vectorizes nor unrolls it) does the scalar epilogue.
         f.label(L_slow)
         for i in range(MR):
             for v in range(NV):
                 f.ins(f"store {V} {acc[i][v]}, ptr {f.gep(T, '%tile', i * NR + v * VL, True)}, "
                       f"align {self.valign}")
-
-        def slow(first, last):
-            with f.loop(0, "%mr") as i:
-                row = f.gep(T, "%c", f.mul(i, scm))
-                rrow = f.gep(T, "%res", f.mul(i, scm)) if p.res_arg >= 0 else None
-                trow = f.gep(T, "%tile", f.mul(i, NR), True)
-                bm = None
-                if first and p.bias == "m":
-                    bm = f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, align {es}")
-                with f.loop(0, "%nr") as j:
-                    if grid:
-                        P, Wd = p.ngrid
-                        q = f.add("%col", j)
-                        ox = f.urem(q, P)
-                        off = f.add(f.mul(f.udiv(q, P), Wd), ox)
-                        cm = f.op(f"icmp ult i64 {ox}, {Wd}")
-                        skip = _If(f, cm)
-                        skip.__enter__()
-                    else:
-                        off = f.mul(j, scn)
-                    ptr = f.gep(T, row, off)
-                    bn = None
-                    if first and p.bias == "n":
-                        bn = f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}")
-                    x = f.op(f"load {T}, ptr {f.gep(T, trow, j, True)}, align {es}")
-                    x = finish(x, T, first, last,
-                               lambda: f.op(f"load {T}, ptr {ptr}, align {es}"),
-                               lambda: f.op(f"load {T}, ptr {f.gep(T, rrow, off)}, "
-                                            f"align {es}"), bm, bn)
-                    f.ins(f"store {T} {x}, ptr {ptr}, align {es}")
-                    if grid:
-                        skip.__exit__(None, None, None)
-
-        self.branch_variants(f, slow)
+        f.ins(f"call void {self.sym('edge')}(ptr %c, ptr %res, ptr %bias, ptr %tile, i64 %mr, "
+              f"i64 %nr, i1 %first, i1 %last, i64 %col)")
         f.br(L_end)
         f.label(L_end)
+        self.edge_fn = self.emit_edge(first_value, epilogue_steps, one_block)
+
+    def emit_edge(self, first_value, epilogue_steps, one_block: bool) -> str:
+        """The scalar epilogue of an edge tile (mr x nr of the tile buffer). C and the
+        residual are read unconditionally (their addresses are valid) and the flags pick
+        values with selects, so the loop body exists once."""
+        p, T, es, spec = self.p, self.T, self.es, self.spec
+        NR, scm, scn = p.NR, p.sc[1], p.sc[2]
+        dt = spec.dtype
+        f = _Fn(f"define internal void {self.sym('edge')}(ptr %c, ptr %res, ptr %bias, "
+                f"ptr noalias %tile, i64 %mr, i64 %nr, i1 %first, i1 %last, i64 %col) "
+                f"noinline minsize optsize {_FN_ATTRS}")
+        with f.loop(0, "%mr") as i:
+            row = f.gep(T, "%c", f.mul(i, scm))
+            rrow = f.gep(T, "%res", f.mul(i, scm)) if p.res_arg >= 0 else None
+            trow = f.gep(T, "%tile", f.mul(i, NR), True)
+            bm = f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, align {es}") \
+                if p.bias == "m" else None
+            with f.loop(0, "%nr") as j:
+                skip = None
+                if p.ngrid is not None:
+                    P, Wd = p.ngrid
+                    q = f.add("%col", j)
+                    ox = f.urem(q, P)
+                    off = f.add(f.mul(f.udiv(q, P), Wd), ox)
+                    skip = _If(f, f.op(f"icmp ult i64 {ox}, {Wd}"))
+                    skip.__enter__()
+                else:
+                    off = f.mul(j, scn)
+                ptr = f.gep(T, row, off)
+                bn = f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}") \
+                    if p.bias == "n" else None
+                x = f.op(f"load {T}, ptr {f.gep(T, trow, j, True)}, align {es}")
+                if spec.alpha != 1.0:
+                    x = f.op(f"fmul {_FM} {T} {x}, {_fconst(spec.alpha, dt)}")
+                cv = None if one_block and spec.beta == 0.0 else \
+                    f.op(f"load {T}, ptr {ptr}, align {es}")
+                xf = first_value(x, T, lambda: cv, (bn, bm), f)
+                if not one_block:
+                    xa = f.op(f"fadd {_FM} {T} {x}, {cv}")
+                    xf = f.op(f"select i1 %first, {T} {xf}, {T} {xa}")
+                if p.epi:
+                    xe = epilogue_steps(xf, T, lambda: f.op(
+                        f"load {T}, ptr {f.gep(T, rrow, off)}, align {es}"), f)
+                    xf = xe if one_block else f.op(f"select i1 %last, {T} {xe}, {T} {xf}")
+                f.ins(f"store {T} {xf}, ptr {ptr}, align {es}")
+                if skip is not None:
+                    skip.__exit__(None, None, None)
+        f.ins("ret void")
+        return f.render()
 
     # --- the task entry point ---
     def scratch_layout(self) -> tuple[int, int, int]:
@@ -1339,6 +1350,7 @@ class _Emitter:
             [self.emit_kernel()]
         if p.direct_b:
             parts.append(self.emit_kernel(direct=True))
+        parts.append(self.edge_fn)
         parts.append(self.emit_entry())
         return "\n".join(sorted(self.decls) + [""] + parts), self.scratch_layout()[2]
 
