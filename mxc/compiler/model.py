@@ -7,6 +7,8 @@ once and runs inference on numpy inputs.
 """
 from __future__ import annotations
 
+import mmap
+import sys
 import time
 from pathlib import Path
 
@@ -20,9 +22,9 @@ from .fold_constants import fold_constants
 
 def load_params(path: str | Path) -> tuple[dict, dict]:
     """(arg_params, aux_params) of numpy arrays from a ``.params`` file."""
-    from ..ir.formats import SparseRecord, load_nd
+    from ..ir.formats import SparseRecord
 
-    names, records = load_nd(str(path))
+    names, records = _load_nd_mapped(path)
     if names is None and not records:
         return {}, {}  # MXNet writes an empty dict as an empty list
     if names is None:
@@ -42,6 +44,27 @@ def load_params(path: str | Path) -> tuple[dict, dict]:
     return arg, aux
 
 
+def _load_nd_mapped(path) -> tuple:
+    """``load_nd`` of a file read through a read-only memory map: the arrays are copied
+    straight out of the page cache, with no intermediate copy of the whole file."""
+    from ..ir.formats import load_nd
+
+    try:
+        with open(path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):   # unreadable (load_nd reports it) or empty
+        return load_nd(str(path))
+    view = memoryview(mm)
+    try:
+        return load_nd(view, name=str(path))
+    finally:
+        try:
+            view.release()
+            mm.close()
+        except BufferError:  # a slice is still referenced (an error being raised): GC's job
+            pass
+
+
 def load_model(symbol_path: str | Path, params_path: str | Path | None = None):
     """(graph, arg_params, aux_params)."""
     p = Path(symbol_path)
@@ -55,12 +78,19 @@ def load_model(symbol_path: str | Path, params_path: str | Path | None = None):
 
 
 class CompiledModel:
-    """Inference of ``graph`` with bound parameters for the given input shapes."""
+    """Inference of ``graph`` with bound parameters for the given input shapes.
+
+    The program comes from the whole-program cache when this graph was compiled before for
+    these shapes (``compile_graph(cache=True)``; ``MXC_PROGRAM_CACHE=0`` turns it off).
+    Parameters computed here (folded BatchNorm weights, folded subgraphs) become the storage
+    of their slots as they are; the caller's arrays are copied (the model never aliases
+    them), so a model holds one copy of its parameters."""
 
     def __init__(self, graph: Graph, arg_params: dict, aux_params: dict,
                  input_shapes: dict, input_types: dict | None = None, *,
                  fold: bool = True) -> None:
-        params = {**arg_params, **aux_params}
+        params = {k: np.asarray(v) for k, v in {**arg_params, **aux_params}.items()}
+        callers = {id(a) for a in params.values()}   # the caller's memory: copied, not bound
         var_names = [v.name for v in graph.variables()]
         self.input_names = [n for n in var_names if n not in params]
         missing = [n for n in self.input_names if n not in input_shapes]
@@ -69,7 +99,7 @@ class CompiledModel:
                              f"{self.input_names}")
         t0 = time.perf_counter()
         if fold:  # parameters are fixed here: fold BatchNorm and parameter-only subgraphs
-            graph, params = fold_constants(graph, {k: np.asarray(v) for k, v in params.items()
+            graph, params = fold_constants(graph, {k: a for k, a in params.items()
                                                    if k in var_names})
             var_names = [v.name for v in graph.variables()]
         self.graph = graph
@@ -79,18 +109,29 @@ class CompiledModel:
             if n in var_names:
                 shapes[n] = tuple(a.shape)
                 types[n] = a.dtype.name
-        self.compiled = compile_graph(graph, shapes, types)
+        compiled_before = _objects_compiled()
+        self.compiled = compile_graph(graph, shapes, types, cache=True)
         self.compile_seconds = time.perf_counter() - t0
         prog = self.compiled.program
-        prog.allocate()
+        var_keys = {v.name: (v.uid, 0) for v in graph.variables()}
+        bound = {}
+        for n, slot in self.compiled.var_slots.items():
+            a = params.get(n)
+            if a is not None and id(a) not in callers and a.flags.owndata and \
+                    a.flags.c_contiguous and a.flags.aligned and a.flags.writeable and \
+                    a.nbytes == prog.slots[slot].nbytes and \
+                    a.dtype == np.dtype(self.compiled.types[var_keys[n]]):
+                bound[slot] = a.reshape(-1).view(np.uint8)  # made here: no copy needed
+        prog.allocate(bound)
         self._views = {}
         for n, slot in self.compiled.var_slots.items():
-            shape = self.compiled.shapes[_vkey(graph, n)]
-            dt = np.dtype(self.compiled.types[_vkey(graph, n)])
+            shape = self.compiled.shapes[var_keys[n]]
+            dt = np.dtype(self.compiled.types[var_keys[n]])
             view = prog.storage[slot][: int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
             self._views[n] = view
-            if n in params:
+            if n in params and slot not in bound:
                 view[...] = params[n]
+        del params, bound
         self.output_views = []
         for e, slot in zip(graph.outputs, self.compiled.head_slots):
             k = (e.node.uid, e.index)
@@ -98,6 +139,7 @@ class CompiledModel:
             dt = np.dtype(self.compiled.types[k])
             self.output_views.append(
                 prog.storage[slot][: int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape))
+        _release_memory(_objects_compiled() > compiled_before)
 
     def __call__(self, **inputs) -> list:
         for n in self.input_names:
@@ -116,8 +158,18 @@ class CompiledModel:
         self.compiled.program.run("forward")
 
 
-def _vkey(graph: Graph, name: str) -> tuple:
-    for v in graph.variables():
-        if v.name == name:
-            return (v.uid, 0)
-    raise KeyError(name)
+def _objects_compiled() -> int:
+    jit = sys.modules.get("mxc.codegen.jit")
+    return jit.STATS.get("compiled", 0) if jit is not None else 0
+
+
+def _release_memory(compiled: bool) -> None:
+    """The model is built: return the heap pages freed while folding and compiling to the
+    system and, when LLVM compiled anything here, its library pages (``release_compiler_
+    memory``): an inference process does not keep the compiler resident."""
+    from ..codegen import jit
+
+    if compiled:
+        jit.release_compiler_memory()
+    else:
+        jit.trim_heap()

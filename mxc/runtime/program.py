@@ -56,6 +56,7 @@ class Program:
     poison: dict = field(default_factory=dict)    # call -> [(offset, nbytes)] dead after it
     arena: np.ndarray | None = None               # the workspace of this instance
     debug_poison: bool | None = None              # None: MXC_POISON_MEMORY
+    _rng_slots: list | None = field(default=None, repr=False)  # slots reseeded per run
 
     def clone(self) -> Program:
         """A new instance sharing the compiled calls, with its own (unallocated) storage."""
@@ -112,11 +113,16 @@ class Program:
 
     def reseed(self) -> None:
         """Fresh seeds for the random kernels (Dropout) of the next run."""
+        rng = self._rng_slots
+        if rng is None:
+            rng = self._rng_slots = [i for i, info in enumerate(self.slots)
+                                     if info.kind == "rng"]
+        if not rng:
+            return
         from .random import next_seed
 
-        for slot, info in enumerate(self.slots):
-            if info.kind == "rng":
-                self.storage[slot][:8].view(np.uint64)[0] = next_seed()
+        for slot in rng:
+            self.storage[slot][:8].view(np.uint64)[0] = next_seed()
 
     def run(self, section: str | None = None) -> None:
         pool = get_pool()
