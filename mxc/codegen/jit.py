@@ -76,6 +76,43 @@ def host_target() -> HostTarget:
     return HostTarget(llvm.get_process_triple(), cpu, feats)
 
 
+_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags",
+               "features", "cpu implementer", "cpu architecture", "cpu variant", "cpu part",
+               "cpu revision", "isa", "uarch", "cpu model")
+_host_id: str | None = None
+
+
+def host_identity() -> str:
+    """The host as far as generated code depends on it, without loading LLVM: OS, machine,
+    llvmlite's version and the CPU description of /proc/cpuinfo (else LLVM's host target)."""
+    global _host_id
+    if _host_id is None:
+        import platform
+
+        import llvmlite  # the package only; its LLVM library loads with llvmlite.binding
+
+        parts = [sys.platform, platform.machine(), getattr(llvmlite, "__version__", "")]
+        cpu = []
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if not line.strip():
+                        if cpu:
+                            break
+                        continue
+                    k, _, v = line.partition(":")
+                    if k.strip().lower() in _CPU_FIELDS:
+                        cpu.append(f"{k.strip().lower()}={v.strip()}")
+        except OSError:
+            cpu = []
+        if not any(c.startswith(("flags=", "features=", "isa=")) for c in cpu):
+            t = host_target()
+            cpu = [t.triple, t.cpu, t.features]
+        parts += cpu
+        _host_id = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    return _host_id
+
+
 def host_target_machine():
     global _host_tm
     if _host_tm is None:

@@ -22,11 +22,18 @@ sees the new job or the caller sees a sleeper), and ``FUTEX_WAIT`` re-checks ``g
 atomically. Linux on x86-64 and AArch64 only (futex numbers); elsewhere ``native_pool()``
 returns None and the Python pool is used. This is JIT-process runtime support, never part of
 standalone artifacts (those get a parallel-for callback from their host).
+
+The code has no globals and no external symbols (its state is a block the Python side
+allocates, holding the libc functions it calls as pointers), so on x86-64 it links into a
+prelinked image cached under ``$MXC_CACHE_DIR/pool``: a warm process maps it without LLVM.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
 import os
+import struct
 import threading
 
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98}
@@ -36,29 +43,35 @@ _WAIT_YIELD = 2048    # caller spins this long on pending workers before yieldin
 CALL = ctypes.c_int64 * 4   # {fn, args, n_tasks, parallel} as four 64-bit words
 
 
+# The pool's state: one block the Python side allocates (no globals, no external symbols in
+# the code, so the object links into a prelinked image and a warm process maps it without
+# LLVM). Byte offsets; the counters each get a cache line.
+_GEN, _PENDING, _SLEEPERS, _BUSY, _STARTED = 0, 64, 128, 192, 256
+_JOB_FN, _JOB_ARGS, _JOB_N, _JOB_NT, _JOB_SCRATCH = 320, 328, 336, 344, 352
+_F_SYSCALL, _F_CREATE, _F_DETACH, _F_YIELD = 384, 392, 400, 408
+_WORKER_ARGS = 448            # per worker {state pointer, index}: 16 bytes each
+MAX_WORKERS = 64
+STATE_BYTES = _WORKER_ARGS + 16 * (MAX_WORKERS + 1)
+
+
 def _ir(arch: str) -> str:
     pause = ("call void @llvm.x86.sse2.pause()" if arch == "x86_64"
              else "call void @llvm.aarch64.hint(i32 1)")
     pause_decl = ("declare void @llvm.x86.sse2.pause()" if arch == "x86_64"
                   else "declare void @llvm.aarch64.hint(i32)")
     futex = _SYS_FUTEX[arch]
-    return f"""
-@gen = internal global i32 0, align 64
-@pending = internal global i32 0, align 64
-@sleepers = internal global i32 0, align 64
-@busy = internal global i32 0, align 64
-@started = internal global i32 0, align 64
-@job_fn = internal global ptr null, align 64
-@job_args = internal global ptr null
-@job_n = internal global i64 0
-@job_nt = internal global i64 0
-@job_scratch = internal global ptr null
 
+    def field(name: str, off: int) -> str:
+        return f"  %{name} = getelementptr i8, ptr %st, i64 {off}"
+
+    fields = "\n".join(field(n, o) for n, o in (
+        ("gen", _GEN), ("pending", _PENDING), ("sleepers", _SLEEPERS), ("busy", _BUSY),
+        ("started", _STARTED), ("job_fn", _JOB_FN), ("job_args", _JOB_ARGS),
+        ("job_n", _JOB_N), ("job_nt", _JOB_NT), ("job_scratch", _JOB_SCRATCH),
+        ("f_syscall", _F_SYSCALL), ("f_create", _F_CREATE), ("f_detach", _F_DETACH),
+        ("f_yield", _F_YIELD)))
+    return f"""
 {pause_decl}
-declare i64 @syscall(i64, ...)
-declare i32 @pthread_create(ptr, ptr, ptr, ptr)
-declare i32 @pthread_detach(i64)
-declare i32 @sched_yield()
 
 define internal void @range(ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i64 %w) {{
 entry:
@@ -80,16 +93,20 @@ done:
 
 define ptr @mxc_pool_worker(ptr %arg) {{
 entry:
-  %w = ptrtoint ptr %arg to i64
-  %g0 = load atomic i32, ptr @gen seq_cst, align 4
-  %st = atomicrmw add ptr @started, i32 1 seq_cst
+  %st = load ptr, ptr %arg
+  %wp = getelementptr i8, ptr %arg, i64 8
+  %w = load i64, ptr %wp
+{fields}
+  %sys = load ptr, ptr %f_syscall
+  %g0 = load atomic i32, ptr %gen seq_cst, align 4
+  %stc = atomicrmw add ptr %started, i32 1 seq_cst
   br label %wait
 wait:
   %seen = phi i32 [%g0, %entry], [%g1, %finish], [%seen, %slept]
   br label %spin
 spin:
   %i = phi i32 [0, %wait], [%i1, %spin_next]
-  %g1 = load atomic i32, ptr @gen acquire, align 4
+  %g1 = load atomic i32, ptr %gen acquire, align 4
   %new1 = icmp ne i32 %g1, %seen
   br i1 %new1, label %work, label %spin_next
 spin_next:
@@ -98,78 +115,89 @@ spin_next:
   %more = icmp ult i32 %i1, {_SPIN}
   br i1 %more, label %spin, label %sleep
 sleep:
-  %o1 = atomicrmw add ptr @sleepers, i32 1 seq_cst
-  %g2 = load atomic i32, ptr @gen seq_cst, align 4
+  %o1 = atomicrmw add ptr %sleepers, i32 1 seq_cst
+  %g2 = load atomic i32, ptr %gen seq_cst, align 4
   %same = icmp eq i32 %g2, %seen
   br i1 %same, label %do_sleep, label %slept
 do_sleep:
   %seen64 = zext i32 %seen to i64
-  %r = call i64 (i64, ...) @syscall(i64 {futex}, ptr @gen, i64 128, i64 %seen64, ptr null)
+  %r = call i64 (i64, ...) %sys(i64 {futex}, ptr %gen, i64 128, i64 %seen64, ptr null)
   br label %slept
 slept:
-  %o2 = atomicrmw sub ptr @sleepers, i32 1 seq_cst
+  %o2 = atomicrmw sub ptr %sleepers, i32 1 seq_cst
   br label %wait
 work:
-  %fn = load ptr, ptr @job_fn
-  %args = load ptr, ptr @job_args
-  %n = load i64, ptr @job_n
-  %nt = load i64, ptr @job_nt
-  %sc = load ptr, ptr @job_scratch
+  %fn = load ptr, ptr %job_fn
+  %args = load ptr, ptr %job_args
+  %n = load i64, ptr %job_n
+  %nt = load i64, ptr %job_nt
+  %sc = load ptr, ptr %job_scratch
   %inrange = icmp ult i64 %w, %nt
   br i1 %inrange, label %run, label %finish
 run:
   call void @range(ptr %fn, i64 %n, ptr %args, ptr %sc, i64 %nt, i64 %w)
   br label %finish
 finish:
-  %o3 = atomicrmw sub ptr @pending, i32 1 release
+  %o3 = atomicrmw sub ptr %pending, i32 1 release
   br label %wait
 }}
 
-define i32 @mxc_pool_start(i64 %w) {{
+define i32 @mxc_pool_start(ptr %st, i64 %w) {{
 entry:
+{fields}
   %tid = alloca i64
-  %arg = inttoptr i64 %w to ptr
-  %rc = call i32 @pthread_create(ptr %tid, ptr null, ptr @mxc_pool_worker, ptr %arg)
+  %arg = getelementptr i8, ptr %st, i64 {_WORKER_ARGS}
+  %argw = getelementptr [2 x i64], ptr %arg, i64 %w
+  store ptr %st, ptr %argw
+  %argi = getelementptr i8, ptr %argw, i64 8
+  store i64 %w, ptr %argi
+  %create = load ptr, ptr %f_create
+  %rc = call i32 %create(ptr %tid, ptr null, ptr @mxc_pool_worker, ptr %argw)
   %ok = icmp eq i32 %rc, 0
   br i1 %ok, label %detach, label %out
 detach:
   %t = load i64, ptr %tid
-  %d = call i32 @pthread_detach(i64 %t)
+  %det = load ptr, ptr %f_detach
+  %d = call i32 %det(i64 %t)
   br label %ready
 ready:
   ; counted in jobs only once it has read the generation it waits on
-  %n = load atomic i32, ptr @started acquire, align 4
+  %n = load atomic i32, ptr %started acquire, align 4
   %n64 = zext i32 %n to i64
   %up = icmp uge i64 %n64, %w
   br i1 %up, label %out, label %yield
 yield:
-  %y = call i32 @sched_yield()
+  %yf = load ptr, ptr %f_yield
+  %y = call i32 %yf()
   br label %ready
 out:
   ret i32 %rc
 }}
 
-define internal void @job(ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i32 %workers) {{
+define internal void @job(ptr %st, ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt,
+                          i32 %workers) {{
 entry:
-  store ptr %fn, ptr @job_fn
-  store ptr %args, ptr @job_args
-  store i64 %n, ptr @job_n
-  store i64 %nt, ptr @job_nt
-  store ptr %scratch, ptr @job_scratch
-  store atomic i32 %workers, ptr @pending monotonic, align 4
-  %old = atomicrmw add ptr @gen, i32 1 seq_cst
-  %sl = load atomic i32, ptr @sleepers seq_cst, align 4
+{fields}
+  store ptr %fn, ptr %job_fn
+  store ptr %args, ptr %job_args
+  store i64 %n, ptr %job_n
+  store i64 %nt, ptr %job_nt
+  store ptr %scratch, ptr %job_scratch
+  store atomic i32 %workers, ptr %pending monotonic, align 4
+  %old = atomicrmw add ptr %gen, i32 1 seq_cst
+  %sl = load atomic i32, ptr %sleepers seq_cst, align 4
   %any = icmp ne i32 %sl, 0
   br i1 %any, label %wake, label %mine
 wake:
-  %r = call i64 (i64, ...) @syscall(i64 {futex}, ptr @gen, i64 129, i64 2147483647)
+  %sys = load ptr, ptr %f_syscall
+  %r = call i64 (i64, ...) %sys(i64 {futex}, ptr %gen, i64 129, i64 2147483647)
   br label %mine
 mine:
   call void @range(ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i64 0)
   br label %wait
 wait:
   %i = phi i32 [0, %mine], [%i1, %again], [0, %yield]
-  %p = load atomic i32, ptr @pending acquire, align 4
+  %p = load atomic i32, ptr %pending acquire, align 4
   %done = icmp eq i32 %p, 0
   br i1 %done, label %out, label %again
 again:
@@ -178,15 +206,18 @@ again:
   %y = icmp ugt i32 %i1, {_WAIT_YIELD}
   br i1 %y, label %yield, label %wait
 yield:
-  %yr = call i32 @sched_yield()
+  %yf = load ptr, ptr %f_yield
+  %yr = call i32 %yf()
   br label %wait
 out:
   ret void
 }}
 
-define void @mxc_pool_run(ptr %calls, i64 %count, ptr %scratch, i64 %nt, i32 %workers) {{
+define void @mxc_pool_run(ptr %st, ptr %calls, i64 %count, ptr %scratch, i64 %nt,
+                          i32 %workers) {{
 entry:
-  %lk = cmpxchg ptr @busy, i32 0, i32 1 acquire monotonic
+  %busy = getelementptr i8, ptr %st, i64 {_BUSY}
+  %lk = cmpxchg ptr %busy, i32 0, i32 1 acquire monotonic
   %locked = extractvalue {{ i32, i1 }} %lk, 1
   %multi = icmp ugt i64 %nt, 1
   %pool = and i1 %locked, %multi
@@ -211,7 +242,7 @@ body:
   %split = and i1 %p3, %pool
   br i1 %split, label %parallel, label %serial
 parallel:
-  call void @job(ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i32 %workers)
+  call void @job(ptr %st, ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i32 %workers)
   br label %next
 serial:
   %has = icmp ugt i64 %n, 0
@@ -225,7 +256,7 @@ next:
 exit:
   br i1 %locked, label %unlock, label %out
 unlock:
-  store atomic i32 0, ptr @busy release, align 4
+  store atomic i32 0, ptr %busy release, align 4
   br label %out
 out:
   ret void
@@ -233,43 +264,86 @@ out:
 """
 
 
+_NAMES = ["mxc_pool_run", "mxc_pool_start", "mxc_pool_worker"]
+
+
+def _addresses(text: str) -> tuple[dict, object]:
+    """Entry addresses of the pool's code (and what keeps it mapped): a prelinked image
+    cached on disk where the host maps images (a warm process then never loads LLVM), else
+    MCJIT."""
+    from . import jit
+
+    if jit.image_supported():
+        key = hashlib.sha256((jit.host_identity() + "\0pool-v1\0" + text).encode())
+        path = jit.cache_dir() / "pool" / f"{key.hexdigest()}.img"
+        data = jit.read_entry(path)
+        image = None
+        if data is not None:
+            try:
+                image = _decode(data)
+            except (ValueError, KeyError, TypeError, struct.error):
+                image = None
+        if image is None:
+            image = jit.link_image([jit.object_for(text)], _NAMES)
+            if image is not None:
+                jit.write_entry(path, _encode(image))
+        if image is not None:
+            mapped = jit.map_image(image, "pool:" + key.hexdigest())
+            return mapped.addresses, mapped
+    cm = jit.compile_ir(text, _NAMES)
+    return cm.addresses, cm
+
+
+def _encode(image: dict) -> bytes:
+    head = json.dumps({"arch": image["arch"], "relocs": image["relocs"],
+                       "symbols": image["symbols"]}).encode()
+    return struct.pack("<Q", len(head)) + head + image["code"]
+
+
+def _decode(data: bytes) -> dict:
+    (n,) = struct.unpack_from("<Q", data, 0)
+    head = json.loads(data[8: 8 + n].decode())
+    return {"arch": head["arch"], "relocs": [tuple(r) for r in head["relocs"]],
+            "symbols": head["symbols"], "code": bytes(data[8 + n:])}
+
+
 class NativePool:
-    """The JIT-compiled pool: ``run(calls, n, scratch_ptrs, threads)``; workers start lazily."""
+    """The compiled pool: ``run(calls, n, scratch_ptrs, threads)``; workers start lazily."""
 
     def __init__(self, arch: str) -> None:
-        import llvmlite.binding as llvm
-
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        target = llvm.Target.from_triple(llvm.get_process_triple())
-        tm = target.create_target_machine(opt=2, jit=True)
-        mod = llvm.parse_assembly(_ir(arch))
-        mod.verify()
-        self._engine = llvm.create_mcjit_compiler(mod, tm)
-        self._engine.finalize_object()
-        addr = self._engine.get_function_address
-        self._run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                                     ctypes.c_int64, ctypes.c_int32)(addr("mxc_pool_run"))
-        self._start = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64)(addr("mxc_pool_start"))
+        addr, self._code = _addresses(_ir(arch))
+        self._state_buf = ctypes.create_string_buffer(STATE_BYTES + 64)
+        self.state = (ctypes.addressof(self._state_buf) + 63) // 64 * 64
+        libc = ctypes.CDLL(None)
+        for off, fn in ((_F_SYSCALL, libc.syscall), (_F_CREATE, libc.pthread_create),
+                        (_F_DETACH, libc.pthread_detach), (_F_YIELD, libc.sched_yield)):
+            ctypes.c_void_p.from_address(self.state + off).value = \
+                ctypes.cast(fn, ctypes.c_void_p).value
+        self._run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                     ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)(
+            addr["mxc_pool_run"])
+        self._start = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)(
+            addr["mxc_pool_start"])
         self.workers = 0
         self._lock = threading.Lock()
 
     def ensure_workers(self, n: int) -> int:
-        """Start workers until there are ``n`` (never stops any); returns how many run.
-        Only while no job can be in flight: callers hold no pool job when growing it."""
+        """Start workers until there are ``n`` (never stops any; at most MAX_WORKERS);
+        returns how many run."""
         with self._lock:
-            while self.workers < n:
-                if self._start(self.workers + 1) != 0:
+            while self.workers < min(n, MAX_WORKERS):
+                if self._start(self.state, self.workers + 1) != 0:
                     break
                 self.workers += 1
             return self.workers
 
     def run(self, calls, count: int, scratch_ptrs, threads: int) -> None:
-        """Run ``count`` calls of the ``CALL`` array ``calls`` on ``threads`` threads (the
-        caller included; clamped to the workers running + 1). ctypes drops the GIL."""
+        """Run ``count`` calls of the ``CALL`` array ``calls`` (or its address) on
+        ``threads`` threads, the caller included (clamped to the workers running + 1).
+        ctypes drops the GIL for the whole run."""
         nt = max(1, min(int(threads), self.workers + 1))
-        self._run(ctypes.addressof(calls) if not isinstance(calls, int) else calls, count,
-                  scratch_ptrs, nt, self.workers)
+        self._run(self.state, calls if isinstance(calls, int) else ctypes.addressof(calls),
+                  count, scratch_ptrs, nt, self.workers)
 
 
 _pool: NativePool | None = None

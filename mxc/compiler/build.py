@@ -48,6 +48,7 @@ from ..runtime.program import KernelCall, Program, SlotInfo
 from . import infer
 from . import plan_memory as memplan
 from .gradient import gradient
+from ..codegen.jit import host_identity
 from .lower import LowerCtx, LoweredKernel, SlotTable
 
 
@@ -395,7 +396,7 @@ def _codegen(lowered: list, slots: SlotTable, n_fwd: int, memory=None,
         k = lk.kernel
         calls.append(KernelCall(cm.functions[fname], fname, lk.slots, _byte_offsets(k),
                                 k.n_tasks, k.scratch_bytes, k.cost, lk.node))
-    return Program(infos, calls, cm, sections={"forward": (0, n_fwd),
+    return Program(infos, calls, cm, native=_native_pool(), sections={"forward": (0, n_fwd),
                                               "backward": (n_fwd, len(calls))}, **arena)
 
 
@@ -412,11 +413,7 @@ def _byte_offsets(k) -> list:
 PROGRAM_FORMAT = 1
 _ENV_SWITCHES = ("MXNET_USE_FUSION", "MXC_PLAN_MEMORY", "MXNET_EXEC_ENABLE_INPLACE",
                  "NNVM_EXEC_MATCH_RANGE", "MXC_CPU", "MXC_CPU_FEATURES")
-_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags",
-               "features", "cpu implementer", "cpu architecture", "cpu variant", "cpu part",
-               "cpu revision", "isa", "uarch", "cpu model")
 _fingerprint: str | None = None
-_host_id: str | None = None
 
 
 def program_cache_enabled() -> bool:
@@ -459,39 +456,6 @@ def source_fingerprint() -> str:
             h.update(repr(f).encode())
         _fingerprint = h.hexdigest()
     return _fingerprint
-
-
-def host_identity() -> str:
-    """The host as far as generated code depends on it, without loading LLVM: OS, machine,
-    llvmlite's version and the CPU description of /proc/cpuinfo (else LLVM's host target)."""
-    global _host_id
-    if _host_id is None:
-        import platform
-
-        import llvmlite  # the package only; its LLVM library loads with llvmlite.binding
-
-        parts = [sys.platform, platform.machine(), getattr(llvmlite, "__version__", "")]
-        cpu = []
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if not line.strip():
-                        if cpu:
-                            break
-                        continue
-                    k, _, v = line.partition(":")
-                    if k.strip().lower() in _CPU_FIELDS:
-                        cpu.append(f"{k.strip().lower()}={v.strip()}")
-        except OSError:
-            cpu = []
-        if not any(c.startswith(("flags=", "features=", "isa=")) for c in cpu):
-            from ..codegen.jit import host_target
-
-            t = host_target()
-            cpu = [t.triple, t.cpu, t.features]
-        parts += cpu
-        _host_id = hashlib.sha256("\0".join(parts).encode()).hexdigest()
-    return _host_id
 
 
 def _graph_signature(graph: Graph) -> list:
@@ -670,7 +634,7 @@ def _program_from_payload(p: dict, key: str, full: Graph, shapes: dict, types: d
     memory = None
     if p["memory"] is not None:
         memory = memplan.MemoryPlan(**p["memory"])
-    program = Program(slots, calls, owner, sections=dict(p["sections"]),
+    program = Program(slots, calls, owner, native=_native_pool(), sections=dict(p["sections"]),
                       arena_offsets=memory.offsets if memory is not None
                       else dict(p["arena_offsets"]),
                       arena_bytes=int(p["arena_bytes"]), poison=p["poison"])
@@ -683,6 +647,12 @@ def _program_from_payload(p: dict, key: str, full: Graph, shapes: dict, types: d
                          dict(p["grad_slots"]), entry_slot, None, None,
                          int(p["kernels_unfused"]), [list(g) for g in p["fused_groups"]],
                          memory, relower=relower, from_cache=True)
+
+
+def _native_pool():
+    """The native pool programs run on (None: the Python pool; MXC_NATIVE_POOL=0)."""
+    from ..codegen.native_pool import native_pool
+    return native_pool()
 
 
 __all__ = ["compile_graph", "CompiledGraph", "topo_order"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .threadpool import get_pool
+from .threadpool import PARALLEL_THRESHOLD, get_pool, worker_scratch
 
 
 @dataclass
@@ -57,12 +57,17 @@ class Program:
     arena: np.ndarray | None = None               # the workspace of this instance
     debug_poison: bool | None = None              # None: MXC_POISON_MEMORY
     _rng_slots: list | None = field(default=None, repr=False)  # slots reseeded per run
+    #: a native pool (``codegen.native_pool.NativePool``, set by the compiler) that runs a
+    #: whole section of calls with no Python between kernels; None: the Python pool
+    native: object = None
+    _native_calls: object = field(default=None, repr=False)
 
     def clone(self) -> Program:
         """A new instance sharing the compiled calls, with its own (unallocated) storage."""
         return Program(self.slots, self.calls, self.owner, [], self.sections,
                        arena_offsets=self.arena_offsets, arena_bytes=self.arena_bytes,
-                       poison=self.poison, debug_poison=self.debug_poison)
+                       poison=self.poison, debug_poison=self.debug_poison,
+                       native=self.native)
 
     def new_arena(self) -> np.ndarray | None:
         """A 64-byte-aligned workspace for the planned slots (None when nothing is planned)."""
@@ -110,6 +115,7 @@ class Program:
                                  f"bytes, needs {self.slots[i].nbytes}")
         self._args = [(ctypes.c_void_p * max(len(c.slots), 1))(
             *[ptrs[s] + o for s, o in zip(c.slots, c.offsets)]) for c in self.calls]
+        self._native_calls = None   # rebuilt from the new argument arrays on the next run
 
     def reseed(self) -> None:
         """Fresh seeds for the random kernels (Dropout) of the next run."""
@@ -134,9 +140,33 @@ class Program:
         if self.debug_poison and self.arena is not None:
             self._run_poisoned(pool, b, e, section in (None, "forward"))
             return
+        if self.native is not None and e > b:
+            self._run_native(pool, b, e)
+            return
         for i in range(b, e):
             c = calls[i]
             pool.run(c.fn, c.n_tasks, args[i], c.scratch_bytes, c.cost)
+
+    def _run_native(self, pool, b: int, e: int) -> None:
+        """Calls [b, e) in one native call: {fn, args, n_tasks, parallel} per call, split
+        like ``ThreadPool.run`` would (parallel only above PARALLEL_THRESHOLD)."""
+        arr = self._native_calls
+        if arr is None:
+            arr = (ctypes.c_int64 * (4 * len(self.calls)))()
+            for i, c in enumerate(self.calls):
+                arr[4 * i] = ctypes.cast(c.fn, ctypes.c_void_p).value or 0
+                arr[4 * i + 1] = ctypes.addressof(self._args[i])
+                arr[4 * i + 2] = c.n_tasks
+                arr[4 * i + 3] = int(c.cost >= PARALLEL_THRESHOLD)
+            self._native_calls = arr
+        nt = pool.num_threads
+        native = self.native
+        if native.workers < nt - 1:
+            native.ensure_workers(nt - 1)
+        need = max((c.scratch_bytes for c in self.calls[b:e]), default=0)
+        scratch = (ctypes.c_void_p * max(nt, 1))(pool.caller_scratch(need),
+                                                  *worker_scratch(need, nt - 1))
+        native.run(ctypes.addressof(arr) + 32 * b, e - b, scratch, nt)
 
     def _run_poisoned(self, pool, b: int, e: int, fresh: bool) -> None:
         """``run`` in debug mode: dead arena bytes hold NaN garbage (0xFF bytes)."""

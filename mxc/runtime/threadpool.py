@@ -53,6 +53,10 @@ class ThreadPool:
         self._busy = threading.Lock()
         self._workers: list[_Worker] = [_Worker(i) for i in range(self.num_threads - 1)]
 
+    def caller_scratch(self, nbytes: int) -> int:
+        """This thread's 64-byte aligned scratch of at least ``nbytes`` (0 when none)."""
+        return self._scratch().get(nbytes)
+
     def _scratch(self) -> _Scratch:
         sc = getattr(self._local, "scratch", None)
         if sc is None:
@@ -123,6 +127,29 @@ class _Worker:
                 self.error = ex
             finally:
                 self.done.set()
+
+
+_worker_bufs: list = []          # per worker: its largest scratch so far
+_retired: list = []              # outgrown buffers: a native run may still be using them
+_worker_lock = threading.Lock()
+
+
+def worker_scratch(nbytes: int, count: int) -> list:
+    """Addresses of ``count`` 64-byte aligned scratch buffers of at least ``nbytes``, one
+    per native-pool worker (only the run holding the native pool uses them). Grow-only, and
+    outgrown buffers are kept: a run that started with the old pointers may still be
+    writing them."""
+    if count <= 0:
+        return []
+    with _worker_lock:
+        while len(_worker_bufs) < count:
+            _worker_bufs.append(_Scratch())
+        out = []
+        for sc in _worker_bufs[:count]:
+            if nbytes > 0 and sc.buf.size < nbytes + 64:
+                _retired.append(sc.buf)
+            out.append(sc.get(nbytes))
+        return out
 
 
 _pool: ThreadPool | None = None

@@ -254,7 +254,8 @@ def test_damaged_entry_is_rebuilt(damage, cache):
     m = _model(arg, aux)
     assert not m.compiled.from_cache
     np.testing.assert_array_equal(m(data=x)[0], y)
-    assert path.read_bytes() == good                    # rebuilt and stored again
+    # rebuilt and stored again (equal content; pickle's sharing of equal objects may differ)
+    assert pickle.loads(jit.read_entry(path)[8:]) == pickle.loads(good[8:-32])
     assert _model(arg, aux).compiled.from_cache
 
 
