@@ -140,7 +140,7 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
                   is_train: bool = False, grad_req: dict | None = None,
                   fusion: bool | None = None, plan_memory: bool = True,
                   retain_graph: bool = False, codegen: bool = True,
-                  cache: bool = False) -> CompiledGraph:
+                  cache: bool = False, constants: tuple = ()) -> CompiledGraph:
     """Compile ``graph``. ``grad_req`` maps variable names to 'write' | 'add' | 'null'; when
     any is not 'null', the backward graph is built and compiled into section 'backward'.
     ``fusion`` (default: ``MXNET_USE_FUSION``, on) inlines producers into consumers.
@@ -149,7 +149,11 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
     keeps the forward values it reads until its end, so it may run again. ``codegen=False``
     stops before machine code (calls get no function; ``compiler.aot`` renders the kernels
     for its own target). ``cache`` uses the whole-program cache (see the module docstring;
-    ``MXC_PROGRAM_CACHE=0`` turns it off)."""
+    ``MXC_PROGRAM_CACHE=0`` turns it off). ``constants`` names parameters whose values the
+    caller fixes for the program's life: a convolution weight among them that nothing else
+    reads may be stored prepacked for the GEMM (``program.slot_layouts`` says how; the caller
+    writes it with ``codegen.gemm.pack_a_panels``)."""
+    constants = tuple(sorted(set(constants)))
     arg_types = arg_types or {}
     fwd_shapes = infer.infer_shapes(graph, arg_shapes)
     fwd_types = infer.infer_types(graph, arg_types)
@@ -184,12 +188,12 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
         try:
             key = program_key(graph, arg_shapes, arg_types, is_train=is_train,
                               grad_req=wanted, fusion=fusion, plan_memory=plan_memory,
-                              retain_graph=retain_graph)
+                              retain_graph=retain_graph, constants=constants)
         except (TypeError, ValueError, MXNetError):  # inputs the key cannot spell: no cache
             key = None
     if key is not None:
         relower = _relower_fn(graph, arg_shapes, arg_types, is_train, grad_req, fusion,
-                              plan_memory, retain_graph)
+                              plan_memory, retain_graph, constants)
         cg = _load_program(key, full, shapes, types, relower)
         if cg is not None:
             return cg
@@ -206,6 +210,14 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
         slot = slots.new(math.prod(s) * d.itemsize, kind, n.name)
         entry_slot[(n.uid, 0)] = slot
         var_slots[n.name] = slot
+    if constants:   # fixed parameters read by a single node may be stored prepacked
+        readers: dict = {}
+        for node in full.nodes:
+            for e in node.inputs:
+                readers.setdefault(e.node.uid, set()).add(node.uid)
+        slots.packable = {var_slots[n.name] for n in full.variables()
+                          if n.name in constants and len(readers.get(n.uid, ())) == 1
+                          and not any(h.node is n for h in full.outputs)}
 
     # forward nodes first (in the forward graph's order), then the backward-only nodes
     fwd_nodes = [n for n in graph.nodes if not n.is_variable]
@@ -255,6 +267,7 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
                                        grad_entries, grad_slots, wanted, retain_graph)
     objects: list | None = [] if key is not None else None
     program = _codegen(lowered, slots, n_fwd_kernels, memory, jit=codegen, objects=objects)
+    program.slot_layouts = dict(slots.layouts)
     head_slots = [entry_slot[_entry_key(h)] for h in graph.outputs]
     cg = CompiledGraph(program, full, shapes, types, var_slots, head_slots,
                        [var_slots[v.name] for v in head_grad_vars], grad_slots, entry_slot,
@@ -410,7 +423,7 @@ def _byte_offsets(k) -> list:
 # ---------------------------------------------------------------------------------------------
 # whole-program cache
 # ---------------------------------------------------------------------------------------------
-PROGRAM_FORMAT = 1
+PROGRAM_FORMAT = 2
 _ENV_SWITCHES = ("MXNET_USE_FUSION", "MXC_PLAN_MEMORY", "MXNET_EXEC_ENABLE_INPLACE",
                  "NNVM_EXEC_MATCH_RANGE", "MXC_CPU", "MXC_CPU_FEATURES")
 _fingerprint: str | None = None
@@ -473,7 +486,7 @@ def _graph_signature(graph: Graph) -> list:
 def program_key(graph: Graph, arg_shapes: dict, arg_types: dict | None = None, *,
                 is_train: bool = False, grad_req: dict | None = None,
                 fusion: bool | None = None, plan_memory: bool = True,
-                retain_graph: bool = False) -> str:
+                retain_graph: bool = False, constants: tuple = ()) -> str:
     """The whole-program cache key of a ``compile_graph`` call: graph structure (ops, names,
     attributes, edges; not parameter values), input shapes and dtypes, options, environment
     switches, host and compiler sources."""
@@ -484,7 +497,7 @@ def program_key(graph: Graph, arg_shapes: dict, arg_types: dict | None = None, *
            "types": types, "is_train": bool(is_train), "grad_req": req,
            "fusion": None if fusion is None else bool(fusion),
            "plan_memory": None if plan_memory is None else bool(plan_memory),
-           "retain_graph": bool(retain_graph),
+           "retain_graph": bool(retain_graph), "constants": sorted(constants),
            "env": [os.environ.get(k) for k in _ENV_SWITCHES],
            "host": host_identity(), "sources": source_fingerprint()}
     text = json.dumps(doc, sort_keys=True, default=repr, separators=(",", ":"))
@@ -506,7 +519,7 @@ class _DataUnpickler(pickle.Unpickler):
 
 
 def _relower_fn(graph, arg_shapes, arg_types, is_train, grad_req, fusion, plan_memory,
-                retain_graph):
+                retain_graph, constants=()):
     """What ``CompiledGraph.kernels``/``modules`` of a cached program recompute: the same
     compile without machine code (same slots and calls), and its kernels rendered."""
     arg_shapes, arg_types = dict(arg_shapes), dict(arg_types or {})
@@ -517,7 +530,7 @@ def _relower_fn(graph, arg_shapes, arg_types, is_train, grad_req, fusion, plan_m
 
         cg = compile_graph(graph, arg_shapes, arg_types, is_train=is_train, grad_req=grad_req,
                            fusion=fusion, plan_memory=plan_memory, retain_graph=retain_graph,
-                           codegen=False)
+                           codegen=False, constants=constants)
         kernels = cg.kernels
         modules = render_modules([lk.kernel for lk in kernels])[0] if kernels else []
         return kernels, modules
@@ -546,6 +559,7 @@ def _store_program(key: str, cg: CompiledGraph, objects: list | None) -> None:
                        c.cost, c.node) for c in prog.calls],
             "sections": dict(prog.sections), "arena_offsets": dict(prog.arena_offsets),
             "arena_bytes": prog.arena_bytes, "poison": dict(prog.poison),
+            "slot_layouts": {int(k): tuple(v) for k, v in prog.slot_layouts.items()},
             "memory": None if mem is None else {f.name: getattr(mem, f.name)
                                                  for f in fields(mem)},
             "entry_slot": [(index[u], i, s) for (u, i), s in cg.entry_slot.items()
@@ -637,7 +651,8 @@ def _program_from_payload(p: dict, key: str, full: Graph, shapes: dict, types: d
     program = Program(slots, calls, owner, native=_native_pool(), sections=dict(p["sections"]),
                       arena_offsets=memory.offsets if memory is not None
                       else dict(p["arena_offsets"]),
-                      arena_bytes=int(p["arena_bytes"]), poison=p["poison"])
+                      arena_bytes=int(p["arena_bytes"]), poison=p["poison"],
+                      slot_layouts={int(k): tuple(v) for k, v in p["slot_layouts"].items()})
     entry_slot = {(nodes[pos].uid, i): s for pos, i, s in p["entry_slot"]}
     stats = jit.STATS  # the program's modules came from the disk cache
     stats["program_hits"] = stats.get("program_hits", 0) + 1

@@ -35,6 +35,12 @@ class SlotTable:
     nbytes: list = field(default_factory=list)
     kinds: list = field(default_factory=list)
     names: list = field(default_factory=list)
+    #: slots of constant parameters read by one node only, which a GEMM may ask to hold its
+    #: A operand prepacked (filled by the caller: ``compile_graph(constants=...)``)
+    packable: set = field(default_factory=set)
+    #: slot -> ("gemm_a", M, K, panel): the caller stores that parameter with
+    #: ``codegen.gemm.pack_a_panels`` (see ``CompiledGraph.slot_layouts``)
+    layouts: dict = field(default_factory=dict)
 
     def new(self, nbytes: int, kind: str = "temp", name: str = "") -> int:
         self.nbytes.append(int(nbytes))
@@ -199,11 +205,19 @@ class LowerCtx:
                                f"{a.dtype.name}/{b.dtype.name} -> {dt} is not supported yet "
                                "(float32 and float64 only)")
         bias_stride = int(bias_batch_stride)
+        a_panel = 0
+        if not gpu_lowering() and not trans_a:
+            a_panel = self._prepack_a(a, M, Kd, sa, dict(
+                batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
+                c_strides=sc, bias=bias_axis if bias is not None else None,
+                b_kmap=b_kmap, c_ngrid=c_ngrid))
+            if a_panel:
+                sa = (0, 0, 0)
         spec = GemmSpec(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
                         c_strides=sc, alpha=float(alpha), beta=float(beta),
                         bias=bias_axis if bias is not None else None,
                         bias_stride_batch=bias_stride, b_kmap=b_kmap, c_ngrid=c_ngrid,
-                        epilogue=tuple(epilogue))
+                        epilogue=tuple(epilogue), a_panel=a_panel)
         # pointers are passed already offset; views with element offsets become slot offsets
         bufs = [a.buf, b.buf, c.buf] + ([bias.buf] if bias is not None else [])
         offs = [a.offset, b.offset, c.offset] + ([bias.offset] if bias is not None else [])
@@ -225,6 +239,28 @@ class LowerCtx:
         kern.gemm_spec = spec  # type: ignore[attr-defined]
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
+
+
+    def _prepack_a(self, a: K.TensorRef, M: int, Kd: int, sa: tuple, fields: dict) -> int:
+        """The panel height when the A operand -- the whole of a packable constant
+        parameter, row-major (M, K), shared by the batch -- is stored prepacked, else 0.
+        Claims the slot's layout (and its padded size) on first use."""
+        from ..codegen.gemm import GemmSpec, prepack_rows
+        from ..codegen.targets import gemm_isa
+
+        slot = self._buf_slot.get(a.buf)
+        table = self._slots
+        if slot not in table.packable or a.offset != 0 or sa[0] != 0 or \
+                tuple(sa[1:]) != (Kd, 1) or a.buf.size != M * Kd or \
+                a.dtype.name not in ("float32", "float64"):
+            return 0
+        panel = prepack_rows(GemmSpec(**fields), gemm_isa())
+        want = ("gemm_a", M, Kd, panel)
+        if not panel or table.layouts.get(slot, want) != want:
+            return 0
+        table.layouts[slot] = want
+        table.nbytes[slot] = -(-M // panel) * panel * Kd * a.dtype.itemsize
+        return panel
 
 
 def schedule_deferred(lk: LoweredKernel) -> LoweredKernel:

@@ -61,13 +61,16 @@ class Program:
     #: whole section of calls with no Python between kernels; None: the Python pool
     native: object = None
     _native_calls: object = field(default=None, repr=False)
+    #: slot -> ("gemm_a", M, K, panel): a constant parameter stored in the GEMM's prepacked
+    #: layout (row panels; ``codegen.gemm.pack_a_panels``), not as its plain array
+    slot_layouts: dict = field(default_factory=dict)
 
     def clone(self) -> Program:
         """A new instance sharing the compiled calls, with its own (unallocated) storage."""
         return Program(self.slots, self.calls, self.owner, [], self.sections,
                        arena_offsets=self.arena_offsets, arena_bytes=self.arena_bytes,
                        poison=self.poison, debug_poison=self.debug_poison,
-                       native=self.native)
+                       native=self.native, slot_layouts=self.slot_layouts)
 
     def new_arena(self) -> np.ndarray | None:
         """A 64-byte-aligned workspace for the planned slots (None when nothing is planned)."""
