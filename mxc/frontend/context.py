@@ -1,8 +1,11 @@
 """Device contexts (MXNet's ``mxnet.context``): ``mx.cpu()``, ``mx.gpu(i)``, ``with ctx:``.
 
-A :class:`Context` names where arrays live and where ops run. CPU is the only back end that
-runs today; GPU contexts can be created, compared and printed, and anything that would put
-data or run code on them raises :class:`~mxc.base.MXNetError` ("no GPU back end yet").
+A :class:`Context` names where arrays live and where ops run. ``mx.gpu(i)`` runs on the PTX
+back end (``docs/gpu.md``) through :mod:`.gpu_storage`: a real CUDA device when
+``runtime.cuda`` finds a driver and a device, else -- with ``MXC_GPU_EMULATOR=1`` -- the CPU
+emulator of the GPU kernels as ``gpu(0)``; otherwise putting data or running code on a gpu
+context raises :class:`~mxc.base.MXNetError` saying why ("no CUDA driver/device: ...").
+GPU contexts can always be created, compared and printed.
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import ClassVar, Self
 
 from ..base import MXNetError
 
-__all__ = ["Context", "cpu", "cpu_pinned", "current_context", "gpu", "num_gpus"]
+__all__ = ["Context", "cpu", "cpu_pinned", "current_context", "gpu", "gpu_memory_info",
+           "num_gpus"]
 
 
 class _DefaultCtx:
@@ -66,15 +70,28 @@ class Context:
     __repr__ = __str__
 
     def __enter__(self) -> Self:
-        self._old_ctx = current_context()
-        Context._default.value = self
+        # a per-thread stack, not ``self._old_ctx``: arrays share their Context object, so
+        # the same object is often entered again inside its own ``with`` (a Block calling
+        # its children with ``with x.context:``)
+        d = Context._default
+        stack = getattr(d, "stack", None)
+        if stack is None:
+            stack = d.stack = []
+        stack.append(current_context())
+        d.value = self
         return self
 
     def __exit__(self, *exc) -> None:
-        Context._default.value = self._old_ctx
+        d = Context._default
+        stack = getattr(d, "stack", None)
+        d.value = stack.pop() if stack else None
 
     def empty_cache(self) -> None:
-        """Release cached memory (a no-op: the CPU back end has no pool to empty)."""
+        """Release the memory the device's pool caches (a gpu context's ``cuMemAlloc``
+        blocks; a no-op on the CPU, which has no pool)."""
+        if self.device_typeid == 2:
+            from .gpu_storage import release_cache
+            release_cache(self)
 
     # MXNet exposes the default as a class attribute read through a property-like access
     @classmethod
@@ -95,7 +112,8 @@ def cpu_pinned(device_id: int = 0) -> Context:
 
 
 def gpu(device_id: int = 0) -> Context:
-    """A GPU context. It can be created; running on it raises until a GPU back end exists."""
+    """A GPU context (a CUDA device, or the emulator with ``MXC_GPU_EMULATOR=1``; using it
+    raises when there is neither)."""
     return Context("gpu", device_id)
 
 
@@ -105,14 +123,32 @@ def current_context() -> Context:
 
 
 def num_gpus() -> int:
-    """Number of GPUs mxc can run on (0: no GPU back end yet)."""
-    return 0
+    """Number of GPUs mxc can run on: the CUDA devices, else 1 under the emulator
+    (``MXC_GPU_EMULATOR=1``), else 0."""
+    from .gpu_storage import num_gpus as n
+    return n()
+
+
+def gpu_memory_info(device_id: int = 0) -> tuple:
+    """(free, total) bytes of ``gpu(device_id)`` (the emulator reports its pool-less host
+    memory as (0, 0))."""
+    from .gpu_storage import get_device
+    dev = get_device(gpu(device_id))
+    drv = getattr(dev, "_drv", None)
+    if drv is None:
+        return (0, 0)
+    from ..runtime.cuda import _check
+    dev.activate()
+    free, total = _check(drv.cuMemGetInfo(), "cuMemGetInfo")
+    return (int(free), int(total))
 
 
 def check_runnable(ctx: Context) -> None:
-    """Raise unless data can live and code can run on ``ctx``."""
+    """Raise unless data can live and code can run on ``ctx`` (for a gpu context: unless
+    there is a CUDA device or the emulator for it; the error says which is missing)."""
     if ctx.device_typeid == 2:
-        raise MXNetError(f"cannot use context {ctx}: mxc has no GPU back end yet; use mx.cpu()")
+        from .gpu_storage import get_device
+        get_device(ctx)
 
 
 def as_context(ctx) -> Context:

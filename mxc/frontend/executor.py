@@ -156,6 +156,119 @@ def _float_of(buf: np.ndarray, dt) -> np.ndarray:
     return _bf16_float(buf) if dt.name == "bfloat16" else buf
 
 
+class _GpuBound:
+    """``_Bound`` on a gpu context: the graph built by ``compile_graph_cuda`` (PTX + launch
+    plan, same sections and slots as the CPU build), one ``GPUProgram`` instance whose
+    argument, auxiliary, gradient and output slots are the bound arrays' device pointers;
+    its other storage (the memory plan's arena, head gradients) is its own, kept while the
+    executor lives. Forward/backward push their launches on the engine like the CPU."""
+
+    def __init__(self, exe: Executor, is_train: bool, grad_req: dict | None) -> None:
+        from . import gpu_storage as gs
+
+        dev = gs.get_device(exe._ctx)
+        what = f"the executor's graph (outputs {exe._output_names})"
+        cuda = gs.compile_cuda(exe._graph, exe._shapes, exe._types, dev, is_train=is_train,
+                               grad_req=grad_req, what=what)
+        self.cuda = cuda
+        self.cg = cg = cuda.compiled
+        self.ctx = exe._ctx
+        self.device = dev
+        self.has_rng = any(s["kind"] == "rng" for s in cuda.launch_plan()["slots"])
+        self.var = _engine.Var("executor")
+        mutated = _mutated_args(exe._graph, is_train)
+        reads, writes, grad_writes = [], [self.var], [self.var]
+        bound: dict = {}
+        keep = []
+        for name, arr in exe.arg_dict.items():
+            slot = cg.var_slots.get(name)
+            if slot is not None:
+                bound[slot] = arr._buf.ptr
+                keep.append(arr._buf)
+                (writes if name in mutated else reads).append(arr._var)
+        for name, arr in exe.aux_dict.items():
+            slot = cg.var_slots.get(name)
+            if slot is not None:
+                bound[slot] = arr._buf.ptr
+                keep.append(arr._buf)
+                writes.append(arr._var)
+                grad_writes.append(arr._var)
+        for name, slot in cg.grad_slots.items():
+            garr = exe.grad_dict.get(name)
+            if garr is None:
+                raise MXNetError(f"internal: no gradient array for '{name}'")
+            bound[slot] = garr._buf.ptr
+            keep.append(garr._buf)
+            grad_writes.append(garr._var)
+        writes += [o._var for o in exe.outputs]
+        self.reads = reads
+        self.writes = writes
+        self.bwd_reads = reads + [o._var for o in exe.outputs]
+        self.bwd_writes = grad_writes
+        copy_out = []
+        used = set(bound)
+        seen = set()
+        for i, slot in enumerate(cg.head_slots):
+            out = exe.outputs[i]
+            keep.append(out._buf)
+            if slot in used or slot in seen:
+                copy_out.append((i, slot))
+            else:
+                bound[slot] = out._buf.ptr
+            seen.add(slot)
+        self.keep = keep
+        self.prog = prog = gs.new_program(cuda, dev, bound, keep=True)
+        if prog is None:   # no kernel at all (a graph of views): outputs alias inputs
+            self.ptrs = dict(bound)
+        else:
+            self.ptrs = dict(enumerate(prog.ptrs))
+        self.ptrs = {**{i: 0 for i in range(len(cg.program.slots))}, **self.ptrs}
+        self.head_grad_views = [self._view(s, exe.outputs[i].shape, exe.outputs[i]._dt)
+                                for i, s in enumerate(cg.head_grad_slots)]
+        self.copy_out = [(i, self._view(s, exe.outputs[i].shape, exe.outputs[i]._dt))
+                         for i, s in copy_out]
+
+    def _view(self, slot: int, shape, dt):
+        from .gpu_storage import GpuBuffer
+        return GpuBuffer(self.device, self.ptrs[slot], shape, dt.np, self.prog)
+
+    def run_forward(self, exe: Executor) -> None:
+        from . import gpu_storage as gs
+        after = None
+        if self.copy_out:
+            pairs = [(exe.outputs[i]._buf, v) for i, v in self.copy_out]
+
+            def after() -> None:
+                for dst, src in pairs:
+                    dst.copy_from(src)
+        gs.launch(self.prog, "forward", self.reads, self.writes, "executor.forward",
+                  self.ctx, self.has_rng, after=after, keep=self.keep)
+
+    def run_backward(self, fills: list, srcs: list) -> None:
+        from . import gpu_storage as gs
+        from .gpu_storage import GpuBuffer, host_converted
+        reads = self.bwd_reads + [g._var for _, g in srcs]
+        pairs = [(view, g._buf, g._dt) for view, g in srcs]
+
+        def before() -> None:
+            for view in fills:
+                view.fill(1)
+            for view, buf, dt in pairs:
+                if type(buf) is GpuBuffer and buf.dtype == view.dtype and \
+                        buf.device is view.device:
+                    view.copy_from(buf)
+                else:
+                    h = buf.to_host() if type(buf) is GpuBuffer else buf
+                    view.upload(host_converted(h, dt, _dt_of(view.dtype)))
+        gs.launch(self.prog, "backward", reads, self.bwd_writes, "executor.backward",
+                  self.ctx, False, before=before, keep=self.keep)
+
+
+def _dt_of(npdt):
+    from ..ir.dtypes import BY_NAME
+    return BY_NAME[np.dtype(npdt).name]
+
+
 def _mutated_args(graph: Graph, is_train: bool) -> set:
     """Names of the variables the graph writes in place besides its auxiliary states (a
     fixed BatchNorm gamma in training)."""
@@ -196,6 +309,9 @@ class Executor:
         for e in symbol._outputs:
             k = (e.node.uid, e.index)
             dt = to_dtype(ftypes[k])
+            if ctx.device_typeid == 2:
+                self.outputs.append(nd_zeros(fshapes[k], ctx, dt))
+                continue
             arr = _aligned(fshapes[k], dt)
             arr[...] = 0
             self.outputs.append(_wrap(arr, dt, ctx))
@@ -220,7 +336,8 @@ class Executor:
         if b is None:
             req = {n: r for n, r in self._grad_req.items() if r != "null"} if is_train \
                 else None
-            b = self._bound[key] = _Bound(self, is_train, req or None)
+            cls = _GpuBound if self._ctx.device_typeid == 2 else _Bound
+            b = self._bound[key] = cls(self, is_train, req or None)
         return b
 
     # -- running --------------------------------------------------------------------------------
@@ -395,9 +512,14 @@ def _resized(arr: NDArray, shape: tuple, allow_up_sizing: bool, name: str) -> ND
                 "and then down sizing it is more efficient than the reverse. If you really "
                 "want to up size, set allow_up_sizing=True to enable allocation of new "
                 "arrays.")
+        if arr._ctx.device_typeid == 2:
+            return nd_zeros(shape, arr._ctx, arr._dt)
         a = _aligned(shape, arr._dt)
         a[...] = 0
         return _wrap(a, arr._dt, arr._ctx)
+    if arr._ctx.device_typeid == 2:
+        return _wrap(arr._buf.region(0, shape, arr._buf.dtype), arr._dt, arr._ctx,
+                     arr.writable, arr._var)
     return _wrap(arr._buf.reshape(-1)[:n].reshape(shape), arr._dt, arr._ctx, arr.writable,
                  arr._var)
 
@@ -488,7 +610,8 @@ def simple_bind(symbol, ctx, grad_req, type_dict, shared_exec, shared_buffer,
         for src in ((shared_exec.arg_dict if kind == "arg" else shared_exec.aux_dict)
                     if shared_exec is not None else {}, shared_buffer or {}):
             a = src.get(name)
-            if a is not None and a.shape == shape and a._dt is dt:
+            if a is not None and a.shape == shape and a._dt is dt and (
+                    a._ctx == ctx or 2 not in (a._ctx.device_typeid, ctx.device_typeid)):
                 return a
         a = nd_zeros(shape, ctx, dt)
         if shared_buffer is not None and kind == "arg":
@@ -503,7 +626,7 @@ def simple_bind(symbol, ctx, grad_req, type_dict, shared_exec, shared_buffer,
         else:
             ga = shared_exec.grad_dict.get(n) if shared_exec is not None else None
             grads.append(ga if ga is not None and ga.shape == a.shape and ga._dt is a._dt
-                         else nd_zeros(a.shape, ctx, a._dt))
+                         and ga._ctx == a._ctx else nd_zeros(a.shape, ctx, a._dt))
     aux = [alloc(n, "aux") for n in aux_names]
     return Executor(symbol, ctx, args, grads, req, aux, vshapes, vtypes)
 
@@ -528,6 +651,16 @@ def _as_list(what: str, arrays, names: list, allow_missing: bool) -> list:
     raise MXNetError(f"bind: {what} must be a list or a dict of NDArrays")
 
 
+def _check_bind_contexts(ctx: Context, named: list) -> None:
+    """Arrays bound to a gpu executor must live on its context (and no gpu array can be
+    bound to a cpu executor): mxc places no copies between devices."""
+    for n, a in named:
+        if a._ctx != ctx and (a._ctx.device_typeid == 2 or ctx.device_typeid == 2):
+            raise MXNetError(f"bind: '{n}' is on {a._ctx}, but the executor is bound to "
+                             f"{ctx}; every array must be on the executor's context (copy "
+                             f"with .as_in_context({ctx}))")
+
+
 def bind(symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None) -> Executor:
     """Bind the given arrays (shared, not copied)."""
     ctx = as_context(ctx)
@@ -546,6 +679,9 @@ def bind(symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None) -
             raise MXNetError(f"bind: '{n}' must be an NDArray, got {type(a).__name__}")
         if a.stype != "default":
             raise MXNetError(f"bind: '{n}' is {a.stype}; mxc binds dense arrays only")
+    _check_bind_contexts(ctx, list(zip(arg_names, arg_list)) + list(zip(aux_names, aux_list))
+                         + [(f"gradient of {n}", g) for n, g in zip(arg_names, grad_list)
+                            if isinstance(g, NDArray)])
     shapes = {n: a.shape for n, a in zip(arg_names, arg_list)}
     shapes.update({n: a.shape for n, a in zip(aux_names, aux_list)})
     types = {n: a._dt.name for n, a in zip(arg_names, arg_list)}

@@ -16,8 +16,9 @@ MXNet:
 given, and ``sym``/``param_idx2name`` are passed so the symbolic optimizer's weight-decay rule
 applies (``wd_mult`` 0 for names not ending in ``_weight``/``_gamma``).
 
-Contexts: any number of ``mx.cpu(i)``; GPU contexts raise at ``bind`` until mxc has a GPU
-back end. The logging lines of ``fit`` (``Epoch[%d] Train-accuracy=%f``, ``Epoch[%d] Time
+Contexts: any number of ``mx.cpu(i)`` and ``mx.gpu(i)`` (a CUDA device, or the CPU emulator of
+the GPU back end with ``MXC_GPU_EMULATOR=1``; each executor's forward and backward run on its
+device, see ``docs/gpu.md``). The logging lines of ``fit`` (``Epoch[%d] Train-accuracy=%f``, ``Epoch[%d] Time
 cost=%.3f``, ``Epoch[%d] Validation-accuracy=%f``) are MXNet's. Misuse that MXNet reports with
 ``assert`` raises :class:`ModuleError`, which is both an ``MXNetError`` and an
 ``AssertionError``. Not provided: ``BucketingModule``, ``SequentialModule``, ``PythonModule``,

@@ -31,6 +31,7 @@ from ..ir import dtypes as _dt
 from ..ir import registry
 from ..runtime import engine as _engine
 from .context import Context, as_context, check_runnable, cpu, current_context, gpu  # noqa: F401
+from .gpu_storage import GpuBuffer
 from .util import is_np_shape
 
 __all__ = [
@@ -132,6 +133,20 @@ def _push(fn, reads, writes, name: str = "") -> None:
     _get_engine().push(fn, reads, writes, name=name)
 
 
+def _push_dev(fn, reads, writes, name: str, ctx) -> None:
+    """``_push`` on the engine workers of ``ctx`` (a gpu context: its copy/launch work)."""
+    _get_engine().push(fn, reads, writes, name=name, device=ctx)
+
+
+_CPU = Context("cpu", 0)
+
+
+def _host_context() -> Context:
+    """The current context for arrays made from host memory: cpu when it is a gpu."""
+    c = current_context()
+    return _CPU if c.device_typeid == 2 else c
+
+
 # ------------------------------------------------------------------------------------------
 # NDArray
 # ------------------------------------------------------------------------------------------
@@ -139,11 +154,18 @@ def _wrap(data: np.ndarray, dt: _dt.DType | None = None, ctx: Context | None = N
           writable: bool = True, var=None) -> NDArray:
     """An NDArray over ``data`` (C-contiguous; bfloat16 kept as uint16 bits) with engine
     variable ``var`` (a view passes its base's; None: a fresh one)."""
-    a = object.__new__(NDArray)
+    if type(data) is GpuBuffer:
+        a = object.__new__(_GpuNDArray)
+        if ctx is None:
+            ctx = Context("gpu", getattr(data.device, "ordinal", 0))
+    else:
+        a = object.__new__(NDArray)
+        if ctx is None:
+            ctx = _host_context()
     a._buf = data
     a._var = var if var is not None else _Var()
     a._dt = dt if dt is not None else _dt.BY_NAME[data.dtype.name]
-    a._ctx = ctx if ctx is not None else current_context()
+    a._ctx = ctx
     a.writable = writable
     return a
 
@@ -182,6 +204,9 @@ class NDArray:
         src = np.asarray(data if data is not None else [], dtype=None)
         arr = _aligned(src.shape, dt)
         arr[...] = src
+        if ctx.device_typeid == 2:
+            arr = _upload_new(arr, ctx)
+            self.__class__ = _GpuNDArray
         self._buf = arr
         self._var = _Var()
         self._dt = dt
@@ -302,6 +327,12 @@ class NDArray:
             return other
         if isinstance(other, Context):
             check_runnable(other)
+            if other.device_typeid == 2 or type(self._buf) is GpuBuffer:
+                out = empty(self.shape, other, self._dt)
+                _copy_into(out, self)
+                if self._ag is not None:
+                    _autograd()._record_copy(self, out)
+                return out
             arr = _aligned(self.shape, self._dt)
             out = _wrap(arr, self._dt, other)
             src = self._buf
@@ -468,7 +499,7 @@ class NDArray:
         self._buf = arr
         self._var = _Var()
         self._dt = dt
-        self._ctx = current_context()
+        self._ctx = _host_context()
         self.writable = state.get("writable", True)
 
     def __reduce__(self):
@@ -537,7 +568,9 @@ class NDArray:
         # indexing: wait for the pending work on this array, then write from here
         if isinstance(value, NDArray):
             _get_engine().wait_to_read(value._var)
-            if value._dt is self._dt:
+            if type(value._buf) is GpuBuffer:
+                src = host_values(value, self._dt)
+            elif value._dt is self._dt:
                 src = value._buf
             elif self._dt.name == "bfloat16":
                 src = _bf16_bits(value._float_buf())
@@ -584,6 +617,11 @@ class NDArray:
             raise MXNetError(f"cannot assign a value of shape {vbuf.shape} to "
                              f"NDArray[{key}] of shape {self.shape}: could not broadcast "
                              f"input array from shape {vbuf.shape} into shape {tgt.shape}")
+        if type(vbuf) is GpuBuffer:   # a gpu value into a cpu array: through the host
+            def fetch() -> None:
+                tgt[...] = host_values(value, sdt)
+            _push_dev(fetch, (value._var,), (self._var,), "setitem", value._ctx)
+            return
         if vdt is sdt and vbuf.shape == tgt.shape and vbuf.strides == tgt.strides and \
                 vbuf.ctypes.data == tgt.ctypes.data:
             # the value is the target (``w[:] -= g`` assigns w's view to itself): nothing
@@ -711,6 +749,236 @@ def _unpickle(state):
     return a
 
 
+# ------------------------------------------------------------------------------------------
+# arrays on a gpu context
+# ------------------------------------------------------------------------------------------
+def _upload_new(host: np.ndarray, ctx: Context) -> GpuBuffer:
+    """A new device buffer on gpu ``ctx`` holding the host storage array ``host``."""
+    from .gpu_storage import get_device
+    b = GpuBuffer.empty(get_device(ctx), host.shape, host.dtype)
+    b.upload(host)
+    return b
+
+
+def _gpu_from_host(host: np.ndarray, dt: _dt.DType, ctx: Context) -> NDArray:
+    return _wrap(_upload_new(np.ascontiguousarray(host), ctx), dt, ctx)
+
+
+def _store_region(d: GpuBuffer, key, tgt, tshape: tuple, h: np.ndarray) -> None:
+    """``d[key] = h`` (host values in ``d``'s storage dtype, assignable to ``tshape``) where
+    ``tgt`` is the contiguous view of ``d[key]`` or None (then read-modify-write)."""
+    if tgt is not None:
+        tmp = np.empty(tshape, d.dtype)
+        tmp[...] = h
+        tgt.upload(tmp)
+        return
+    full = d.to_host()
+    _basic_index(full, key)[...] = h
+    d.upload(full)
+
+
+class _GpuNDArray(NDArray):
+    """An NDArray on a gpu context: ``_buf`` is a :class:`~.gpu_storage.GpuBuffer` (device
+    memory). Operators run on the device (``gpu_storage.invoke_gpu``); reads from Python copy
+    to the host after waiting for the engine and the device stream. ``type(x).__name__`` is
+    the only visible difference: it is an ``NDArray`` for ``isinstance`` and prints as one."""
+
+    __slots__ = ()
+
+    def _no_record(self, what: str) -> None:
+        if self._ag is not None and _autograd().is_recording() and not self._ag[0].cleared:
+            from .gpu_storage import autograd_error
+            raise autograd_error(self._ctx, what)
+
+    @property
+    def _data(self) -> np.ndarray:
+        """A read-only host copy of the data once every pending op on it has finished."""
+        _get_engine().wait_for_var(self._var)
+        h = self._buf.to_host()
+        h.flags.writeable = False
+        return h
+
+    def asnumpy(self) -> np.ndarray:
+        _get_engine().wait_to_read(self._var)
+        h = self._buf.to_host()
+        return h.view(bfloat16) if self._dt.name == "bfloat16" else h
+
+    def _float_view(self) -> np.ndarray:
+        _get_engine().wait_to_read(self._var)
+        return self._float_buf()
+
+    def _float_buf(self) -> np.ndarray:
+        h = self._buf.to_host()
+        return _bf16_float(h) if self._dt.name == "bfloat16" else h
+
+    def astype(self, dtype, copy: bool = True) -> NDArray:
+        dt = to_dtype(dtype)
+        if dt is self._dt:
+            return self.copy() if copy else self
+        return _op("Cast")(self, dtype=dt.name)
+
+    def copyto(self, other):
+        self._no_record("copyto")
+        return NDArray.copyto(self, other)
+
+    def reshape(self, *shape, **kwargs) -> NDArray:
+        self._no_record("reshape")
+        return NDArray.reshape(self, *shape, **kwargs)
+
+    def tostype(self, stype: str):
+        if stype == "default":
+            return self.copy()
+        raise MXNetError(f"tostype('{stype}'): sparse storage is not supported on {self._ctx}; "
+                         "copy the array to mx.cpu() first")
+
+    def wait_to_read(self) -> None:
+        _get_engine().wait_to_read(self._var)
+        self._buf.device.synchronize()
+
+    def wait_to_write(self) -> None:
+        _get_engine().wait_to_write(self._var)
+        self._buf.device.synchronize()
+
+    def __repr__(self) -> str:
+        shape_info = "x".join(str(d) for d in self.shape)
+        return f"\n{self._float_view()!s}\n<NDArray {shape_info} @{self._ctx}>"
+
+    def __getstate__(self):
+        _get_engine().wait_to_read(self._var)
+        return {"data": self._buf.to_host(), "dtype": self._dt.name,
+                "writable": self.writable}
+
+    def __dlpack__(self, stream=None):
+        raise MXNetError(f"DLPack export of {self._ctx} arrays is not supported; copy to "
+                         "mx.cpu() first")
+
+    # -- indexing -------------------------------------------------------------------------
+    def __getitem__(self, key):
+        self._no_record("indexing")
+        d = self._buf
+        ctx = self._ctx
+        if type(key) is not int:
+            key = _convert_key(key)
+        if type(key) is int or _is_basic(key):
+            if d.ndim == 0 and type(key) is int:
+                raise IndexError("too many indices for a 0-d NDArray")
+            view, shape = d.index(key)
+            fix = len(shape) == 0 and not is_np_shape()
+            if view is not None:
+                return _wrap(view.reshape(1) if fix else view, self._dt, ctx, self.writable,
+                             self._var)
+            # a strided selection: copied by pushed work (through the host)
+            out = empty((1,) if fix else shape, ctx, self._dt)
+            ob = out._buf
+
+            def run() -> None:
+                v = _basic_index(d.to_host(), key)
+                ob.upload(np.ascontiguousarray(v).reshape(ob.shape))
+            _push_dev(run, (self._var,), (out._var,), "getitem", ctx)
+            return out
+        # advanced indexing: the result's shape may depend on the values
+        _get_engine().wait_to_read(self._var)
+        v = np.asarray(d.to_host()[key])
+        if v.ndim == 0 and not is_np_shape():
+            v = v.reshape(1)
+        return _gpu_from_host(v, self._dt, ctx)
+
+    def __setitem__(self, key, value) -> None:
+        if not self.writable:
+            raise ValueError("Failed to assign to a readonly NDArray")
+        if self._ag is not None:
+            _autograd()._check_setitem(self)
+        key = _convert_key(key)
+        d = self._buf
+        sdt = self._dt
+        ctx = self._ctx
+        if isinstance(key, tuple) and len(key) == 0 and d.ndim > 0:
+            key = Ellipsis
+        if isinstance(value, NDArray) and value.stype != "default":
+            value = value.tostype("default")
+        basic = _is_basic(key)
+        if basic:
+            if d.ndim == 0 and (key is Ellipsis or key == ()):
+                tgt, tshape = d, ()
+            else:
+                tgt, tshape = d.index(key)
+        if isinstance(value, NDArray):
+            vb, vdt = value._buf, value._dt
+            if not basic:
+                _get_engine().wait_to_read(value._var)
+                h = host_values(value, sdt)
+                _get_engine().wait_to_write(self._var)
+                full = d.to_host()
+                try:
+                    full[key] = h
+                except ValueError as e:
+                    raise MXNetError(f"cannot assign a value of shape {h.shape} to "
+                                     f"NDArray[{key}] of shape {self.shape}: {e}") from None
+                d.upload(full)
+                return
+            if not _assignable(vb.shape, tshape):
+                raise MXNetError(f"cannot assign a value of shape {vb.shape} to "
+                                 f"NDArray[{key}] of shape {self.shape}: could not broadcast "
+                                 f"input array from shape {vb.shape} into shape {tshape}")
+            if tgt is not None and type(vb) is GpuBuffer and vb.ptr == tgt.ptr and \
+                    vb.nbytes == tgt.nbytes and vdt is sdt:
+                return  # the value is the target (``w[:] -= g``)
+            if tgt is not None and type(vb) is GpuBuffer and vdt is sdt and \
+                    vb.device is d.device and vb.size == math.prod(tshape):
+                from .gpu_storage import dtod
+
+                def copy() -> None:
+                    dtod(d.device, tgt.ptr, vb.ptr, tgt.nbytes)
+            else:
+                from .gpu_storage import host_converted
+
+                def copy() -> None:
+                    h = vb.to_host() if type(vb) is GpuBuffer else vb
+                    _store_region(d, key, tgt, tshape, host_converted(h, vdt, sdt))
+            _push_dev(copy, (value._var,), (self._var,), "setitem", ctx)
+            return
+        # a scalar, numpy array or list: read now
+        try:
+            if sdt.name == "bfloat16":
+                val = _bf16_bits(np.asarray(value, np.float32))
+            else:
+                val = np.array(value, dtype=sdt.np)
+        except (TypeError, ValueError, OverflowError) as e:
+            if isinstance(value, (np.generic, int, float, bool)):
+                raise MXNetError(f"cannot assign {value!r} to an NDArray of dtype "
+                                 f"{sdt.name}: {e}") from None
+            raise TypeError(f"NDArray does not support assignment with non-array-like "
+                            f"object {value!r} of type {type(value)}") from None
+        if not basic:
+            _get_engine().wait_to_write(self._var)
+            full = d.to_host()
+            try:
+                full[key] = val
+            except ValueError as e:
+                raise MXNetError(f"cannot assign a value of shape {val.shape} to "
+                                 f"NDArray[{key}] of shape {self.shape}: {e}") from None
+            d.upload(full)
+            return
+        if not _assignable(val.shape, tshape):
+            raise MXNetError(f"cannot assign a value of shape {val.shape} to NDArray[{key}] "
+                             f"of shape {self.shape}: could not broadcast input array from "
+                             f"shape {val.shape} into shape {tshape}")
+        if tgt is not None and val.ndim == 0:
+            def fill() -> None:
+                tgt.fill(val)
+        else:
+            def fill() -> None:
+                _store_region(d, key, tgt, tshape, val)
+        _push_dev(fill, (), (self._var,), "setitem", ctx)
+
+
+def host_values(x: NDArray, dt: _dt.DType) -> np.ndarray:
+    """The values of ``x`` (waited for) as host storage of dtype ``dt``."""
+    from .gpu_storage import host_converted
+    h = x._buf.to_host() if type(x._buf) is GpuBuffer else x._buf
+    return host_converted(h, x._dt, dt)
+
+
 # methods MXNet 1.x NDArray forwards to the operator of the same name
 _FLUENT = {n: n for n in [
     "broadcast_axes", "repeat", "pad", "swapaxes", "split", "slice", "slice_axis",
@@ -729,6 +997,10 @@ _FLUENT["split_v2"] = "_split_v2"
 def _copy_into(dst: NDArray, src: NDArray) -> None:
     """Copy ``src`` into ``dst`` (same shape), converting the dtype; pushed work."""
     d, s, sdt = dst._buf, src._buf, src._dt
+    if type(d) is GpuBuffer or type(s) is GpuBuffer:
+        from .gpu_storage import copy_into
+        copy_into(dst, src)
+        return
     if dst._dt is sdt:
         def run() -> None:
             np.copyto(d, s)
@@ -1038,6 +1310,9 @@ def empty(shape, ctx=None, dtype=None) -> NDArray:
     """An uninitialised array (float32 unless ``dtype``)."""
     c = _ctx(ctx)
     dt = to_dtype(dtype if dtype is not None else mx_real_t)
+    if c.device_typeid == 2:
+        from .gpu_storage import get_device
+        return _wrap(GpuBuffer.empty(get_device(c), _shape_tuple(shape), dt.np), dt, c)
     return _wrap(_aligned(_shape_tuple(shape), dt), dt, c)
 
 
@@ -1049,6 +1324,8 @@ def full(shape, val, ctx=None, dtype=mx_real_t, out=None) -> NDArray:
     a = empty(shape, ctx, dtype)
     if a._dt.name == "bfloat16":
         a._buf.fill(_bf16_bits(np.float32(val)).item())
+    elif type(a._buf) is GpuBuffer:
+        a._buf.fill(np.array(val).astype(a._dt.np))
     else:
         a._buf.fill(val)
     return a
@@ -1093,7 +1370,12 @@ def array(source_array, ctx=None, dtype=None) -> NDArray:
                                     else dt.np)
         except (TypeError, ValueError):
             raise TypeError("source_array must be array like object") from None
-    out = empty(source_array.shape, ctx, dt)
+    c = _ctx(ctx)
+    if c.device_typeid == 2:
+        host = _bf16_bits(source_array) if dt.name == "bfloat16" else \
+            np.asarray(source_array).astype(dt.np)
+        return _wrap(_upload_new(host, c), dt, c)
+    out = empty(source_array.shape, c, dt)
     if dt.name == "bfloat16":
         out._buf[...] = _bf16_bits(source_array)
     else:
@@ -1105,7 +1387,7 @@ def from_numpy(ndarray: np.ndarray, zero_copy: bool = True) -> NDArray:
     """An NDArray over a numpy array (shares memory when it is C-contiguous)."""
     a = np.asarray(ndarray)
     if zero_copy and a.flags.c_contiguous and a.dtype.name in _dt.BY_NAME:
-        return _wrap(a, _dt.BY_NAME[a.dtype.name], current_context())
+        return _wrap(a, _dt.BY_NAME[a.dtype.name], _host_context())
     return array(a, dtype=a.dtype)
 
 
@@ -1146,6 +1428,8 @@ def concatenate(arrays, axis: int = 0, always_copy: bool = True) -> NDArray:
         raise MXNetError("concatenate needs at least one array")
     if not always_copy and len(arrays) == 1:
         return arrays[0]
+    if any(type(a._buf) is GpuBuffer for a in arrays):
+        return _op("concat")(*arrays, dim=axis)
     shape0 = arrays[0].shape
     total = 0
     for a in arrays:
@@ -1171,8 +1455,10 @@ def concatenate(arrays, axis: int = 0, always_copy: bool = True) -> NDArray:
 
 def waitall() -> None:
     """Wait for all pending work (MXNet's ``MXNDArrayWaitAll``); re-raises the first error
-    raised by pushed work that nobody has waited for yet."""
+    raised by pushed work that nobody has waited for yet. GPU streams are synchronized."""
     _get_engine().wait_all()
+    from .gpu_storage import synchronize_all
+    synchronize_all()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1207,12 +1493,12 @@ def _from_record(r):
     if isinstance(r, BF16Array):
         arr = _aligned(r.shape, _dt.bfloat16)
         arr[...] = r.bits
-        return _wrap(arr, _dt.bfloat16, current_context())
+        return _wrap(arr, _dt.bfloat16, _host_context())
     a = np.asarray(r)
     dt = _dt.BY_NAME[a.dtype.name]
     arr = _aligned(a.shape, dt)
     arr[...] = a
-    return _wrap(arr, dt, current_context())
+    return _wrap(arr, dt, _host_context())
 
 
 def save(fname, data) -> None:

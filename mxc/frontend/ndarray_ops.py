@@ -219,6 +219,18 @@ class OpTemplate:
         self.inplace = set(opdef.inplace(self.parsed))
         self.compiled: dict = {}
 
+    def build_graph(self, n: int) -> tuple:
+        """The one-node graph of this op with ``n`` inputs: (graph, input names, heads,
+        node)."""
+        names = list(self.input_names[:n]) + [f"arg{i}" for i in range(len(
+            self.input_names), n)]
+        vars_ = [variable(nm) for nm in names]
+        node = Node(self.opdef.name, self.op_name.lower(), self.attrs,
+                    [Entry(v, 0) for v in vars_])
+        node._parsed = self.parsed
+        heads = [Entry(node, i) for i in range(self.n_vis)]
+        return Graph(heads), names, heads, node
+
     def compile(self, key) -> _Compiled:
         from ..compiler.build import compile_graph
 
@@ -228,14 +240,8 @@ class OpTemplate:
             if c is not None:
                 return c
             n = len(shapes)
-            names = list(self.input_names[:n]) + [f"arg{i}" for i in range(len(
-                self.input_names), n)]
-            vars_ = [variable(nm) for nm in names]
-            node = Node(self.opdef.name, self.op_name.lower(), self.attrs,
-                        [Entry(v, 0) for v in vars_])
-            node._parsed = self.parsed
-            heads = [Entry(node, i) for i in range(self.n_vis)]
-            cg = compile_graph(Graph(heads), dict(zip(names, shapes)),
+            g, names, heads, node = self.build_graph(n)
+            cg = compile_graph(g, dict(zip(names, shapes)),
                                dict(zip(names, dtypes)), is_train=is_train)
             c = _Compiled(cg, names, heads, node,
                           [i for i in mutated_inputs(self.opdef, self.parsed, is_train,
@@ -330,17 +336,25 @@ def invoke(tmpl: OpTemplate, inputs: list, out=None, ctx: Context | None = None)
     datas = []
     dtn = []
     ivars = []
+    on_gpu = False
     for x in inputs:
+        if x._ctx.device_typeid == 2:
+            on_gpu = True
         if x.stype != "default":
             x = x.tostype("default")  # storage fallback, as MXNet does for dense-only ops
         datas.append(x._buf)
         dtn.append(x._dt.name)
         ivars.append(x._var)
+    if out is not None and not on_gpu:
+        on_gpu = any(o._ctx.device_typeid == 2 for o in (
+            [out] if isinstance(out, _NDArray) else out))
+        if ctx is None and not inputs:
+            ctx = (out if isinstance(out, _NDArray) else out[0])._ctx
     if ctx is None:
         ctx = inputs[0]._ctx if inputs else current_context()
-    if ctx.device_typeid == 2:
-        from .context import check_runnable
-        check_runnable(ctx)
+    if on_gpu or ctx.device_typeid == 2:
+        from .gpu_storage import invoke_gpu
+        return invoke_gpu(tmpl, inputs, out, ctx)
     key = (tuple([d.shape for d in datas]), tuple(dtn),
            _train_mode() if tmpl.uses_train else False)
     c = tmpl.compiled.get(key)

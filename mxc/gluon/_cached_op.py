@@ -14,6 +14,11 @@ with ``mx.autograd.Function`` (MXNet's custom-function API). When autograd offer
 ``Function``, the graph is instead interpreted op by op with ``mx.nd`` operators, which
 autograd records one by one (same numbers, slower).
 
+On a gpu context (``mx.gpu(i)``: a CUDA device, or the emulator with ``MXC_GPU_EMULATOR=1``)
+the graph is built with ``compiler.cuda_build.compile_graph_cuda`` instead and run as a
+``runtime.cuda.GPUProgram`` bound to the arrays' device pointers (:class:`_GpuCompiled`,
+:func:`_gpu_run`); recording (autograd) is not supported there and raises.
+
 Both sections are pushed to the dependency engine (:mod:`mxc.runtime.engine`), like every
 imperative op: the forward reads the inputs' engine variables and writes the outputs', the
 auxiliary states' (and a fixed BatchNorm gamma's in training) and one variable per run standing
@@ -243,6 +248,21 @@ class CachedOp:
         self._compiled: dict = {}
 
     # -- signature --------------------------------------------------------------------------
+    def _compiled_for_gpu(self, arrays: list, is_train: bool, ctx) -> _GpuCompiled:
+        from ..frontend.gpu_storage import get_device, target_of
+        dev = get_device(ctx)
+        shapes = {n: tuple(a.shape) for n, a in zip(self.input_names, arrays)}
+        types = {n: a._dt.name for n, a in zip(self.input_names, arrays)}
+        key = ("gpu", tuple(shapes.values()), tuple(types.values()), is_train,
+               target_of(dev))
+        c = self._compiled.get(key)
+        if c is None:
+            with _lock:
+                c = self._compiled.get(key)
+                if c is None:
+                    c = self._compiled[key] = _GpuCompiled(self, shapes, types, is_train, dev)
+        return c
+
     def _compiled_for(self, arrays: list, is_train: bool, grad_names: tuple) -> _Compiled:
         shapes = {n: tuple(a.shape) for n, a in zip(self.input_names, arrays)}
         types = {n: a._dt.name for n, a in zip(self.input_names, arrays)}
@@ -267,8 +287,10 @@ class CachedOp:
             if not isinstance(a, nd.NDArray):
                 raise MXNetError(f"CachedOp: input '{n}' must be an NDArray, got "
                                  f"{type(a).__name__}")
-        arrays = [a.tostype("default") if a.stype != "default" else a for a in arrays]
         ctx = arrays[0].context if arrays else None
+        if any(a.context.device_typeid == 2 for a in arrays):
+            return self._call_gpu(arrays, ctx)
+        arrays = [a.tostype("default") if a.stype != "default" else a for a in arrays]
         is_train = ag.is_training()
         if ag.is_recording():
             m = ag.module()
@@ -277,6 +299,18 @@ class CachedOp:
             return run_graph_imperative(self.sym, dict(zip(self.input_names, arrays)))
         comp = self._compiled_for(arrays, is_train, ())
         return _Run(comp, arrays, ctx, keep=False).outputs
+
+    def _call_gpu(self, arrays: list, ctx) -> list:
+        from ..frontend.gpu_storage import autograd_error, check_same_context
+        check_same_context("CachedOp (hybridized block)", ctx, arrays, self.input_names)
+        for n, a in zip(self.input_names, arrays):
+            if a.stype != "default":
+                raise MXNetError(f"CachedOp: input '{n}' is {a.stype}; sparse storage is not "
+                                 f"supported on {ctx}")
+        if ag.is_recording() and self._grad_inputs(arrays):
+            raise autograd_error(ctx, "hybridized block")
+        comp = self._compiled_for_gpu(arrays, ag.is_training(), ctx)
+        return _gpu_run(comp, arrays, ctx)
 
     # -- recording ----------------------------------------------------------------------------
     def _grad_inputs(self, arrays: list) -> tuple:
@@ -325,6 +359,66 @@ class CachedOp:
 
         outs = _GraphFunction()(*arrays)
         return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
+class _GpuCompiled:
+    """The GPU build (``compile_graph_cuda``) of the graph for one input signature."""
+
+    def __init__(self, op: CachedOp, shapes: dict, types: dict, is_train: bool, dev) -> None:
+        from ..frontend.executor import _mutated_args
+        from ..frontend.gpu_storage import compile_cuda
+        from ..ir.dtypes import BY_NAME
+
+        cg = compile_cuda(op.graph, shapes, types, dev, is_train=is_train,
+                          what="the hybridized block's graph")
+        self.cg = cg
+        self.device = dev
+        self.in_slots = [cg.var_slots.get(n) for n in op.input_names]
+        self.out_shapes, self.out_dt = [], []
+        for h in op.graph.outputs:
+            k = (h.node.uid, h.index)
+            self.out_shapes.append(tuple(cg.shapes[k]))
+            self.out_dt.append(BY_NAME[cg.types[k]])
+        self.has_rng = any(s["kind"] == "rng" for s in cg.launch_plan()["slots"])
+        mutated = set(op.aux_names) | _mutated_args(op.graph, is_train)
+        self.mut_idx = {i for i, n in enumerate(op.input_names) if n in mutated}
+
+
+def _gpu_run(comp: _GpuCompiled, arrays: list, ctx) -> list:
+    """One forward run on the device: inputs read in place, aux states updated in place,
+    fresh output arrays; the program's own storage is released once its launches are
+    queued."""
+    from ..frontend import gpu_storage as gs
+    nd = _nd()
+    dev = comp.device
+    bound, reads, mutated, keep = {}, [], [], []
+    for i, (slot, a) in enumerate(zip(comp.in_slots, arrays)):
+        if slot is not None:
+            bound[slot] = a._buf.ptr
+            keep.append(a._buf)
+            (mutated if i in comp.mut_idx else reads).append(a._var)
+    outs, copies = [], []
+    for i, slot in enumerate(comp.cg.head_slots):
+        shape, dt = comp.out_shapes[i], comp.out_dt[i]
+        o = nd.empty(shape, ctx, dt)
+        if slot in bound:
+            copies.append((o._buf, slot))
+        else:
+            bound[slot] = o._buf.ptr
+        keep.append(o._buf)
+        outs.append(o)
+    prog = gs.new_program(comp.cg, dev, bound, keep=False)
+    after = None
+    if copies:
+        ptrs = prog.ptrs if prog is not None else bound
+        pairs = [(o, ptrs[slot]) for o, slot in copies]
+
+        def after() -> None:
+            for o, src in pairs:
+                gs.dtod(dev, o.ptr, src, o.nbytes)
+    gs.launch(prog, "forward", reads, mutated + [o._var for o in outs], "CachedOp", ctx,
+              comp.has_rng, after=after, release=True, keep=keep)
+    return outs
 
 
 def _needs_grad(x) -> bool:
