@@ -312,7 +312,9 @@ class _Pool:
             t.start()
             engine._worker_idents.add(t.ident)
             self.threads.append(t)
-        weakref.finalize(engine, self.stop)   # an engine dropped without shutdown()
+        # an engine dropped without shutdown(); not at interpreter exit: weakref's exit hook
+        # would run before _finish_at_exit and stop the workers under work still pending
+        weakref.finalize(engine, self.stop).atexit = False
 
     def stop(self) -> None:
         for _ in self.threads:

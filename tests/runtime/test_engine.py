@@ -497,3 +497,22 @@ def test_pending_work_finishes_at_interpreter_exit():
     assert p.returncode == 0, p.stderr
     assert "finished before exit" in p.stdout
     assert "never waited for" in p.stderr     # an unobserved error is reported, not lost
+
+
+def test_exit_with_pending_dependent_work_does_not_hang():
+    # weakref.finalize's own exit hook used to stop the workers before the engine drained
+    # (the process then waited forever on the dependent read)
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import time
+        from mxc.runtime.engine import get
+        e = get()
+        v = e.new_variable()
+        e.push(lambda: time.sleep(0.5), const_vars=[], mutable_vars=[v])
+        e.push(lambda: None, const_vars=[v], mutable_vars=[])
+    """)
+    r = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
