@@ -11,17 +11,31 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MXC_SHARED", ROOT.parent / "shared"))
 
 
-def interleaved(fns: dict, repeats: int = 30, warmup: int = 3) -> dict:
-    """Median seconds of each callable, measured round-robin so drift hits all alike."""
+def interleaved(fns: dict, repeats: int = 30, warmup: int = 3, block: int = 3,
+                settle: float = 0.06) -> dict:
+    """Median seconds of each callable, measured in alternating blocks so drift hits all
+    alike: per round each callable first runs untimed for ``settle`` seconds, then ``block``
+    timed calls back to back.
+
+    Why: runtimes' thread pools keep spinning for a while after their work (ONNX Runtime's
+    for ~35 ms here, OpenBLAS's too), and an idle pause lets the cores clock down. Measured
+    call by call, each runtime's call runs next to the other's spinning threads or on a cold
+    core (resnet18 b1: mxc 13 ms alone, 20-28 ms right after an ONNX Runtime call; ORT
+    8.5 ms -> 16 ms after a 0.3 s pause). The timed calls are the steady state a serving
+    loop sees, for every runtime alike."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < settle:
+                f()
+            for _ in range(block):
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
