@@ -183,6 +183,9 @@ _ISA_TABLE = {
 }
 
 _DTYPES = {"float32": ("float", 4), "float64": ("double", 8)}
+# Software prefetch distance (elements) in a prepacked A panel, a tuning knob: on this
+# machine 128-2048 measured within the noise of none (hardware prefetch), so off.
+_A_PREFETCH = 0
 _L2_BUDGET = 512 * 1024   # bytes of a task's packed B block allowed in L2 (deep, narrow GEMMs)
 # Up to this many rows (after orientation), a K-contiguous B uses the dot-product schedule.
 _DOT_MAX_M = 4
@@ -586,7 +589,8 @@ class _If:
 # ---------------------------------------------------------------------------------------------
 
 class _Emitter:
-    def __init__(self, name: str, spec: GemmSpec, plan: _Plan, isa: str):
+    def __init__(self, name: str, spec: GemmSpec, plan: _Plan, isa: str,
+                 plan_params: dict | None = None):
         self.name, self.spec, self.p, self.isa = name, spec, plan, isa
         self.T, self.es = _DTYPES[spec.dtype]
         self.VL = plan.VL
@@ -594,6 +598,11 @@ class _Emitter:
         self.valign = self.VL * self.es
         self.decls: set[str] = set()
         self.fma_kind = _ISA_TABLE[isa].fma
+        # elements of a prepacked A panel prefetched ahead of the micro-kernel (0: none)
+        self.a_prefetch = int((plan_params or {}).get("a_prefetch", _A_PREFETCH)) \
+            if plan.a_panel else 0
+        if self.a_prefetch:
+            self.decls.add("declare void @llvm.prefetch.p0(ptr, i32, i32, i32)")
         vt = f"v{self.VL}f{self.es * 8}"
         if self.fma_kind in ("fma", "fmuladd"):
             self.fma_fn = f"@llvm.{self.fma_kind}.{vt}"
@@ -823,6 +832,11 @@ class _Emitter:
             f.ins(f"br i1 {c}, label %{body}, label %{done}")
             f.label(body)
             cur = [row[:] for row in acc]
+            if self.a_prefetch and U > 1:
+                # a prepacked A panel streams from memory (weights larger than the caches):
+                # ask for its lines ahead of the FMAs
+                ahead = f.gep(T, pa, self.a_prefetch)
+                f.ins(f"call void @llvm.prefetch.p0(ptr {ahead}, i32 0, i32 3, i32 1)")
             for u in range(U):
                 bv = [f.op(f"load {V}, ptr {f.gep(T, pb, u * bstep + v * VL, not direct)}, "
                            f"align {bal}") for v in range(NV)]
@@ -1390,7 +1404,7 @@ def gemm_kernel(name: str, spec: GemmSpec, isa: str, *, _params: dict | None = N
     ``_params`` overrides fields of the ISA table (tile and cache blocks) for tuning runs.
     """
     plan = _plan(spec, isa, _params)
-    ir, scratch = _Emitter(name, spec, plan, isa).render()
+    ir, scratch = _Emitter(name, spec, plan, isa, _params).render()
     empty = spec.batch == 0 or spec.M == 0 or spec.N == 0
     return GemmKernel(name=name, ir=ir, n_tasks=1 if empty else plan.n_tasks,
                       scratch_bytes=scratch,
