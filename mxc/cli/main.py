@@ -479,7 +479,9 @@ def _echo_memory(rep: dict, as_json: bool) -> None:
 # name -> (script in bench/, accepts --repeats, accepts --threads, extra arguments)
 _BENCHES = {
     "gemm": ("bench_gemm.py", False, False, []),
-    "resnet18": ("bench_resnet18.py", True, True, ["--batch", "1", "8"]),
+    "resnet18": ("bench_models.py", True, True, ["--batch", "1", "8"]),
+    "lenet": ("bench_models.py", True, True, ["--model", "lenet", "--batch", "1", "8"]),
+    "mlp": ("bench_models.py", True, True, ["--model", "mlp", "--batch", "1", "8"]),
     "conv": ("bench_conv.py", True, True, []),
     "mlp-train": ("bench_mlp_train.py", False, False, []),
     "memory": ("bench_memory.py", False, False, []),

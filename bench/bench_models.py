@@ -1,7 +1,8 @@
-"""resnet18_v1 inference latency: mxc vs ONNX Runtime on the same weights, in one process.
+"""Model inference latency: mxc vs ONNX Runtime on the same weights, in one process.
 
-Baseline for the CPU-performance work; prints medians and the ratio mxc/ORT (lower is
-better for mxc). Needs ../shared/mxnet_cases/resnet18_v1 and ../shared/onnx_models, and
+``--model`` resnet18_v1 (default), lenet or mlp (the reference models that have an ONNX
+twin in ../shared/onnx_models), at each ``--batch``; prints medians and the ratio mxc/ORT
+(lower is better for mxc). Needs ../shared/mxnet_cases/MODEL and ../shared/onnx_models, and
 `pip install -e ".[bench]"` for onnxruntime.
 """
 from __future__ import annotations
@@ -35,9 +36,11 @@ def main() -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    ap.add_argument("--model", default="resnet18_v1", choices=["resnet18_v1", "lenet", "mlp"])
     args = ap.parse_args()
-    case = SHARED / "mxnet_cases" / "resnet18_v1"
-    onnx_path = SHARED / "onnx_models" / "resnet18_v1.onnx"
+    name_ = args.model
+    case = SHARED / "mxnet_cases" / name_
+    onnx_path = SHARED / "onnx_models" / f"{name_}.onnx"
     if not case.exists():
         print(f"missing {case}", file=sys.stderr)
         return 1
@@ -46,10 +49,9 @@ def main() -> int:
         set_num_threads(args.threads)
     from mxc.compiler.model import CompiledModel, load_model
 
-    graph, arg, aux = load_model(case / "resnet18_v1-symbol.json",
-                                 case / "resnet18_v1-0000.params")
-    x1 = np.load(case / "in_data.npy")
-    want = np.load(case / "out_0.npy")
+    graph, arg, aux = load_model(case / f"{name_}-symbol.json", case / f"{name_}-0000.params")
+    x1 = np.load(case / "in_data.npy")[:1]
+    want = np.load(case / "out_0.npy")[:1]
     try:
         import onnxruntime as ort
     except ImportError:
@@ -74,7 +76,7 @@ def main() -> int:
             name = sess.get_inputs()[0].name
             fns["onnxruntime"] = lambda: sess.run(None, {name: x})
         med = interleaved(fns, repeats=args.repeats)
-        print(f"resnet18_v1 batch {b}: compile {ct:.2f} s, max rel err vs MXNet {err:.1e}")
+        print(f"{name_} batch {b}: compile {ct:.2f} s, max rel err vs MXNet {err:.1e}")
         for k, v in med.items():
             print(f"  {k:12s} {v * 1e3:8.2f} ms")
         if "onnxruntime" in med:
