@@ -78,7 +78,7 @@ def main() -> int:
         med = interleaved(fns, repeats=args.repeats)
         print(f"{name_} batch {b}: compile {ct:.2f} s, max rel err vs MXNet {err:.1e}")
         for k, v in med.items():
-            print(f"  {k:12s} {v * 1e3:8.2f} ms")
+            print(f"  {k:12s} {v * 1e3:9.3f} ms")
         if "onnxruntime" in med:
             print(f"  ratio mxc/onnxruntime = {med['mxc'] / med['onnxruntime']:.2f}x")
     return 0
