@@ -2,11 +2,15 @@
 
 The pipeline, in order (each step a small module of its own):
 
+0. ``cse``       common-subexpression elimination (dead code: a graph is what its outputs
+                 reach, so dropped duplicates and unused nodes are never lowered);
+   (``fold_constants`` runs before, in callers with fixed parameters: ``CompiledModel``)
 1. ``infer``     shapes and dtypes of every entry;
 2. ``gradient``  (training binds) the backward graph for the requested arguments;
 3. ``lower``     every node to kernels over storage slots (views share their input's slot);
                  computes are recorded unscheduled;
-4. ``fuse``      producer computes inlined into their consumers, the rest scheduled
+4. ``fuse``      relu/residual consumers folded into GEMM epilogues (``fuse_epilogue``),
+                 producer computes inlined into their consumers, the rest scheduled
                  (``MXNET_USE_FUSION=0`` / ``fusion=False``: everything scheduled as lowered);
 5. ``plan_memory`` gradients written in place, calls reordered for memory, temporaries
                  placed in one workspace arena (inplace + sharing; ``MXC_PLAN_MEMORY=0`` /
@@ -49,6 +53,7 @@ from . import infer
 from . import plan_memory as memplan
 from .gradient import gradient
 from ..codegen.jit import host_identity
+from .cse import eliminate_common_subexpressions
 from .lower import LowerCtx, LoweredKernel, SlotTable
 
 
@@ -154,6 +159,8 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
     reads may be stored prepacked for the GEMM (``program.slot_layouts`` says how; the caller
     writes it with ``codegen.gemm.pack_a_panels``)."""
     constants = tuple(sorted(set(constants)))
+    source_outputs = list(graph.outputs)
+    graph, cse_outputs = eliminate_common_subexpressions(graph)
     arg_types = arg_types or {}
     fwd_shapes = infer.infer_shapes(graph, arg_shapes)
     fwd_types = infer.infer_types(graph, arg_types)
@@ -196,7 +203,7 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
                               plan_memory, retain_graph, constants)
         cg = _load_program(key, full, shapes, types, relower)
         if cg is not None:
-            return cg
+            return _alias_outputs(cg, source_outputs, cse_outputs)
 
     slots = SlotTable()
     entry_slot: dict = {}
@@ -274,6 +281,19 @@ def compile_graph(graph: Graph, arg_shapes: dict, arg_types: dict | None = None,
                        lowered, None, fused.kernels_unfused, fused.groups, memory)
     if key is not None:
         _store_program(key, cg, objects)
+    return _alias_outputs(cg, source_outputs, cse_outputs)
+
+
+def _alias_outputs(cg: CompiledGraph, source: list, compiled: list) -> CompiledGraph:
+    """Let the caller's output entries (of the graph it passed) find their shapes, types
+    and slots when common-subexpression elimination made other nodes compute them."""
+    for old, new in zip(source, compiled):
+        if old.node is new.node:
+            continue
+        for i in range(min(old.node.num_outputs, new.node.num_outputs)):
+            for table in (cg.shapes, cg.types, cg.entry_slot):
+                if (new.node.uid, i) in table:
+                    table[(old.node.uid, i)] = table[(new.node.uid, i)]
     return cg
 
 

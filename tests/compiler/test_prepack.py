@@ -18,9 +18,9 @@ def _net(shared: bool):
     h = mx.sym.relu(mx.sym.Convolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=13,
                                        no_bias=True, name="c1"))
     h2 = mx.sym.Convolution(h, V("w2"), V("b2"), kernel=(3, 3), num_filter=7, name="c2")
-    if shared:   # w1 read by a second convolution too
-        h2 = h2 + mx.sym.Convolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=13,
-                                     no_bias=True, name="c3").slice_axis(1, 0, 7) \
+    if shared:   # w1 read by a second (dilated, so not a duplicate) convolution too
+        h2 = h2 + mx.sym.Convolution(x, w, kernel=(3, 3), pad=(2, 2), dilate=(2, 2),
+                                     num_filter=13, no_bias=True, name="c3").slice_axis(1, 0, 7) \
             .slice_axis(2, 1, 10).slice_axis(3, 1, 11)
     return h2
 
