@@ -113,14 +113,20 @@ class CompiledModel:
         self.compiled = compile_graph(graph, shapes, types, cache=True,
                                       constants=tuple(n for n in params if n in var_names))
         self.compile_seconds = time.perf_counter() - t0
+        # the compiler's memory goes back before the workspace and weights are allocated,
+        # so the two never add up in the process's peak
+        _release_memory(_objects_compiled() > compiled_before)
         prog = self.compiled.program
         var_keys = {v.name: (v.uid, 0) for v in graph.variables()}
         layouts = prog.slot_layouts
         bound = {}
         for n, slot in self.compiled.var_slots.items():
             a = params.get(n)
-            if a is not None and slot in layouts:   # stored prepacked for its GEMM
-                bound[slot] = _packed(a, layouts[slot]).reshape(-1).view(np.uint8)
+            if a is not None and slot in layouts:
+                # stored prepacked for its GEMM; the plain array is dropped at once, so the
+                # process never holds every weight in both layouts
+                del a
+                bound[slot] = _packed(params.pop(n), layouts[slot]).reshape(-1).view(np.uint8)
             elif a is not None and id(a) not in callers and a.flags.owndata and \
                     a.flags.c_contiguous and a.flags.aligned and a.flags.writeable and \
                     a.nbytes == prog.slots[slot].nbytes and \
@@ -143,7 +149,7 @@ class CompiledModel:
             dt = np.dtype(self.compiled.types[k])
             self.output_views.append(
                 prog.storage[slot][: int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape))
-        _release_memory(_objects_compiled() > compiled_before)
+        _release_memory(False)   # heap pages freed while binding
 
     def __call__(self, **inputs) -> list:
         for n in self.input_names:
