@@ -100,6 +100,11 @@ class GemmSpec:
     #   n % pitch and dropped when n % pitch >= width (an output row computed over a padded row).
     b_kmap: tuple | None = None
     c_ngrid: tuple | None = None
+    # b_same: (H, W, kh, kw, dh, dw, ph, pw): with b_kmap over an unpadded (H, W) input, a
+    #   stride-1 "same" convolution (output H x W): B row k = (c, ky, kx) at logical column
+    #   n = oy*W + ox reads input[c, oy + ky*dh - ph, ox + kx*dw - pw], 0 outside the image --
+    #   the zero padding happens while packing, no padded copy of the input is made.
+    b_same: tuple | None = None
     # Epilogue after the full K reduction, in order: "add" (+ a residual operand laid out
     # exactly like C, the argument after the bias), "relu" (max(x, 0), NaN -> 0 as mxc's relu).
     epilogue: tuple = ()
@@ -133,6 +138,12 @@ class GemmSpec:
             if self.b_strides[2] != 1:
                 raise ValueError("GemmSpec.b_kmap needs contiguous B rows (b_strides[2] == 1)")
             object.__setattr__(self, "b_kmap", kmap)
+        if self.b_same is not None:
+            same = tuple(int(v) for v in self.b_same)
+            if len(same) != 8 or self.b_kmap is None:
+                raise ValueError("GemmSpec.b_same is (H, W, kh, kw, dh, dw, ph, pw) and "
+                                 "needs b_kmap")
+            object.__setattr__(self, "b_same", same)
         if self.c_ngrid is not None:
             pitch, width = (int(x) for x in self.c_ngrid)
             if not 1 <= width <= pitch or self.c_strides[2] != 1:
@@ -252,6 +263,7 @@ class _Plan:
     epi: tuple = ()             # GemmSpec.epilogue
     res_arg: int = -1           # index in %args of the residual operand ("add")
     a_panel: int = 0            # GemmSpec.a_panel (prepacked A)
+    same: tuple | None = None   # GemmSpec.b_same
 
     @property
     def NR(self) -> int:
@@ -372,7 +384,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     opts = params or {}
     extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue,
                  res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1,
-                 a_panel=spec.a_panel)
+                 a_panel=spec.a_panel, same=spec.b_same)
     if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL and not fixed
             and not opts.get("no_dot")):
         # Few rows against a K-contiguous B (FullyConnected weights at small batch): packing
@@ -739,8 +751,10 @@ class _Emitter:
         a table first, so panels can be written one after the other (k-outer order would
         write ~nc/NR streams whose addresses alias in L1)."""
         p, T, es, VL, W = self.p, self.T, self.es, self.VL, self.p.NR
+        if p.same is not None:
+            return self.emit_pack_b_same()
         f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
-                f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0) {_FN_ATTRS}")
+                f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
         al = 64 if W * es % 64 == 0 else math.gcd(W * es, 64)
         table = f._name("rows")
         f.allocas.append(f"  {table} = alloca [{max(p.KC, 1)} x i64], align 16")
@@ -772,6 +786,104 @@ class _Emitter:
                     f.ins(f"store {T} {x}, ptr {f.gep(T, dr, w, True)}, align {es}")
                 with f.loop(rem, W) as w:
                     f.ins(f"store {T} 0.0, ptr {f.gep(T, dr, w, True)}, align {es}")
+        f.ins("ret void")
+        return f.render()
+
+    def emit_pack_b_same(self) -> str:
+        """Pack B for ``b_same``: rows as ``emit_pack_b_rows`` over the unpadded input, each
+        vector a masked load (lanes of output rows the tap's input row misses read nothing
+        and become 0), then the few columns whose tap falls left or right of the image are
+        zeroed (``L``/``R`` per output row; they would otherwise read the neighbouring row).
+        """
+        p, T, es, VL, NR = self.p, self.T, self.es, self.VL, self.p.NR
+        H, W, kh, kw, dh, dw, ph, pw = p.same
+        mload, _ = self.masked_decls()
+        vi, mk = f"<{VL} x i32>", f"<{VL} x i1>"
+        iota = "<" + ", ".join(f"i32 {i}" for i in range(VL)) + ">"
+        f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
+                f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
+        table = f._name("rows")
+        f.allocas.append(f"  {table} = alloca [{max(p.KC, 1)} x i64], align 16")
+        with f.loop(0, "%kc") as k:
+            off = f.sub(self.b_row_offset(f, f.add("%k0", k)), ph * W + pw)
+            f.ins(f"store i64 {off}, ptr {f.gep('i64', table, k, True)}, align 8")
+
+        def splat32(x) -> str:
+            t = f.op(f"trunc i64 {x} to i32")
+            v = f.op(f"insertelement {vi} poison, i32 {t}, i64 0")
+            return f.op(f"shufflevector {vi} {v}, {vi} poison, {vi} zeroinitializer")
+
+        def smax(a, b):
+            c = f.op(f"icmp sgt i64 {a}, {b}")
+            return f.op(f"select i1 {c}, i64 {a}, i64 {b}")
+
+        def row_geometry(kabs):
+            """(valid column range [vlo, vhi), left/right wrap widths L, R) of row kabs."""
+            kx = f.urem(kabs, kw)
+            ky = f.urem(f.udiv(kabs, kw), kh)
+            top = f.sub(ph, f.mul(ky, dh))                 # output rows oy < top: no input
+            vlo = f.mul(smax(top, 0), W)
+            vhi = f.mul(f.smin(f.add(top, H), H), W)
+            left = f.sub(pw, f.mul(kx, dw))
+            return vlo, vhi, smax(left, 0), smax(f.sub(0, left), 0)
+
+        def zero_wraps(dr, nb, width, L, R) -> None:
+            """dst[n - nb] = 0 for the columns n in [nb, nb + width) with ox < L or
+            ox >= W - R (ox = n % W)."""
+            any_ = f.op(f"icmp sgt i64 {f.add(L, R)}, 0")
+            with f.if_(any_):
+                last = f.udiv(f.sub(f.add(nb, width), 1), W)
+                with f.loop(f.udiv(nb, W), f.add(last, 1)) as oy:
+                    base = f.mul(oy, W)
+                    for lo, cnt in ((base, L), (f.sub(f.add(base, W), R), R)):
+                        with f.loop(0, cnt) as j:
+                            n = f.add(lo, j)
+                            inside = f.op(f"icmp sge i64 {n}, {nb}")
+                            below = f.op(f"icmp slt i64 {n}, {f.add(nb, width)}")
+                            with f.if_(f.op(f"and i1 {inside}, {below}")):
+                                f.ins(f"store {T} 0.0, ptr {f.gep(T, dr, f.sub(n, nb))}, "
+                                      f"align {es}")
+
+        nfull = f.udiv("%nouter", NR)
+        rem = f.urem("%nouter", NR)
+        with f.loop(0, nfull) as q:
+            nb = f.add("%n0", f.mul(q, NR))             # absolute first column of the panel
+            sq = f.gep(T, "%src", f.mul(q, NR))
+            dq = f.gep(T, "%dst", f.mul(f.mul(q, NR), "%kc"), True)
+            with f.loop(0, "%kc") as k:
+                off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
+                vlo, vhi, L, R = row_geometry(f.add("%k0", k))
+                sr, dr = f.gep(T, sq, off), f.gep(T, dq, f.mul(k, NR), True)
+                for v0 in range(0, NR, VL):
+                    n = f.add(nb, v0)
+                    lo = splat32(f.sub(vlo, n))
+                    hi = splat32(f.sub(vhi, n))
+                    c1 = f.op(f"icmp sge {vi} {iota}, {lo}")
+                    c2 = f.op(f"icmp slt {vi} {iota}, {hi}")
+                    m = f.op(f"and {mk} {c1}, {c2}")
+                    x = f.op(f"call {self.V} {mload}(ptr {f.gep(T, sr, v0)}, i32 {es}, "
+                             f"{mk} {m}, {self.V} zeroinitializer)")
+                    f.ins(f"store {self.V} {x}, ptr {f.gep(T, dr, v0, True)}, align {es}")
+                zero_wraps(dr, nb, NR, L, R)
+        has = f.op(f"icmp sgt i64 {rem}, 0")
+        with f.if_(has):
+            nb = f.add("%n0", f.mul(nfull, NR))
+            sq = f.gep(T, "%src", f.mul(nfull, NR))
+            dq = f.gep(T, "%dst", f.mul(f.mul(nfull, NR), "%kc"), True)
+            with f.loop(0, "%kc") as k:
+                off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
+                vlo, vhi, L, R = row_geometry(f.add("%k0", k))
+                sr, dr = f.gep(T, sq, off), f.gep(T, dq, f.mul(k, NR), True)
+                with f.loop(0, NR) as w:
+                    f.ins(f"store {T} 0.0, ptr {f.gep(T, dr, w, True)}, align {es}")
+                with f.loop(0, rem) as w:
+                    n = f.add(nb, w)
+                    ok1 = f.op(f"icmp sge i64 {n}, {vlo}")
+                    ok2 = f.op(f"icmp slt i64 {n}, {vhi}")
+                    with f.if_(f.op(f"and i1 {ok1}, {ok2}")):
+                        x = f.op(f"load {T}, ptr {f.gep(T, sr, w)}, align {es}")
+                        f.ins(f"store {T} {x}, ptr {f.gep(T, dr, w, True)}, align {es}")
+                zero_wraps(dr, nb, rem, L, R)
         f.ins("ret void")
         return f.render()
 
@@ -1154,7 +1266,7 @@ class _Emitter:
                     if p.kmap:   # rows at computed offsets: packb adds them from pc
                         src_b = f.gep(T, Bb, f.mul(jc, p.sb[2]))
                         f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
-                              f"i64 {nc}, i64 {kc}, i64 {pc})")
+                              f"i64 {nc}, i64 {kc}, i64 {pc}, i64 {jc})")
                     elif p.direct_b:
                         src_b = f.gep(T, Bb, f.add(f.mul(pc, p.sb[1]), f.mul(jc, p.sb[2])))
                         # full panels are read in place; only the ragged last one is packed

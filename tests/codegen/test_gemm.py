@@ -202,9 +202,10 @@ def test_fused_epilogue(steps):
 
 
 def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=None,
-               dtype="float32", isa=None, seed=0):
+               dtype="float32", isa=None, seed=0, same=False):
     """A stride-1 convolution as one implicit GEMM (b_kmap + c_ngrid) over a zero-padded
-    input, against a direct numpy convolution."""
+    input -- or, with ``same``, b_same over the unpadded input (padding while packing) --
+    against a direct numpy convolution."""
     rng = np.random.default_rng(seed)
     dt = np.dtype(dtype)
     x = rng.uniform(-1, 1, (N, C, H, W)).astype(dt)
@@ -224,11 +225,20 @@ def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=N
     ref = _apply_epilogue(ref, epilogue, R)
     y = np.full((N, F, Ho, Wo), np.nan, dt)
     Kd = C * k * k
-    spec = GemmSpec(batch=N, M=F, N=(Ho - 1) * Wp + Wo, K=Kd, dtype=dtype,
-                    a_strides=(0, Kd, 1), b_strides=(C * Hp * Wp, 0, 1),
-                    c_strides=(F * Ho * Wo, Ho * Wo, 1), bias="m" if bias else None,
-                    b_kmap=((C, Hp * Wp), (k, dil * Wp), (k, dil)), c_ngrid=(Wp, Wo),
-                    epilogue=epilogue)
+    if same:
+        assert (Ho, Wo) == (H, W)
+        spec = GemmSpec(batch=N, M=F, N=H * W, K=Kd, dtype=dtype, a_strides=(0, Kd, 1),
+                        b_strides=(C * H * W, 0, 1), c_strides=(F * H * W, H * W, 1),
+                        bias="m" if bias else None,
+                        b_kmap=((C, H * W), (k, dil * W), (k, dil)),
+                        b_same=(H, W, k, k, dil, dil, pad, pad), epilogue=epilogue)
+        xp = x
+    else:
+        spec = GemmSpec(batch=N, M=F, N=(Ho - 1) * Wp + Wo, K=Kd, dtype=dtype,
+                        a_strides=(0, Kd, 1), b_strides=(C * Hp * Wp, 0, 1),
+                        c_strides=(F * Ho * Wo, Ho * Wo, 1), bias="m" if bias else None,
+                        b_kmap=((C, Hp * Wp), (k, dil * Wp), (k, dil)), c_ngrid=(Wp, Wo),
+                        epilogue=epilogue)
     kern = gemm_kernel("conv_test", spec, isa or BEST, _params=params)
     fn = _jit(kern)
     xp = np.ascontiguousarray(xp)
@@ -257,8 +267,21 @@ def test_implicit_conv_blocks_and_epilogue():
     _conv_gemm(1, 6, 10, 8, 5, 3, 1, epilogue=("relu",), dtype="float64", bias=False)
 
 
+@pytest.mark.parametrize("N,C,F,H,W,k,pad,dil", [
+    (1, 3, 8, 7, 9, 3, 1, 1), (2, 5, 17, 13, 11, 3, 1, 1), (1, 16, 32, 14, 14, 3, 1, 1),
+    (1, 4, 6, 9, 8, 5, 2, 1), (2, 3, 7, 10, 12, 3, 2, 2), (1, 2, 3, 1, 1, 3, 1, 1),
+    (1, 3, 5, 3, 40, 3, 1, 1), (2, 2, 4, 6, 2, 5, 2, 1),
+])
+def test_implicit_conv_same_padding_in_pack(N, C, F, H, W, k, pad, dil):
+    # "same" convolutions read the unpadded input; padding happens while packing B
+    _conv_gemm(N, C, F, H, W, k, pad, dil, same=True)
+    _conv_gemm(N, C, F, H, W, k, pad, dil, same=True, params={"kc": 8, "nc": 40},
+               epilogue=("add", "relu"))
+
+
 @pytest.mark.parametrize("isa", [i for i in ISAS_HERE if i != BEST])
 def test_implicit_conv_other_isas(isa):
+    _conv_gemm(2, 5, 17, 13, 11, 3, 1, isa=isa, same=True)
     _conv_gemm(2, 5, 17, 13, 11, 3, 1, isa=isa, epilogue=("add", "relu"))
 
 

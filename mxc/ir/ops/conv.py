@@ -495,6 +495,12 @@ class Implicit:
     def copy_needed(self) -> bool:
         return bool(self.ph or self.pw or self.sh > 1 or self.sw > 1)
 
+    @property
+    def same(self) -> bool:
+        """Stride 1 and output size = input size: the GEMM reads the unpadded input and
+        pads while packing (``GemmSpec.b_same``), no rewrite of the input at all."""
+        return self.sh == 1 and self.sw == 1 and (self.Ho, self.Wo) == (self.H, self.W)
+
     def kmap(self, Cg: int) -> tuple:
         """GemmSpec.b_kmap digits (channel, ky, kx) over the rewritten input."""
         PY, PX = self.phases
@@ -523,7 +529,8 @@ def implicit_geometry(gm: Geom) -> Implicit | None:
         return None
     im = Implicit(H, W, kh, kw, sh, sw, dh, dw, ph, pw, Ho, Wo)
     tile = IMPLICIT_TILE_N
-    if -(-im.cols // tile) * tile > -(-(Ho * Wo) // tile) * tile * IMPLICIT_MAX_WASTE:
+    if not im.same and \
+            -(-im.cols // tile) * tile > -(-(Ho * Wo) // tile) * tile * IMPLICIT_MAX_WASTE:
         return None
     return im
 
@@ -554,6 +561,8 @@ def _conv_implicit(ctx, gm: Geom, im: Implicit, x, w, b, y, epilogue, residual) 
     rows of Wq, storing only the Wo real ones -- ``c_ngrid``."""
     N, C_, F, Cg, Fg = gm.N, gm.C, gm.F, gm.Cg, gm.Fg
     x4 = _view(x, (N, C_, im.H, im.W))
+    if im.same:
+        return _conv_same(ctx, gm, im, x4, w, b, y, epilogue, residual)
     # one kernel (clamped loads + select) rather than pad_temp's three border/interior runs:
     # measured as fast, and two kernel launches fewer per convolution
     xs = _phase_split(ctx, im, x4) if im.copy_needed else x4
@@ -569,6 +578,25 @@ def _conv_implicit(ctx, gm: Geom, im: Implicit, x, w, b, y, epilogue, residual) 
                  b_kmap=im.kmap(Cg), c_ngrid=(im.Wq, im.Wo), epilogue=epilogue,
                  residual=None if residual is None else
                  _view(residual, out.shape, out.strides, gi * Fg * Yp))
+
+
+def _conv_same(ctx, gm: Geom, im: Implicit, x4, w, b, y, epilogue, residual) -> None:
+    """A stride-1 "same" convolution as one GEMM per group straight off the input: B rows
+    are (channel, tap) shifts of the image, padded while packed (``b_same``)."""
+    N, C_, F, Cg, Fg = gm.N, gm.C, gm.F, gm.Cg, gm.Fg
+    HW = im.H * im.W
+    Kg = Cg * im.kh * im.kw
+    for gi in range(gm.G):
+        out = _view(y, (N, Fg, HW), (F * HW, HW, 1), gi * Fg * HW)
+        ctx.gemm(_wmat(w, gm, gi, Fg, Kg),
+                 _view(x4, (N, Kg, HW), (C_ * HW, 0, 1), gi * Cg * HW), out,
+                 bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
+                 bias_axis=None if b is None else "m",
+                 b_kmap=((Cg, HW), (im.kh, im.dh * im.W), (im.kw, im.dw)),
+                 b_same=(im.H, im.W, im.kh, im.kw, im.dh, im.dw, im.ph, im.pw),
+                 epilogue=epilogue,
+                 residual=None if residual is None else
+                 _view(residual, out.shape, out.strides, gi * Fg * HW))
 
 
 def conv_forward(ctx, gm: Geom, x, w, b, y, epilogue: tuple = (), residual=None) -> None:
