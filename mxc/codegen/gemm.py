@@ -1498,8 +1498,9 @@ def prepack_rows(spec: GemmSpec, isa: str) -> int:
     return plan.MR
 
 
-def pack_a_panels(a: "np.ndarray", mr: int) -> "np.ndarray":
-    """A (M, K) matrix in the ``a_panel`` layout: (ceil(M/mr), K, mr), zero rows past M."""
+def pack_a_panels(a, mr: int):
+    """A (M, K) numpy matrix in the ``a_panel`` layout: (ceil(M/mr), K, mr), zero rows past
+    M (runs once per weight at bind time)."""
     import numpy as np
 
     M, K = a.shape
