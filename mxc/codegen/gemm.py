@@ -57,7 +57,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = ["ISAS", "GemmKernel", "GemmSpec", "gemm_kernel", "host_isa", "pack_a_panels",
-           "prepack_rows"]
+           "pack_b_panels", "prepack_cols", "prepack_rows"]
 
 # Fast-math flags for every float op: no `fast`/`nnan`, so NaN semantics survive.
 _FM = "nsz arcp contract afn"
@@ -114,6 +114,11 @@ class GemmSpec:
     # a_strides[0] is the batch stride of that buffer. a_panel must be what
     # :func:`prepack_rows` says for the same spec.
     a_panel: int = 0
+    # > 0: B is already packed (FullyConnected weights, :func:`pack_b_panels`): column
+    # panels of b_panel columns, element (k, n) at (n // b_panel) * b_panel * K +
+    # k * b_panel + n % b_panel, zero columns past N; b_strides[0] is its batch stride.
+    # b_panel must be what :func:`prepack_cols` says for the same spec.
+    b_panel: int = 0
 
     def __post_init__(self) -> None:
         dense = {"a_strides": (self.M * self.K, self.K, 1),
@@ -264,6 +269,7 @@ class _Plan:
     epi: tuple = ()             # GemmSpec.epilogue
     res_arg: int = -1           # index in %args of the residual operand ("add")
     a_panel: int = 0            # GemmSpec.a_panel (prepacked A)
+    b_panel: int = 0            # GemmSpec.b_panel (prepacked B)
     same: tuple | None = None   # GemmSpec.b_same
 
     @property
@@ -370,7 +376,8 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
 
     # implicit-GEMM addressing is defined for B rows and C columns, a prepacked A for A's
     # rows: keep the orientation
-    fixed = spec.b_kmap is not None or spec.c_ngrid is not None or spec.a_panel > 0
+    fixed = spec.b_kmap is not None or spec.c_ngrid is not None or spec.a_panel > 0 or \
+        spec.b_panel > 0
     swap = not fixed and score(N, M, spec.c_strides[1]) > score(M, N, spec.c_strides[2]) * 1.05
     sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
     bias = spec.bias
@@ -385,7 +392,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     opts = params or {}
     extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue,
                  res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1,
-                 a_panel=spec.a_panel, same=spec.b_same)
+                 a_panel=spec.a_panel, b_panel=spec.b_panel, same=spec.b_same)
     if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL and not fixed
             and not opts.get("no_dot")):
         # Few rows against a K-contiguous B (FullyConnected weights at small batch): packing
@@ -403,13 +410,16 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
             raise ValueError(f"gemm_kernel: A packed in panels of {spec.a_panel} rows, the "
                              f"plan for this shape uses {MR} (see prepack_rows)")
     NR = NV * VL
+    if spec.b_panel and spec.b_panel != NR:
+        raise ValueError(f"gemm_kernel: B packed in panels of {spec.b_panel} columns, the "
+                         f"plan for this shape uses {NR} (see prepack_cols)")
     # scale KC so the B micro-panel keeps its byte size when NR changes
     KC = max(16, min(2048, isa.kc * (isa.nv * (isa.vbytes // 4)) // NR))
     KC = _rup(KC, 4)
     TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, MR, NR, VL, isa.nc,
                                   a_packed=spec.a_panel > 0)
     # A task with a single row of tiles uses each B panel once: packing would only add a copy.
-    direct_b = (sb[2] == 1 and TM <= MR and spec.b_kmap is None
+    direct_b = (sb[2] == 1 and TM <= MR and spec.b_kmap is None and not spec.b_panel
                 and not opts.get("no_direct"))
     if direct_b:
         # B rows are read in place, NR wide: short K blocks keep neighbouring panels on the
@@ -925,6 +935,8 @@ class _Emitter:
         p, T, V, es, VL = self.p, self.T, self.V, self.es, self.VL
         MR, NV, NR = p.MR, p.NV, p.NR
         bstep, bal = (p.sb[1], es) if direct else (NR, self.valign)
+        if p.b_panel:   # caller-packed panels: the buffer's alignment is the caller's
+            bal = es
         fname = "kernd" if direct else "kern"
         f = _Fn(f"define internal void {self.sym(fname)}(ptr noalias %a, ptr noalias %b, "
                 f"i64 %kc, ptr %c, i64 %mr, i64 %nr, i1 %first, ptr %bias, "
@@ -1226,6 +1238,8 @@ class _Emitter:
         mcp = _rup(min(p.MC, _rup(p.TM, p.MR)), p.MR)
         b_off = tile
         a_off = b_off + _rup(kc * ncp * es, 64)
+        if p.b_panel:
+            a_off = b_off
         total = a_off + (0 if p.a_panel else _rup(kc * mcp * es, 64))
         return b_off, a_off, total
 
@@ -1268,7 +1282,9 @@ class _Emitter:
                     kc = f.smin(p.KC, f.sub(p.K, pc))
                     first = f.op(f"icmp eq i64 {pc}, 0")
                     last = f.op(f"icmp sge i64 {f.add(pc, p.KC)}, {p.K}")
-                    if p.kmap:   # rows at computed offsets: packb adds them from pc
+                    if p.b_panel:
+                        pass     # B prepacked: panels are read in place below
+                    elif p.kmap:   # rows at computed offsets: packb adds them from pc
                         src_b = f.gep(T, Bb, f.mul(jc, p.sb[2]))
                         f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
                               f"i64 {nc}, i64 {kc}, i64 {pc}, i64 {jc})")
@@ -1293,7 +1309,9 @@ class _Emitter:
                         with f.loop(0, nc, p.NR) as jr:
                             nr = f.smin(p.NR, f.sub(nc, jr))
                             col = f.add(jc, jr)
-                            if p.direct_b:
+                            if p.b_panel:   # col is a multiple of NR
+                                bpan = f.gep(T, Bb, f.add(f.mul(col, p.K), f.mul(pc, p.NR)))
+                            elif p.direct_b:
                                 bpan = Bp
                                 full_n = f.op(f"icmp eq i64 {nr}, {p.NR}")
                                 bdir = f.gep(T, src_b, jr)
@@ -1484,8 +1502,8 @@ class _Emitter:
                 parts.append(self.emit_dot_tile(1))
             parts.append(self.emit_dot_entry())
             return "\n".join(sorted(self.decls) + [""] + parts), max(64, self.dot_scratch())
-        parts = [self.emit_pack("b")] + ([] if p.a_panel else [self.emit_pack("a")]) + \
-            [self.emit_kernel()]
+        parts = ([] if p.b_panel else [self.emit_pack("b")]) + \
+            ([] if p.a_panel else [self.emit_pack("a")]) + [self.emit_kernel()]
         if p.direct_b:
             parts.append(self.emit_kernel(direct=True))
         parts.append(self.edge_fn)
@@ -1501,6 +1519,29 @@ def prepack_rows(spec: GemmSpec, isa: str) -> int:
     if plan.a_arg != 0 or plan.dot_nb or plan.M == 0 or plan.K == 0:
         return 0
     return plan.MR
+
+
+def prepack_cols(spec: GemmSpec, isa: str) -> int:
+    """The panel width (``GemmSpec.b_panel``) a B operand packed ahead of time must have for
+    ``spec`` on ``isa``; 0 when this spec does not read B in packed column panels (swapped
+    operands, the dot-product or direct-B schedules, implicit-GEMM rows)."""
+    plan = _plan(spec, isa, None)
+    if plan.a_arg != 0 or plan.dot_nb or plan.direct_b or plan.kmap or plan.N == 0 or \
+            plan.K == 0:
+        return 0
+    return plan.NR
+
+
+def pack_b_panels(b, nr: int):
+    """A (K, N) numpy matrix in the ``b_panel`` layout: (ceil(N/nr), K, nr), zero columns
+    past N (runs once per weight at bind time)."""
+    import numpy as np
+
+    K, N = b.shape
+    panels = -(-N // nr)
+    out = np.zeros((K, panels * nr), b.dtype)
+    out[:, :N] = b
+    return np.ascontiguousarray(out.reshape(K, panels, nr).transpose(1, 0, 2))
 
 
 def pack_a_panels(a, mr: int):

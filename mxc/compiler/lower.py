@@ -38,8 +38,9 @@ class SlotTable:
     #: slots of constant parameters read by one node only, which a GEMM may ask to hold its
     #: A operand prepacked (filled by the caller: ``compile_graph(constants=...)``)
     packable: set = field(default_factory=set)
-    #: slot -> ("gemm_a", M, K, panel): the caller stores that parameter with
-    #: ``codegen.gemm.pack_a_panels`` (see ``CompiledGraph.slot_layouts``)
+    #: slot -> ("gemm_a", M, K, panel) or ("gemm_b", K, N, panel, transposed): the caller
+    #: stores that parameter with ``codegen.gemm.pack_a_panels`` / ``pack_b_panels``
+    #: (see ``Program.slot_layouts``)
     layouts: dict = field(default_factory=dict)
 
     def new(self, nbytes: int, kind: str = "temp", name: str = "") -> int:
@@ -213,11 +214,20 @@ class LowerCtx:
                 b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same))
             if a_panel:
                 sa = (0, 0, 0)
+        b_panel = 0
+        if not gpu_lowering() and not a_panel:
+            b_panel = self._prepack_b(b, Kd, N, sb, dict(
+                batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
+                c_strides=sc, bias=bias_axis if bias is not None else None,
+                b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same))
+            if b_panel:
+                sb = (0, 0, 0)
         spec = GemmSpec(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
                         c_strides=sc, alpha=float(alpha), beta=float(beta),
                         bias=bias_axis if bias is not None else None,
                         bias_stride_batch=bias_stride, b_kmap=b_kmap, c_ngrid=c_ngrid,
-                        epilogue=tuple(epilogue), a_panel=a_panel, b_same=b_same)
+                        epilogue=tuple(epilogue), a_panel=a_panel, b_panel=b_panel,
+                        b_same=b_same)
         # pointers are passed already offset; views with element offsets become slot offsets
         bufs = [a.buf, b.buf, c.buf] + ([bias.buf] if bias is not None else [])
         offs = [a.offset, b.offset, c.offset] + ([bias.offset] if bias is not None else [])
@@ -260,6 +270,33 @@ class LowerCtx:
             return 0
         table.layouts[slot] = want
         table.nbytes[slot] = -(-M // panel) * panel * Kd * a.dtype.itemsize
+        return panel
+
+
+    def _prepack_b(self, b: K.TensorRef, Kd: int, N: int, sb: tuple, fields: dict) -> int:
+        """The panel width when the B operand -- the whole of a packable constant parameter,
+        (K, N) row-major or its transpose (a FullyConnected weight), shared by the batch --
+        is stored prepacked, else 0. Claims the slot's layout on first use."""
+        from ..codegen.gemm import GemmSpec, prepack_cols
+        from ..codegen.targets import gemm_isa
+
+        slot = self._buf_slot.get(b.buf)
+        table = self._slots
+        if tuple(sb[1:]) == (1, Kd):
+            transposed = True
+        elif tuple(sb[1:]) == (N, 1):
+            transposed = False
+        else:
+            return 0
+        if slot not in table.packable or b.offset != 0 or sb[0] != 0 or \
+                b.buf.size != N * Kd or b.dtype.name not in ("float32", "float64"):
+            return 0
+        panel = prepack_cols(GemmSpec(**fields), gemm_isa())
+        want = ("gemm_b", Kd, N, panel, transposed)
+        if not panel or table.layouts.get(slot, want) != want:
+            return 0
+        table.layouts[slot] = want
+        table.nbytes[slot] = -(-N // panel) * panel * Kd * b.dtype.itemsize
         return panel
 
 

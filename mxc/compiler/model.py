@@ -170,12 +170,18 @@ class CompiledModel:
 
 def _packed(a: np.ndarray, layout: tuple) -> np.ndarray:
     """A parameter in the layout its program stores it in (``Program.slot_layouts``)."""
-    from ..codegen.gemm import pack_a_panels
+    from ..codegen.gemm import pack_a_panels, pack_b_panels
 
-    kind, M, K, panel = layout
-    if kind != "gemm_a" or a.size != M * K:
-        raise MXNetError(f"parameter of shape {a.shape} cannot take layout {layout}")
-    return pack_a_panels(np.ascontiguousarray(a).reshape(M, K), int(panel))
+    kind = layout[0]
+    a = np.ascontiguousarray(a)
+    if kind == "gemm_a" and a.size == layout[1] * layout[2]:
+        _, M, K, panel = layout
+        return pack_a_panels(a.reshape(M, K), int(panel))
+    if kind == "gemm_b" and a.size == layout[1] * layout[2]:
+        _, K, N, panel, transposed = layout
+        b = a.reshape(N, K).T if transposed else a.reshape(K, N)
+        return pack_b_panels(b, int(panel))
+    raise MXNetError(f"parameter of shape {a.shape} cannot take layout {layout}")
 
 
 def _objects_compiled() -> int:

@@ -61,8 +61,9 @@ class Program:
     #: whole section of calls with no Python between kernels; None: the Python pool
     native: object = None
     _native_calls: object = field(default=None, repr=False)
-    #: slot -> ("gemm_a", M, K, panel): a constant parameter stored in the GEMM's prepacked
-    #: layout (row panels; ``codegen.gemm.pack_a_panels``), not as its plain array
+    #: slot -> ("gemm_a", M, K, panel) / ("gemm_b", K, N, panel, transposed): a constant
+    #: parameter stored in the GEMM's prepacked layout (``codegen.gemm.pack_a_panels`` /
+    #: ``pack_b_panels``), not as its plain array
     slot_layouts: dict = field(default_factory=dict)
 
     def clone(self) -> Program:

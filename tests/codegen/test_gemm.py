@@ -11,7 +11,8 @@ import pytest
 
 llvm = pytest.importorskip("llvmlite.binding")
 
-from mxc.codegen.gemm import GemmSpec, gemm_kernel, host_isa, pack_a_panels, prepack_rows
+from mxc.codegen.gemm import (GemmSpec, gemm_kernel, host_isa, pack_a_panels, pack_b_panels,
+                              prepack_cols, prepack_rows)
 
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
@@ -315,6 +316,32 @@ def test_prepacked_a(M, N, K, batch):
     with pytest.raises(ValueError, match="panels of"):
         gemm_kernel("bad", GemmSpec(batch=1, M=M, N=N, K=K,
                                     a_panel=prepack_rows(base, BEST) + 1), BEST)
+
+
+@pytest.mark.parametrize("M,N,K,batch", [(8, 512, 784, 1), (37, 45, 101, 2), (64, 1000, 512, 1),
+                                         (9, 17, 300, 3)])
+def test_prepacked_b(M, N, K, batch):
+    # FullyConnected weights (N, K) packed once into column panels of W^T (b_panel)
+    rng = np.random.default_rng(N)
+    X = rng.uniform(-1, 1, (batch, M, K)).astype(np.float32)
+    Wt = rng.uniform(-1, 1, (N, K)).astype(np.float32)     # the layer's weight
+    bias = rng.uniform(-1, 1, N).astype(np.float32)
+    base = dict(batch=batch, M=M, N=N, K=K, bias="n", epilogue=("relu",))
+    for isa in ISAS_HERE:
+        nr = prepack_cols(GemmSpec(b_strides=(0, 1, K), **base), isa)
+        if nr == 0:   # this ISA's plan swaps the operands: B is not read in column panels
+            assert isa != BEST or M > 64, isa
+            continue
+        Bp = pack_b_panels(np.ascontiguousarray(Wt.T), nr)
+        spec = GemmSpec(b_strides=(0, 0, 0), b_panel=nr, **base)
+        kern = gemm_kernel("packed_b", spec, isa, _params={"kc": 64} if K > 500 else None)
+        C = np.full((batch, M, N), np.nan, np.float32)
+        ptrs = [X.ctypes.data, Bp.ctypes.data, C.ctypes.data, bias.ctypes.data]
+        args = (ctypes.c_void_p * len(ptrs))(*ptrs)
+        scratch = _Scratch(kern.scratch_bytes)
+        _jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+        ref = np.maximum(np.matmul(X.astype(np.float64), Wt.T) + bias, 0)
+        np.testing.assert_allclose(C, ref, rtol=0, atol=3e-6 * (K + 4), err_msg=isa)
 
 
 def test_zero_sizes():

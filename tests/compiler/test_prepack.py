@@ -61,3 +61,23 @@ def test_shared_weight_stays_plain():
     assert m.compiled.var_slots["w1"] not in layouts
     assert m.compiled.var_slots["w2"] in layouts
     np.testing.assert_allclose(m(data=x)[0], _reference(sym, params, x), rtol=1e-4, atol=1e-4)
+
+
+def test_fully_connected_weights_prepacked_as_b(tmp_path, monkeypatch):
+    # FullyConnected weights are the GEMM's B operand (x @ W^T): packed into column panels
+    monkeypatch.setenv("MXC_CACHE_DIR", str(tmp_path))
+    x = V("data")
+    h = mx.sym.relu(mx.sym.FullyConnected(x, V("w1"), V("b1"), num_hidden=70, name="fc1"))
+    y = mx.sym.FullyConnected(h, V("w2"), V("b2"), num_hidden=10, name="fc2")
+    params = {"w1": RNG.standard_normal((70, 33)).astype(np.float32),
+              "b1": RNG.standard_normal(70).astype(np.float32),
+              "w2": RNG.standard_normal((10, 70)).astype(np.float32),
+              "b2": RNG.standard_normal(10).astype(np.float32)}
+    data = RNG.standard_normal((12, 33)).astype(np.float32)
+    want = _reference(y, params, data)
+    for cached in (False, True):
+        m = CompiledModel(y._graph(), params, {}, {"data": data.shape})
+        assert m.compiled.from_cache == cached
+        layouts = m.compiled.program.slot_layouts
+        assert layouts[m.compiled.var_slots["w1"]][0] == "gemm_b"
+        np.testing.assert_allclose(m(data=data)[0], want, rtol=1e-4, atol=1e-4)
