@@ -806,10 +806,10 @@ class _Emitter:
 
     def emit_pack_b_same(self) -> str:
         """Pack B for ``b_same``: rows as ``emit_pack_b_rows`` over the unpadded input, each
-        vector a masked load (lanes of output rows the tap's input row misses read nothing
-        and become 0), then the few columns whose tap falls left or right of the image are
-        zeroed (``L``/``R`` per output row; they would otherwise read the neighbouring row).
-        """
+        vector one masked load whose mask drops the lanes outside the image: output rows the
+        tap's input row misses (a column range per row) and columns whose tap falls left or
+        right of the image (``ox < L`` or ``ox >= W - R``, from a per-panel vector of the
+        lanes' output columns) -- those would otherwise read the neighbouring row."""
         p, T, es, VL, NR = self.p, self.T, self.es, self.VL, self.p.NR
         H, W, kh, kw, dh, dw, ph, pw = p.same
         mload, _ = self.masked_decls()
@@ -824,7 +824,7 @@ class _Emitter:
             f.ins(f"store i64 {off}, ptr {f.gep('i64', table, k, True)}, align 8")
 
         def splat32(x) -> str:
-            t = f.op(f"trunc i64 {x} to i32")
+            t = f.op(f"trunc i64 {x} to i32") if not isinstance(x, int) else str(x)
             v = f.op(f"insertelement {vi} poison, i32 {t}, i64 0")
             return f.op(f"shufflevector {vi} {v}, {vi} poison, {vi} zeroinitializer")
 
@@ -833,31 +833,14 @@ class _Emitter:
             return f.op(f"select i1 {c}, i64 {a}, i64 {b}")
 
         def row_geometry(kabs):
-            """(valid column range [vlo, vhi), left/right wrap widths L, R) of row kabs."""
+            """(valid column range [vlo, vhi), valid output columns [L, W - R)) of a row."""
             kx = f.urem(kabs, kw)
             ky = f.urem(f.udiv(kabs, kw), kh)
             top = f.sub(ph, f.mul(ky, dh))                 # output rows oy < top: no input
             vlo = f.mul(smax(top, 0), W)
             vhi = f.mul(f.smin(f.add(top, H), H), W)
             left = f.sub(pw, f.mul(kx, dw))
-            return vlo, vhi, smax(left, 0), smax(f.sub(0, left), 0)
-
-        def zero_wraps(dr, nb, width, L, R) -> None:
-            """dst[n - nb] = 0 for the columns n in [nb, nb + width) with ox < L or
-            ox >= W - R (ox = n % W)."""
-            any_ = f.op(f"icmp sgt i64 {f.add(L, R)}, 0")
-            with f.if_(any_):
-                last = f.udiv(f.sub(f.add(nb, width), 1), W)
-                with f.loop(f.udiv(nb, W), f.add(last, 1)) as oy:
-                    base = f.mul(oy, W)
-                    for lo, cnt in ((base, L), (f.sub(f.add(base, W), R), R)):
-                        with f.loop(0, cnt) as j:
-                            n = f.add(lo, j)
-                            inside = f.op(f"icmp sge i64 {n}, {nb}")
-                            below = f.op(f"icmp slt i64 {n}, {f.add(nb, width)}")
-                            with f.if_(f.op(f"and i1 {inside}, {below}")):
-                                f.ins(f"store {T} 0.0, ptr {f.gep(T, dr, f.sub(n, nb))}, "
-                                      f"align {es}")
+            return vlo, vhi, smax(left, 0), f.sub(W, smax(f.sub(0, left), 0))
 
         nfull = f.udiv("%nouter", NR)
         rem = f.urem("%nouter", NR)
@@ -865,21 +848,27 @@ class _Emitter:
             nb = f.add("%n0", f.mul(q, NR))             # absolute first column of the panel
             sq = f.gep(T, "%src", f.mul(q, NR))
             dq = f.gep(T, "%dst", f.mul(f.mul(q, NR), "%kc"), True)
+            oxv = []                                     # output column of every lane
+            for v0 in range(0, NR, VL):
+                base = f.op(f"add {vi} {splat32(f.add(nb, v0))}, {iota}")
+                oxv.append(f.op(f"urem {vi} {base}, {splat32(W)}"))
             with f.loop(0, "%kc") as k:
                 off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
-                vlo, vhi, L, R = row_geometry(f.add("%k0", k))
+                vlo, vhi, xlo, xhi = row_geometry(f.add("%k0", k))
                 sr, dr = f.gep(T, sq, off), f.gep(T, dq, f.mul(k, NR), True)
-                for v0 in range(0, NR, VL):
+                xl, xh = splat32(xlo), splat32(xhi)
+                for j, v0 in enumerate(range(0, NR, VL)):
                     n = f.add(nb, v0)
-                    lo = splat32(f.sub(vlo, n))
-                    hi = splat32(f.sub(vhi, n))
-                    c1 = f.op(f"icmp sge {vi} {iota}, {lo}")
-                    c2 = f.op(f"icmp slt {vi} {iota}, {hi}")
+                    c1 = f.op(f"icmp sge {vi} {iota}, {splat32(f.sub(vlo, n))}")
+                    c2 = f.op(f"icmp slt {vi} {iota}, {splat32(f.sub(vhi, n))}")
+                    c3 = f.op(f"icmp sge {vi} {oxv[j]}, {xl}")
+                    c4 = f.op(f"icmp slt {vi} {oxv[j]}, {xh}")
                     m = f.op(f"and {mk} {c1}, {c2}")
+                    m = f.op(f"and {mk} {m}, {c3}")
+                    m = f.op(f"and {mk} {m}, {c4}")
                     x = f.op(f"call {self.V} {mload}(ptr {f.gep(T, sr, v0)}, i32 {es}, "
                              f"{mk} {m}, {self.V} zeroinitializer)")
                     f.ins(f"store {self.V} {x}, ptr {f.gep(T, dr, v0, True)}, align {es}")
-                zero_wraps(dr, nb, NR, L, R)
         has = f.op(f"icmp sgt i64 {rem}, 0")
         with f.if_(has):
             nb = f.add("%n0", f.mul(nfull, NR))
@@ -887,18 +876,20 @@ class _Emitter:
             dq = f.gep(T, "%dst", f.mul(f.mul(nfull, NR), "%kc"), True)
             with f.loop(0, "%kc") as k:
                 off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
-                vlo, vhi, L, R = row_geometry(f.add("%k0", k))
+                vlo, vhi, xlo, xhi = row_geometry(f.add("%k0", k))
                 sr, dr = f.gep(T, sq, off), f.gep(T, dq, f.mul(k, NR), True)
                 with f.loop(0, NR) as w:
                     f.ins(f"store {T} 0.0, ptr {f.gep(T, dr, w, True)}, align {es}")
                 with f.loop(0, rem) as w:
                     n = f.add(nb, w)
-                    ok1 = f.op(f"icmp sge i64 {n}, {vlo}")
-                    ok2 = f.op(f"icmp slt i64 {n}, {vhi}")
-                    with f.if_(f.op(f"and i1 {ok1}, {ok2}")):
+                    ox = f.urem(n, W)
+                    ok = [f.op(f"icmp sge i64 {n}, {vlo}"), f.op(f"icmp slt i64 {n}, {vhi}"),
+                          f.op(f"icmp sge i64 {ox}, {xlo}"), f.op(f"icmp slt i64 {ox}, {xhi}")]
+                    c = f.op(f"and i1 {ok[0]}, {ok[1]}")
+                    c = f.op(f"and i1 {c}, {ok[2]}")
+                    with f.if_(f.op(f"and i1 {c}, {ok[3]}")):
                         x = f.op(f"load {T}, ptr {f.gep(T, sr, w)}, align {es}")
                         f.ins(f"store {T} {x}, ptr {f.gep(T, dr, w, True)}, align {es}")
-                zero_wraps(dr, nb, rem, L, R)
         f.ins("ret void")
         return f.render()
 

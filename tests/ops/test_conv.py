@@ -101,6 +101,11 @@ GRAD_CASES = [
     ((1, 3, 6, 7), conv_attrs((3, 3), stride=(2, 2), pad=(1, 0), F=3, G=3)),  # strided dw
     ((2, 2, 9), conv_attrs((3,), stride=(2,), pad=(2,), dilate=(2,), F=3, no_bias=True)),
     ((1, 2, 3, 4, 4), conv_attrs((2, 3, 2), stride=(1, 1, 2), pad=(1, 1, 0), F=2)),
+    # stride-1 "same" convolutions: implicit-GEMM forward and backward data (flipped weights)
+    ((2, 3, 5, 6), conv_attrs((3, 3), pad=(1, 1), F=4)),
+    ((1, 4, 6, 5), conv_attrs((3, 3), pad=(1, 1), F=6, G=2)),
+    ((1, 2, 7, 6), conv_attrs((5, 3), pad=(4, 2), dilate=(2, 2), F=3, no_bias=True)),
+    ((2, 3, 8), conv_attrs((3,), pad=(1,), F=2)),
 ]
 
 

@@ -653,6 +653,28 @@ def fusable_epilogue(gm: Geom) -> bool:
     return not gm.depthwise and gm.Cg > 0 and gm.N * gm.F * gm.Yp > 0 and gm.Xp > 0
 
 
+def _conv_same_backward_data(ctx, gm: Geom, im: Implicit, dy, w, dx, bias) -> None:
+    """dx of a stride-1 "same" convolution is itself a "same" convolution of dy with the
+    weights transposed (input <-> output channels) and flipped: one pass makes those
+    weights, then one implicit GEMM per group reads dy unpadded (``b_same``) -- no col
+    buffer, no col2im scatter."""
+    G, Cg, Fg, kh, kw = gm.G, gm.Cg, gm.Fg, im.kh, im.kw
+    HW = im.H * im.W
+    wt = ctx.temp((G, Cg, Fg, kh, kw), w.dtype)
+    w5 = _view(w, (G, Fg, Cg, kh, kw))
+    ctx.compute(wt, lambda g, c, f, ky, kx: w5[g, f, c, C(kh - 1, I64) - idx(ky),
+                                                C(kw - 1, I64) - idx(kx)], "conv_wflip")
+    Kg = Fg * kh * kw
+    for gi in range(G):
+        ctx.gemm(_view(wt, (Cg, Kg), None, gi * Cg * Kg),
+                 _view(dy, (gm.N, Kg, HW), (gm.F * HW, 0, 1), gi * Fg * HW),
+                 _view(dx, (gm.N, Cg, HW), (gm.C * HW, HW, 1), gi * Cg * HW),
+                 bias=None if bias is None else _view(bias, (Cg,), None, gi * Cg),
+                 bias_axis=None if bias is None else "m",
+                 b_kmap=((Fg, HW), (kh, im.dh * im.W), (kw, im.dw)),
+                 b_same=(im.H, im.W, kh, kw, im.dh, im.dw, im.ph, im.pw))
+
+
 def conv_backward_data(ctx, gm: Geom, dy, w, dx, bias=None) -> None:
     """dx = conv^T(dy, w) (+ bias[c] per input channel: Deconvolution's bias)."""
     if dx.size == 0:
@@ -676,6 +698,9 @@ def conv_backward_data(ctx, gm: Geom, dy, w, dx, bias=None) -> None:
                    bias=None if bias is None else _view(bias, (Cg,), None, gi * Cg),
                    bias_axis=None if bias is None else "m")
         return
+    im = implicit_geometry(gm) if ctx.cpu_templates else None
+    if im is not None and im.same:
+        return _conv_same_backward_data(ctx, gm, im, dy, w, dx, bias)
     nb = gm.chunk()
     col = ctx.temp((C_ * gm.Kp * nb * Yp,), dy.dtype)
     for n0 in range(0, gm.N, nb):
