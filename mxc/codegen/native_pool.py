@@ -312,13 +312,7 @@ class NativePool:
 
     def __init__(self, arch: str) -> None:
         addr, self._code = _addresses(_ir(arch))
-        self._state_buf = ctypes.create_string_buffer(STATE_BYTES + 64)
-        self.state = (ctypes.addressof(self._state_buf) + 63) // 64 * 64
-        libc = ctypes.CDLL(None)
-        for off, fn in ((_F_SYSCALL, libc.syscall), (_F_CREATE, libc.pthread_create),
-                        (_F_DETACH, libc.pthread_detach), (_F_YIELD, libc.sched_yield)):
-            ctypes.c_void_p.from_address(self.state + off).value = \
-                ctypes.cast(fn, ctypes.c_void_p).value
+        self._new_state()
         self._run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                      ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)(
             addr["mxc_pool_run"])
@@ -326,6 +320,23 @@ class NativePool:
             addr["mxc_pool_start"])
         self.workers = 0
         self._lock = threading.Lock()
+
+    def _new_state(self) -> None:
+        """A fresh state block (no workers, nothing pending, unlocked)."""
+        self._state_buf = ctypes.create_string_buffer(STATE_BYTES + 64)
+        self.state = (ctypes.addressof(self._state_buf) + 63) // 64 * 64
+        libc = ctypes.CDLL(None)
+        for off, fn in ((_F_SYSCALL, libc.syscall), (_F_CREATE, libc.pthread_create),
+                        (_F_DETACH, libc.pthread_detach), (_F_YIELD, libc.sched_yield)):
+            ctypes.c_void_p.from_address(self.state + off).value = \
+                ctypes.cast(fn, ctypes.c_void_p).value
+        self.workers = 0
+
+    def after_fork_in_child(self) -> None:
+        """A forked child has none of the parent's worker threads (and may have inherited
+        a job in flight): start over with a fresh state; workers start again on demand."""
+        self._lock = threading.Lock()
+        self._new_state()
 
     def ensure_workers(self, n: int) -> int:
         """Start workers until there are ``n`` (never stops any; at most MAX_WORKERS);
@@ -370,4 +381,6 @@ def native_pool() -> NativePool | None:
         except Exception:   # noqa: BLE001 - any JIT failure leaves the Python pool in charge
             _pool_failed = True
             return None
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_pool.after_fork_in_child)
         return _pool

@@ -156,11 +156,14 @@ _pool: ThreadPool | None = None
 _pool_lock = threading.Lock()
 
 
+_child_threads: int | None = None   # a forked child's thread count (its parent's)
+
+
 def get_pool() -> ThreadPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPool()
+            _pool = ThreadPool(_child_threads)
         return _pool
 
 
@@ -169,3 +172,18 @@ def set_num_threads(n: int) -> None:
     global _pool
     with _pool_lock:
         _pool = ThreadPool(max(1, int(n)))
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's worker threads (and a lock some parent thread
+    may have held): it gets a pool of its own on first use, with the parent's thread count."""
+    global _pool, _pool_lock, _worker_lock, _child_threads
+    if _pool is not None:
+        _child_threads = _pool.num_threads
+    _pool_lock = threading.Lock()
+    _worker_lock = threading.Lock()
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

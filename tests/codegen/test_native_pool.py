@@ -107,3 +107,4 @@ def test_concurrent_callers():
     for t in ts:
         t.join(60)
     assert not errors and not any(t.is_alive() for t in ts)
+

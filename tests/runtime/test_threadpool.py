@@ -348,3 +348,31 @@ def test_program_rejects_storage_smaller_than_its_slot():
     prog = Program([SlotInfo(16, "input", "x")], [], sections={})
     with pytest.raises(ValueError, match="slot 0 .*x.* 8 bytes, needs 16"):
         prog.allocate({0: np.zeros(8, np.uint8)})
+
+
+def test_forked_child_gets_its_own_pool():
+    # the parent's worker threads do not exist in a forked child: a split over them would
+    # wait forever; the child builds a pool of its own (Python pool and native pool alike)
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, sys
+        import numpy as np
+        import mxc as mx
+        a = mx.nd.array(np.arange(1 << 16, dtype=np.float32))
+        (a * 2).wait_to_read()
+        pid = os.fork()
+        if pid == 0:
+            b = (a * 3 + 1).asnumpy()
+            os._exit(0 if b[5] == 16 else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    for native in ("0", "1"):
+        env = dict(os.environ, MXC_NATIVE_POOL=native)
+        r = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True,
+                           text=True, env=env)
+        assert r.returncode == 0, (native, r.stderr[-2000:])
