@@ -759,6 +759,16 @@ class _Emitter:
             rest = f.udiv(rest, radix)
         return f.add(off, term(rest, *kmap[0][1:]))
 
+    def row_table(self, f: _Fn, shift: int = 0) -> str:
+        """A stack table of the element offsets (minus ``shift``) of B rows k0..k0+kc-1
+        (``b_row_offset``), filled once per packed block."""
+        table = f._name("rows")
+        f.allocas.append(f"  {table} = alloca [{max(self.p.KC, 1)} x i64], align 16")
+        with f.loop(0, "%kc") as k:
+            off = f.sub(self.b_row_offset(f, f.add("%k0", k)), shift)
+            f.ins(f"store i64 {off}, ptr {f.gep('i64', table, k, True)}, align 8")
+        return table
+
     def emit_pack_b_rows(self) -> str:
         """Pack B for ``b_kmap`` (implicit im2col): ``dst[q][k][w] = src[row(k0 + k) + q*NR
         + w]`` -- every B row is a contiguous run of the input at a computed offset, copied
@@ -771,11 +781,7 @@ class _Emitter:
         f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
                 f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
         al = 64 if W * es % 64 == 0 else math.gcd(W * es, 64)
-        table = f._name("rows")
-        f.allocas.append(f"  {table} = alloca [{max(p.KC, 1)} x i64], align 16")
-        with f.loop(0, "%kc") as k:
-            f.ins(f"store i64 {self.b_row_offset(f, f.add('%k0', k))}, "
-                  f"ptr {f.gep('i64', table, k, True)}, align 8")
+        table = self.row_table(f)
         nfull = f.udiv("%nouter", W)
         rem = f.urem("%nouter", W)
         with f.loop(0, nfull) as q:
@@ -817,11 +823,7 @@ class _Emitter:
         iota = "<" + ", ".join(f"i32 {i}" for i in range(VL)) + ">"
         f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
                 f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
-        table = f._name("rows")
-        f.allocas.append(f"  {table} = alloca [{max(p.KC, 1)} x i64], align 16")
-        with f.loop(0, "%kc") as k:
-            off = f.sub(self.b_row_offset(f, f.add("%k0", k)), ph * W + pw)
-            f.ins(f"store i64 {off}, ptr {f.gep('i64', table, k, True)}, align 8")
+        table = self.row_table(f, ph * W + pw)
 
         def splat32(x) -> str:
             t = f.op(f"trunc i64 {x} to i32") if not isinstance(x, int) else str(x)

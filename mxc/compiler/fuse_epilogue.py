@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..ir import kernel as K
-from .lower import LoweredKernel
+from .lower import LoweredKernel, _buffers_of
 
 _FLOATS = ("float32", "float64")
 
@@ -78,7 +78,7 @@ def _access(items: list) -> tuple[dict, dict]:
         if lk.kernel is None:
             op = lk.compute
             w = {lk.buf_slots[op.out.buf]}
-            rd = {lk.buf_slots[b] for b in _loads(op.body)}
+            rd = {lk.buf_slots[b] for b in _buffers_of(op.body)}
         else:   # a template may read and write any argument
             w = rd = set(lk.slots)
         for s in rd:
@@ -86,19 +86,6 @@ def _access(items: list) -> tuple[dict, dict]:
         for s in w:
             writers.setdefault(s, []).append(i)
     return readers, writers
-
-
-def _loads(e: K.Expr) -> list:
-    out: list = []
-
-    def go(x):
-        if isinstance(x, K.Load):
-            out.append(x.buf)
-        for c in K.children(x):
-            go(c)
-
-    go(e)
-    return out
 
 
 def _pattern(body: K.Expr):

@@ -250,7 +250,6 @@ class LowerCtx:
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
 
-
     def _prepack_a(self, a: K.TensorRef, M: int, Kd: int, sa: tuple, fields: dict) -> int:
         """The panel height when the A operand -- the whole of a packable constant
         parameter, row-major (M, K), shared by the batch -- is stored prepacked, else 0.
@@ -265,13 +264,7 @@ class LowerCtx:
                 a.dtype.name not in ("float32", "float64"):
             return 0
         panel = prepack_rows(GemmSpec(**fields), gemm_isa())
-        want = ("gemm_a", M, Kd, panel)
-        if not panel or table.layouts.get(slot, want) != want:
-            return 0
-        table.layouts[slot] = want
-        table.nbytes[slot] = -(-M // panel) * panel * Kd * a.dtype.itemsize
-        return panel
-
+        return self._claim(slot, ("gemm_a", M, Kd, panel), M, Kd, a.dtype.itemsize)
 
     def _prepack_b(self, b: K.TensorRef, Kd: int, N: int, sb: tuple, fields: dict) -> int:
         """The panel width when the B operand -- the whole of a packable constant parameter,
@@ -292,11 +285,19 @@ class LowerCtx:
                 b.buf.size != N * Kd or b.dtype.name not in ("float32", "float64"):
             return 0
         panel = prepack_cols(GemmSpec(**fields), gemm_isa())
-        want = ("gemm_b", Kd, N, panel, transposed)
-        if not panel or table.layouts.get(slot, want) != want:
+        return self._claim(slot, ("gemm_b", Kd, N, panel, transposed), N, Kd,
+                           b.dtype.itemsize)
+
+    def _claim(self, slot: int, layout: tuple, outer: int, Kd: int, itemsize: int) -> int:
+        """Record ``layout`` (panel size ``layout[3]``, 0: none) for ``slot`` unless the slot
+        holds another one already, and size the slot for whole panels of ``outer`` rows or
+        columns; returns the panel size granted (0: keep the plain array)."""
+        panel = layout[3]
+        table = self._slots
+        if not panel or table.layouts.get(slot, layout) != layout:
             return 0
-        table.layouts[slot] = want
-        table.nbytes[slot] = -(-N // panel) * panel * Kd * b.dtype.itemsize
+        table.layouts[slot] = layout
+        table.nbytes[slot] = -(-outer // panel) * panel * Kd * itemsize
         return panel
 
 

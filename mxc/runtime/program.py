@@ -61,6 +61,7 @@ class Program:
     #: whole section of calls with no Python between kernels; None: the Python pool
     native: object = None
     _native_calls: object = field(default=None, repr=False)
+    _native_scratch: int = field(default=0, repr=False)   # largest scratch of any call
     #: slot -> ("gemm_a", M, K, panel) / ("gemm_b", K, N, panel, transposed): a constant
     #: parameter stored in the GEMM's prepacked layout (``codegen.gemm.pack_a_panels`` /
     #: ``pack_b_panels``), not as its plain array
@@ -163,11 +164,12 @@ class Program:
                 arr[4 * i + 2] = c.n_tasks
                 arr[4 * i + 3] = int(c.cost >= PARALLEL_THRESHOLD)
             self._native_calls = arr
+            self._native_scratch = max((c.scratch_bytes for c in self.calls), default=0)
         nt = pool.num_threads
         native = self.native
         if native.workers < nt - 1:
             native.ensure_workers(nt - 1)
-        need = max((c.scratch_bytes for c in self.calls[b:e]), default=0)
+        need = self._native_scratch
         scratch = (ctypes.c_void_p * max(nt, 1))(pool.caller_scratch(need),
                                                   *worker_scratch(need, nt - 1))
         native.run(ctypes.addressof(arr) + 32 * b, e - b, scratch, nt)

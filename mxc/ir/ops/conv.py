@@ -501,6 +501,14 @@ class Implicit:
         pads while packing (``GemmSpec.b_same``), no rewrite of the input at all."""
         return self.sh == 1 and self.sw == 1 and (self.Ho, self.Wo) == (self.H, self.W)
 
+    def same_gemm(self, channels: int) -> dict:
+        """``ctx.gemm`` arguments reading a (channels, H, W) image as B, padded while packed
+        (``same`` geometry; the forward reads x, the data gradient dy)."""
+        return dict(b_kmap=((channels, self.H * self.W), (self.kh, self.dh * self.W),
+                            (self.kw, self.dw)),
+                    b_same=(self.H, self.W, self.kh, self.kw, self.dh, self.dw, self.ph,
+                            self.pw))
+
     def kmap(self, Cg: int) -> tuple:
         """GemmSpec.b_kmap digits (channel, ky, kx) over the rewritten input."""
         PY, PX = self.phases
@@ -591,10 +599,8 @@ def _conv_same(ctx, gm: Geom, im: Implicit, x4, w, b, y, epilogue, residual) -> 
         ctx.gemm(_wmat(w, gm, gi, Fg, Kg),
                  _view(x4, (N, Kg, HW), (C_ * HW, 0, 1), gi * Cg * HW), out,
                  bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
-                 bias_axis=None if b is None else "m",
-                 b_kmap=((Cg, HW), (im.kh, im.dh * im.W), (im.kw, im.dw)),
-                 b_same=(im.H, im.W, im.kh, im.kw, im.dh, im.dw, im.ph, im.pw),
-                 epilogue=epilogue,
+                 bias_axis=None if b is None else "m", epilogue=epilogue,
+                 **im.same_gemm(Cg),
                  residual=None if residual is None else
                  _view(residual, out.shape, out.strides, gi * Fg * HW))
 
@@ -670,9 +676,7 @@ def _conv_same_backward_data(ctx, gm: Geom, im: Implicit, dy, w, dx, bias) -> No
                  _view(dy, (gm.N, Kg, HW), (gm.F * HW, 0, 1), gi * Fg * HW),
                  _view(dx, (gm.N, Cg, HW), (gm.C * HW, HW, 1), gi * Cg * HW),
                  bias=None if bias is None else _view(bias, (Cg,), None, gi * Cg),
-                 bias_axis=None if bias is None else "m",
-                 b_kmap=((Fg, HW), (kh, im.dh * im.W), (kw, im.dw)),
-                 b_same=(im.H, im.W, kh, kw, im.dh, im.dw, im.ph, im.pw))
+                 bias_axis=None if bias is None else "m", **im.same_gemm(Fg))
 
 
 def conv_backward_data(ctx, gm: Geom, dy, w, dx, bias=None) -> None:
