@@ -777,6 +777,17 @@ def _store_region(d: GpuBuffer, key, tgt, tshape: tuple, h: np.ndarray) -> None:
     d.upload(full)
 
 
+def _store_advanced(d: GpuBuffer, key, h: np.ndarray, shape: tuple) -> None:
+    """``d[key] = h`` for an advanced (non-view) index: through a host copy of ``d``."""
+    full = d.to_host()
+    try:
+        full[key] = h
+    except ValueError as e:
+        raise MXNetError(f"cannot assign a value of shape {h.shape} to NDArray[{key}] of "
+                         f"shape {shape}: {e}") from None
+    d.upload(full)
+
+
 class _GpuNDArray(NDArray):
     """An NDArray on a gpu context: ``_buf`` is a :class:`~.gpu_storage.GpuBuffer` (device
     memory). Operators run on the device (``gpu_storage.invoke_gpu``); reads from Python copy
@@ -908,13 +919,7 @@ class _GpuNDArray(NDArray):
                 _get_engine().wait_to_read(value._var)
                 h = host_values(value, sdt)
                 _get_engine().wait_to_write(self._var)
-                full = d.to_host()
-                try:
-                    full[key] = h
-                except ValueError as e:
-                    raise MXNetError(f"cannot assign a value of shape {h.shape} to "
-                                     f"NDArray[{key}] of shape {self.shape}: {e}") from None
-                d.upload(full)
+                _store_advanced(d, key, h, self.shape)
                 return
             if not _assignable(vb.shape, tshape):
                 raise MXNetError(f"cannot assign a value of shape {vb.shape} to "
@@ -951,13 +956,7 @@ class _GpuNDArray(NDArray):
                             f"object {value!r} of type {type(value)}") from None
         if not basic:
             _get_engine().wait_to_write(self._var)
-            full = d.to_host()
-            try:
-                full[key] = val
-            except ValueError as e:
-                raise MXNetError(f"cannot assign a value of shape {val.shape} to "
-                                 f"NDArray[{key}] of shape {self.shape}: {e}") from None
-            d.upload(full)
+            _store_advanced(d, key, val, self.shape)
             return
         if not _assignable(val.shape, tshape):
             raise MXNetError(f"cannot assign a value of shape {val.shape} to NDArray[{key}] "
