@@ -28,6 +28,13 @@ Backward (MXNet's ``Imperative::Backward``)
     A :class:`Function` (Python forward/backward) cannot live inside a compiled program: a tape
     that contains one is differentiated segment by segment (the op runs between Functions are
     each one compiled graph, also cached), with gradients accumulated between segments.
+
+On a GPU (``mx.gpu(i)`` arrays)
+    The tape's values are device buffers (``gpu_storage.GpuBuffer``; ``gpu_storage.invoke_gpu``
+    records the calls). The same backward graph is compiled with ``compile_graph_cuda`` (the
+    plan cache key includes the GPU target) and ``gpu_storage.run_backward`` runs it bound to
+    the recorded values and the ``.grad`` arrays on the device: nothing is differentiated on
+    the host. A tape spanning contexts, or holding a Function, is refused with an MXNetError.
 """
 from __future__ import annotations
 
@@ -37,7 +44,9 @@ import threading
 import numpy as np
 
 from ..base import MXNetError
+from . import gpu_storage as _gpu
 from . import ndarray_ops as _ops
+from .gpu_storage import GpuBuffer
 from .ndarray import NDArray, _wrap
 
 __all__ = [
@@ -246,13 +255,20 @@ def _record(tmpl, is_train: bool, inputs, datas, outputs, hidden, hidden_var=Non
         if tmpl.opdef.name == "Dropout" and not tmpl.opdef.active(tmpl.parsed, is_train):
             # an inactive Dropout never writes its mask; its backward may still use it
             # (backward(train_mode=True) after a predict-mode forward): make it identity
-            hidden = [(np.ones_like(hidden[0][0]), hidden[0][1])] + list(hidden[1:])
+            hidden = [(_ones_like(*hidden[0]), hidden[0][1])] + list(hidden[1:])
         outs += [h for h, _ in hidden]
         out_dt += [d for _, d in hidden]
         vars_ += [hidden_var] * len(hidden)
     node = _Node(tmpl, None, is_train, entries, outs, out_dt, vars_)
     for i, o in enumerate(outputs):
         o._ag = (node, i)
+
+
+def _ones_like(v, dt):
+    """Ones shaped like recorded value ``v`` (host array or device buffer) of DType ``dt``."""
+    if type(v) is GpuBuffer:
+        return _gpu.device_ones(v.device, v.shape, dt)
+    return np.ones_like(v)
 
 
 def _record_manual(op_name: str, attrs: dict, inputs: list, outputs: list) -> None:
@@ -303,7 +319,7 @@ def _record_getitem(x, key):
         if not _is_basic(key):
             return None
         try:
-            final = _basic_index(d, key).shape
+            final = _basic_index(d.probe() if type(d) is GpuBuffer else d, key).shape
         except (IndexError, ValueError):
             return None
         if len(final) == 0 and not is_np_shape():
@@ -377,6 +393,9 @@ def mark_variables(variables, gradients, grad_reqs="write") -> None:
         if g.shape != v.shape:
             raise MXNetError(f"mark_variables: gradient array has shape {g.shape}, the "
                              f"variable has shape {v.shape}")
+        if g._ctx != v._ctx:
+            raise MXNetError(f"mark_variables: the gradient array is on {g._ctx}, the "
+                             f"variable on {v._ctx}: they must be on the same context")
         v._ag = (_Leaf(v._buf, v._dt, f"var{next(_var_count)}", g, r, True, v._var), 0)
 
 
@@ -454,15 +473,17 @@ def _walk(head_entries: list) -> tuple:
 # compiled backward of a run of recorded op nodes
 # ------------------------------------------------------------------------------------------
 class _Plan:
-    """One compiled backward graph and how to bind it."""
+    """One compiled backward graph and how to bind it. ``program``: the CPU ``Program``, or
+    on a GPU the ``CudaGraph`` (``gpu_storage.run_backward`` instantiates it per run)."""
 
-    __slots__ = ("binds", "mutated", "program", "results")
+    __slots__ = ("binds", "has_rng", "mutated", "program", "results")
 
-    def __init__(self, program, binds, results) -> None:
+    def __init__(self, program, binds, results, has_rng: bool = False) -> None:
         self.mutated = None       # [(node position, input index)] written in place
         self.program = program
         self.binds = binds        # [(slot, kind, a, b)] kind: e ext | s saved | h head | o old
         self.results = results    # per target: None (no gradient) | (slot, direct?)
+        self.has_rng = has_rng
 
 
 _plans: dict = {}
@@ -507,12 +528,13 @@ def _dtype_of(e):
     return n.dt if n.is_leaf else n.out_dt[i]
 
 
-def _build_plan(key, nodes, ext) -> _Plan:
-    from ..compiler.build import compile_graph
+def _build_plan(key, nodes, ext, dev=None) -> _Plan:
+    """Differentiate and compile the segment of ``key`` (see :func:`_segment_key`) for the CPU,
+    or for GPU device ``dev``."""
     from ..compiler.gradient import gradient
     from ..ir.graph import Entry, Graph, Node, make_node, variable
 
-    train_mode, node_refs, head_refs, target_refs, ext_sig = key
+    _where, train_mode, node_refs, head_refs, target_refs, ext_sig = key
     shapes: dict = {}
     types: dict = {}
     sources: dict = {}
@@ -590,7 +612,8 @@ def _build_plan(key, nodes, ext) -> _Plan:
         outs.append(ge)
     if not outs:
         return _Plan(None, [], [None] * len(target_refs))
-    cg = compile_graph(Graph(outs), shapes, types, is_train=train_mode)
+    cg, program, has_rng = _compile_backward(Graph(outs), shapes, types, train_mode, node_refs,
+                                             dev)
     stats["compiles"] += 1
     binds = [(slot, *sources[name]) for name, slot in cg.var_slots.items() if name in sources]
     var_slot_set = set(cg.var_slots.values())
@@ -604,7 +627,24 @@ def _build_plan(key, nodes, ext) -> _Plan:
         direct = slot not in var_slot_set and slot not in used
         used.add(slot)
         results.append((slot, direct))
-    return _Plan(cg.program, binds, results)
+    return _Plan(program, binds, results, has_rng)
+
+
+def _compile_backward(graph, shapes: dict, types: dict, train_mode: bool, node_refs,
+                      dev) -> tuple:
+    """(compiled graph, program to run, has random kernels) of the backward ``graph``: a CPU
+    program, or with ``dev`` the GPU build (``compile_graph_cuda``), whose failure names the
+    recorded operators -- a tape on a GPU is never differentiated on the host."""
+    if dev is None:
+        from ..compiler.build import compile_graph
+        cg = compile_graph(graph, shapes, types, is_train=train_mode)
+        return cg, cg.program, True
+    ops = sorted({tmpl.op_name for tmpl, _ in node_refs})
+    cg = _gpu.compile_cuda(graph, shapes, types, dev, is_train=train_mode,
+                           what=f"the recorded operators ({', '.join(ops)})",
+                           section="autograd backward")
+    has_rng = any(s["kind"] == "rng" for s in cg.launch_plan()["slots"])
+    return cg, cg, has_rng
 
 
 def _head_src(nodes, ext, r):
@@ -630,25 +670,15 @@ def _mutated_refs(nodes: list) -> list:
 
 
 def _run_segment(nodes: list, heads: list, head_grads: list, targets: list,
-                 train_mode: bool, wait: bool = False) -> list:
+                 train_mode: bool, wait: bool = False, dev=None) -> list:
     """Differentiate the recorded op ``nodes`` (topological order) from ``heads`` (entries,
     with gradient arrays ``head_grads``: ``(array, engine var or None)``) to the entries of
     ``targets``: ``(entry, mode, array, var)`` with mode 'write' | 'add' (into ``array``, a
-    numpy array with engine variable ``var``) or 'new'. The work is pushed to the engine
-    (reading the recorded values, writing the targets); ``wait``: return once it is done.
+    numpy array -- or a device buffer with ``dev`` -- with engine variable ``var``) or 'new'.
+    The work is pushed to the engine (reading the recorded values, writing the targets);
+    ``wait``: return once it is done. ``dev``: the GPU the tape lives on (None: the CPU).
     Returns the 'new' results (``(array, var)``, None where no gradient flows)."""
-    ext: list = []
-    key = _segment_key(nodes, ext, heads, [(t[0], t[1]) for t in targets], train_mode)
-    plan = _plans.get(key)
-    if plan is None:
-        with _plans_lock:
-            plan = _plans.get(key)
-            if plan is None:
-                if len(_plans) >= _MAX_PLANS:
-                    _plans.clear()  # (a bound on memory for programs with ever-new shapes)
-                plan = _plans[key] = _build_plan(key, nodes, ext)
-    else:
-        stats["hits"] += 1
+    plan, ext = _plan_for(nodes, heads, targets, train_mode, dev)
     new = [None] * len(targets)
     outs = []
     zero = []
@@ -661,8 +691,7 @@ def _run_segment(nodes: list, heads: list, head_grads: list, targets: list,
             outs.append(None)
             continue
         if mode == "new":
-            d = _dtype_of(e)
-            arr = _ops.aligned_empty(tuple(_value(e).shape), d.np)
+            arr = _new_grad(e, dev)
             var = _ops._Var()
             new[t] = (arr, var)
         outs.append(arr)
@@ -670,37 +699,84 @@ def _run_segment(nodes: list, heads: list, head_grads: list, targets: list,
     if plan.program is None and not zero:
         return new
     reads = []
-    prog = None
-    copies = []
+    inputs: dict = {}
     if plan.program is not None:
-        bound: dict = {}
         for slot, kind, a, b in plan.binds:
-            if kind == "e":
-                bound[slot] = _value(ext[a])
-                reads.append(_var_of(ext[a]))
-            elif kind == "s":
-                bound[slot] = nodes[a].outs[b]
-                reads.append(nodes[a].vars[b])
-            elif kind == "h":
-                arr, var = head_grads[a]
-                bound[slot] = arr
-                if var is not None:
-                    reads.append(var)
-            else:
-                bound[slot] = targets[a][2]
-                reads.append(targets[a][3])
-        for arr, res in zip(outs, plan.results):
-            if res is None:
-                continue
-            slot, direct = res
-            if direct:
-                bound[slot] = arr
-            else:
-                copies.append((arr, slot))
+            inputs[slot], var = _bind_source(kind, a, b, nodes, ext, head_grads, targets)
+            if var is not None:
+                reads.append(var)
         if plan.mutated is None:
             plan.mutated = _mutated_refs(nodes)
         for k, i in plan.mutated:
             writes.append(_var_of(nodes[k].inputs[i]))
+    results = [(arr, *res) for arr, res in zip(outs, plan.results) if res is not None]
+    if dev is not None:
+        _gpu.run_backward(plan.program, dev, _gpu.context_of(dev), inputs, results, zero,
+                          reads, writes, plan.has_rng)
+    else:
+        _launch_cpu(plan, inputs, results, zero, reads, writes)
+    if wait:
+        eng = _ops._get_engine()
+        for v in writes:
+            eng.wait_to_read(v)
+    return new
+
+
+def _plan_for(nodes: list, heads: list, targets: list, train_mode: bool, dev) -> tuple:
+    """(the cached or new :class:`_Plan` of a segment, its external entries)."""
+    ext: list = []
+    where = None
+    if dev is not None:
+        where = _gpu.target_of(dev)
+    key = (where,) + _segment_key(nodes, ext, heads, [(t[0], t[1]) for t in targets],
+                                  train_mode)
+    plan = _plans.get(key)
+    if plan is None:
+        with _plans_lock:
+            plan = _plans.get(key)
+            if plan is None:
+                if len(_plans) >= _MAX_PLANS:
+                    _plans.clear()  # (a bound on memory for programs with ever-new shapes)
+                plan = _plans[key] = _build_plan(key, nodes, ext, dev)
+    else:
+        stats["hits"] += 1
+    return plan, ext
+
+
+def _new_grad(e, dev):
+    """Uninitialised storage for a 'new' gradient of entry ``e`` (on ``dev`` when given)."""
+    d = _dtype_of(e)
+    shape = tuple(_value(e).shape)
+    if dev is not None:
+        return GpuBuffer.empty(dev, shape, d.np)
+    return _ops.aligned_empty(shape, d.np)
+
+
+def _bind_source(kind: str, a: int, b: int, nodes, ext, head_grads, targets) -> tuple:
+    """(value, engine variable or None) a backward input slot reads: an external entry
+    (``e``), a recorded output (``s``), a head gradient (``h``), an old gradient (``o``)."""
+    if kind == "e":
+        return _value(ext[a]), _var_of(ext[a])
+    if kind == "s":
+        return nodes[a].outs[b], nodes[a].vars[b]
+    if kind == "h":
+        return head_grads[a]
+    return targets[a][2], targets[a][3]
+
+
+def _launch_cpu(plan: _Plan, inputs: dict, results: list, zero: list, reads: list,
+                writes: list) -> None:
+    """Push one run of a CPU backward program: ``inputs`` slot -> array, ``results``
+    ``(array, slot, direct)`` (direct: bound to the slot, else copied after the run)."""
+    prog = None
+    copies = []
+    if plan.program is not None:
+        bound = dict(inputs)
+        for arr, slot, direct in results:
+            if direct:
+                bound[slot] = arr
+            else:
+                copies.append((arr, slot))
         prog = plan.program.clone()
         prog.allocate(bound)
     st = prog.storage if prog is not None else None
@@ -716,11 +792,6 @@ def _run_segment(nodes: list, heads: list, head_grads: list, targets: list,
                     after=finish if (zero or copies) else None)
     else:
         _ops._get_engine().push(finish, reads, writes, name="autograd.backward")
-    if wait:
-        eng = _ops._get_engine()
-        for v in writes:
-            eng.wait_to_read(v)
-    return new
 
 
 # ------------------------------------------------------------------------------------------
@@ -766,10 +837,14 @@ def _head_grad_arrays(heads: list, head_grads) -> list:
     out = []
     for i, (h, g) in enumerate(zip(heads, head_grads)):
         if g is None:
-            out.append((_ones(h.shape, h._dt), None))
+            out.append((_ones_like(h._buf, h._dt) if type(h._buf) is GpuBuffer
+                        else _ones(h.shape, h._dt), None))
             continue
         if not isinstance(g, NDArray):
             raise MXNetError(f"head gradient {i} must be an NDArray, got {type(g).__name__}")
+        if g._ctx != h._ctx:
+            raise MXNetError(f"backward: head gradient {i} is on {g._ctx}, but head {i} is on "
+                             f"{h._ctx}: they must be on the same context")
         if g.stype != "default":
             g = g.tostype("default")
         if g.shape != h.shape:
@@ -793,6 +868,7 @@ def _differentiate(heads, head_grads, variables, retain_graph: bool, train_mode:
         head_entries.append(e)
     hgs = _head_grad_arrays(heads, head_grads)
     order, leaves = _walk(head_entries)
+    dev = _tape_device(order, leaves)
 
     if variables is not None:
         targets_leaves = []
@@ -816,7 +892,13 @@ def _differentiate(heads, head_grads, variables, retain_graph: bool, train_mode:
         if not any(n.func is not None for n in order):
             targets = [((lf, 0), m, a[0], a[1]) if a is not None else ((lf, 0), m, None, None)
                        for lf, m, a in zip(targets_leaves, modes, arrays)]
-            new = _run_segment(order, head_entries, hgs, targets, train_mode)
+            new = _run_segment(order, head_entries, hgs, targets, train_mode, dev=dev)
+        elif dev is not None:
+            name = type(next(n.func for n in order if n.func is not None)).__name__
+            raise MXNetError(f"autograd: the graph recorded on {_ctx_name(dev)} contains the "
+                             f"autograd.Function '{name}', which is not supported on a GPU "
+                             "yet (its gradients are combined on the host); record on "
+                             "mx.cpu() or express it with operators")
         else:
             new = _differentiate_segments(order, head_entries, hgs, targets_leaves, modes,
                                           arrays, train_mode)
@@ -837,12 +919,56 @@ def _differentiate(heads, head_grads, variables, retain_graph: bool, train_mode:
     result = []
     for lf, g in zip(targets_leaves, new):
         if g is None:
-            a = _ops.aligned_empty(lf.data.shape, lf.dt.np)
-            a[...] = 0
-            result.append(_wrap(a, lf.dt, None))
+            result.append(_zeros_like_leaf(lf, dev))
         else:
             result.append(_wrap(g[0], lf.dt, None, True, g[1]))
     return result
+
+
+def _zeros_like_leaf(lf, dev) -> NDArray:
+    """The gradient of a variable no path from the heads reaches (``autograd.grad``)."""
+    if dev is not None:
+        from .ndarray import zeros
+        return zeros(lf.data.shape, _gpu.context_of(dev), dtype=lf.dt.name)
+    a = _ops.aligned_empty(lf.data.shape, lf.dt.np)
+    a[...] = 0
+    return _wrap(a, lf.dt, None)
+
+
+def _device_of(v):
+    """The GPU device a recorded value lives on, None for host memory."""
+    return v.device if type(v) is GpuBuffer else None
+
+
+def _ctx_name(dev) -> str:
+    if dev is None:
+        return "cpu"
+    return str(_gpu.context_of(dev))
+
+
+def _tape_device(order: list, leaves: list):
+    """The GPU device every value of the tape lives on, None when they are all on the host.
+    A tape spanning contexts (a ``copyto``/``as_in_context`` recorded between a cpu and a
+    gpu array) is refused, naming the operator that crosses: its backward would have to move
+    gradients between devices, which is not supported."""
+    devs = {id(_device_of(lf.data)): _device_of(lf.data) for lf in leaves}
+    for n in order:
+        d = _device_of(n.outs[0]) if n.outs else None
+        devs.setdefault(id(d), d)
+        for e in n.inputs:
+            src = _device_of(_value(e))
+            if src is not d:
+                what = n.tmpl.op_name if n.tmpl is not None else type(n.func).__name__
+                raise MXNetError(
+                    f"autograd: the recorded graph spans contexts: '{what}' reads an array "
+                    f"on {_ctx_name(src)} and makes one on {_ctx_name(d)} (e.g. copyto/"
+                    "as_in_context while recording). Differentiating across contexts is not "
+                    "supported: move the data to one context before autograd.record()")
+    if len(devs) > 1:   # heads of separate graphs on different contexts
+        raise MXNetError("autograd: the recorded graph spans contexts ("
+                         f"{', '.join(sorted(_ctx_name(d) for d in devs.values()))}); "
+                         "differentiating across contexts is not supported")
+    return next(iter(devs.values()))
 
 
 def _differentiate_segments(order, head_entries, hgs, targets_leaves, modes, arrays,

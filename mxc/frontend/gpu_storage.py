@@ -22,10 +22,13 @@
   reads from Python (``asnumpy``, ``wait_to_read``) wait for the engine, then synchronize the
   stream.
 
-Autograd is not available on gpu arrays (``mxc.frontend.autograd`` differentiates on the CPU);
-recording an op on them raises :func:`autograd_error`. Training on a GPU goes through an
-Executor (``simple_bind``/``bind``, ``mx.mod.Module``), whose backward section runs on the
-device.
+* **autograd**: while ``autograd.record()`` is on, :func:`invoke_gpu` records each call on the
+  tape like the CPU path does (values are device buffers; hidden outputs such as Dropout's mask
+  or BatchNorm's batch statistics get device buffers of their own, bound to the program's
+  slots). ``mxc.frontend.autograd`` builds the backward graph of the tape as on the CPU and
+  compiles it with :func:`compile_cuda`; :func:`run_backward` binds that program to the
+  recorded values, head gradients and ``.grad`` arrays (device pointers) and pushes its launch.
+  Nothing is copied to the host to differentiate.
 """
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ import numpy as np
 
 from ..base import MXNetError
 
-__all__ = ["EMULATOR_ENV", "GpuBuffer", "autograd_error", "compile_cuda", "copy_into",
-           "emulator_enabled", "get_device", "invoke_gpu", "new_program", "num_gpus"]
+__all__ = ["EMULATOR_ENV", "GpuBuffer", "compile_cuda", "context_of", "copy_into",
+           "device_ones", "emulator_enabled", "get_device", "invoke_gpu", "new_program",
+           "num_gpus", "run_backward"]
 
 #: the environment variable that turns the CPU emulator of the GPU back end on
 EMULATOR_ENV = "MXC_GPU_EMULATOR"
@@ -376,15 +380,16 @@ def target_of(dev) -> tuple:
 
 
 def compile_cuda(graph, shapes: dict, types: dict, dev, *, is_train: bool = False,
-                 grad_req: dict | None = None, what: str = "graph"):
-    """``compile_graph_cuda`` for ``dev``; a failure names the target and the graph part."""
+                 grad_req: dict | None = None, what: str = "graph", section: str | None = None):
+    """``compile_graph_cuda`` for ``dev``; a failure names the target and the graph part
+    (``section``: how to call the program in the message; by default from ``grad_req``)."""
     from ..compiler.cuda_build import compile_graph_cuda
     sm, emulate = target_of(dev)
     try:
         return compile_graph_cuda(graph, shapes, types, sm, is_train=is_train,
                                   grad_req=grad_req, emulate=emulate)
     except MXNetError as e:
-        sect = "backward (training)" if grad_req else "forward"
+        sect = section or ("backward (training)" if grad_req else "forward")
         msg = f"the GPU back end cannot build the {sect} program of {what} for {sm}: {e}"
         try:
             err = type(e)(msg)
@@ -448,17 +453,6 @@ def no_reseed() -> None:
 # ------------------------------------------------------------------------------------------
 # imperative ops
 # ------------------------------------------------------------------------------------------
-_AUTOGRAD_MSG = ("autograd is not supported on {ctx} arrays yet: mxc's autograd "
-                 "differentiates recorded ops on the CPU. Train on a GPU with an Executor "
-                 "(sym.simple_bind({ctx}, ...) then forward(is_train=True)/backward(), or "
-                 "mx.mod.Module(..., context={ctx})), or record on mx.cpu()")
-
-
-def autograd_error(ctx, what: str = "") -> MXNetError:
-    msg = _AUTOGRAD_MSG.format(ctx=ctx)
-    return MXNetError(f"{what}: {msg}" if what else msg)
-
-
 def check_same_context(what: str, ctx, arrays, names=None, role: str = "input") -> None:
     """MXNet's check that every array of an op lives on the op's context."""
     for i, x in enumerate(arrays):
@@ -477,7 +471,7 @@ class _GpuCompiled:
         from ..ir.dtypes import BY_NAME
         from .ndarray_ops import mutated_inputs
         shapes, dtypes, is_train = key
-        graph, names, heads, _node = tmpl.build_graph(len(shapes))
+        graph, names, heads, node = tmpl.build_graph(len(shapes))
         cg = compile_cuda(graph, dict(zip(names, shapes)), dict(zip(names, dtypes)), dev,
                           is_train=is_train, what=f"operator {tmpl.op_name}")
         self.cg = cg
@@ -494,6 +488,14 @@ class _GpuCompiled:
         n = len(shapes)
         self.mut_inputs = [i for i in mutated_inputs(tmpl.opdef, tmpl.parsed, is_train,
                                                      tmpl.input_names) if i < n]
+        # hidden outputs (Dropout's mask, BatchNorm's mean/invstd): a recorded call binds
+        # their slots to buffers of its own, which the tape keeps for the backward
+        self.hidden = []
+        for i in range(len(heads), node.num_outputs):
+            k = (node.uid, i)
+            slot = cg.compiled.entry_slot.get(k)
+            if slot is not None:
+                self.hidden.append((slot, tuple(cg.shapes[k]), BY_NAME[cg.types[k]]))
 
 
 def _compiled_gpu(tmpl, key, dev) -> _GpuCompiled:
@@ -539,6 +541,39 @@ def launch(prog, section: str, reads, writes, name: str, ctx, has_rng: bool,
     eng.push(fn, reads, writes, name=name, device=ctx)
 
 
+def _recording(inputs: list) -> bool:
+    """Whether autograd records this call: recording is on and an input is in a graph (the
+    tape's own test; checked first here so that unrecorded calls allocate nothing extra)."""
+    from . import ndarray_ops as ops
+    st = ops._ag_state
+    if st is None or not st.recording:
+        return False
+    return any(x._ag is not None and not x._ag[0].cleared for x in inputs)
+
+
+def _hidden_buffers(c: _GpuCompiled, dev, bound: dict, bufs: list, mut: list) -> tuple:
+    """(buffer, DType) of each hidden output of a recorded call, and the engine variable
+    standing for them (appended to ``mut``). Each gets a device buffer of its own, bound to
+    its slot, so that it outlives the program's storage (released after the launch); a slot
+    already bound to an input/output is viewed in that buffer."""
+    if not c.hidden:
+        return [], None
+    by_ptr = {b.ptr: b for b in bufs}
+    out = []
+    for slot, shape, d in c.hidden:
+        p = bound.get(slot)
+        if p is None:
+            b = GpuBuffer.empty(dev, shape, d.np)
+            bound[slot] = b.ptr
+        else:
+            b = by_ptr[p].region(0, shape, d.np)
+        out.append((b, d))
+    from .ndarray_ops import _Var
+    v = _Var()
+    mut.append(v)
+    return out, v
+
+
 def invoke_gpu(tmpl, inputs: list, out, ctx):
     """``ndarray_ops.invoke`` for a gpu context (see the module doc)."""
     from . import ndarray_ops as ops
@@ -557,11 +592,9 @@ def invoke_gpu(tmpl, inputs: list, out, ctx):
         raise MXNetError(f"Operator {tmpl.op_name}: mixed cpu/gpu arrays")
     dev = get_device(ctx)
     st = ops._ag_state
-    if st is not None and st.recording:
-        for x in inputs:
-            e = x._ag
-            if e is not None and not e[0].cleared:
-                raise autograd_error(ctx, f"Operator {tmpl.op_name}")
+    if outs_given is not None and st is not None and st.recording:
+        ops._ag_check_out(tmpl, inputs, out)
+    rec = _recording(inputs)
     for x in inputs:
         if x.stype != "default":
             raise MXNetError(f"Operator {tmpl.op_name}: sparse storage ({x.stype}) is not "
@@ -622,6 +655,11 @@ def invoke_gpu(tmpl, inputs: list, out, ctx):
             mut.append(v)
         res = [_wrap(b, c.out_dt[i], ctx, True, ovars[i]) for i, b in enumerate(res_bufs)]
         ret = res[0] if len(res) == 1 else res
+    if rec:
+        hidden, hvar = _hidden_buffers(c, dev, bound, datas + res_bufs, mut)
+        res_bufs = res_bufs + [h for h, _ in hidden]   # kept alive until the launch ran
+        ops._ag_record(tmpl, key[2], inputs, datas,
+                       outs_given if outs_given is not None else res, hidden, hvar)
     if not c.has_kernels and not copies:
         return ret
     prog = new_program(c.cg, dev, bound, keep=False) if c.has_kernels else None
@@ -636,3 +674,61 @@ def invoke_gpu(tmpl, inputs: list, out, ctx):
     launch(prog, "forward", ivars, mut, tmpl.op_name, ctx, c.has_rng, after=after,
            release=True, keep=(datas, res_bufs))
     return ret
+
+
+# ------------------------------------------------------------------------------------------
+# autograd's backward on the device
+# ------------------------------------------------------------------------------------------
+def context_of(dev):
+    """The ``mx.gpu(i)`` context of device ``dev``."""
+    from .context import Context
+    return Context("gpu", int(getattr(dev, "ordinal", 0)))
+
+
+_ones_cache: dict = {}
+
+
+def device_ones(dev, shape: tuple, dt) -> GpuBuffer:
+    """A device buffer of ones of mxc DType ``dt`` (shared: the default head gradient and an
+    inactive Dropout's mask, which no program writes)."""
+    key = (id(dev), tuple(shape), dt.name)
+    e = _ones_cache.get(key)
+    if e is not None and e[0] is dev:
+        return e[1]
+    b = GpuBuffer.empty(dev, shape, dt.np)
+    b.fill(np.uint16(0x3F80) if dt.name == "bfloat16" else np.ones((), dt.np))
+    with _lock:
+        if len(_ones_cache) > 256:
+            _ones_cache.clear()
+        _ones_cache[key] = (dev, b)
+    return b
+
+
+def run_backward(cg, dev, ctx, inputs: dict, results: list, zero: list, reads: list,
+                 writes: list, has_rng: bool = False) -> None:
+    """Push one run of autograd's compiled backward graph ``cg`` (a CudaGraph, or None when
+    no gradient is computed) on ``dev``: ``inputs`` maps slots to the device buffers they read
+    (recorded values, head gradients, old gradients), ``results`` are ``(buffer, slot,
+    direct)`` -- direct: the slot is bound to the buffer, else copied into it after the run --
+    and ``zero`` buffers are set to 0 ('write' gradients no path reaches). ``reads``/``writes``
+    are the engine variables of all those; ``has_rng``: the graph has random kernels."""
+    bound = {slot: b.ptr for slot, b in inputs.items()}
+    copies = []
+    for buf, slot, direct in results:
+        if direct:
+            bound[slot] = buf.ptr
+        else:
+            copies.append((buf, slot))
+    prog = new_program(cg, dev, bound, keep=False) if cg is not None else None
+    pairs = [(buf, prog.ptrs[slot] if prog is not None else bound[slot])
+             for buf, slot in copies]
+
+    def after() -> None:
+        for b in zero:
+            b.fill(0)
+        for buf, src in pairs:
+            dtod(dev, buf.ptr, src, buf.nbytes)
+    # the buffers are bound by address: keep them (and so their allocations) until it ran
+    keep = (list(inputs.values()), [r[0] for r in results], list(zero))
+    launch(prog, "forward", reads, writes, "autograd.backward", ctx, has_rng,
+           after=after if (zero or pairs) else None, release=True, keep=keep)

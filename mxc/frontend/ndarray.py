@@ -796,11 +796,6 @@ class _GpuNDArray(NDArray):
 
     __slots__ = ()
 
-    def _no_record(self, what: str) -> None:
-        if self._ag is not None and _autograd().is_recording() and not self._ag[0].cleared:
-            from .gpu_storage import autograd_error
-            raise autograd_error(self._ctx, what)
-
     @property
     def _data(self) -> np.ndarray:
         """A read-only host copy of the data once every pending op on it has finished."""
@@ -827,14 +822,6 @@ class _GpuNDArray(NDArray):
         if dt is self._dt:
             return self.copy() if copy else self
         return _op("Cast")(self, dtype=dt.name)
-
-    def copyto(self, other):
-        self._no_record("copyto")
-        return NDArray.copyto(self, other)
-
-    def reshape(self, *shape, **kwargs) -> NDArray:
-        self._no_record("reshape")
-        return NDArray.reshape(self, *shape, **kwargs)
 
     def tostype(self, stype: str):
         if stype == "default":
@@ -865,7 +852,10 @@ class _GpuNDArray(NDArray):
 
     # -- indexing -------------------------------------------------------------------------
     def __getitem__(self, key):
-        self._no_record("indexing")
+        if self._ag is not None:   # recorded as slice (+ Reshape), as on the CPU
+            r = _autograd()._record_getitem(self, key)
+            if r is not None:
+                return r
         d = self._buf
         ctx = self._ctx
         if type(key) is not int:

@@ -17,7 +17,9 @@ autograd records one by one (same numbers, slower).
 On a gpu context (``mx.gpu(i)``: a CUDA device, or the emulator with ``MXC_GPU_EMULATOR=1``)
 the graph is built with ``compiler.cuda_build.compile_graph_cuda`` instead and run as a
 ``runtime.cuda.GPUProgram`` bound to the arrays' device pointers (:class:`_GpuCompiled`,
-:func:`_gpu_run`); recording (autograd) is not supported there and raises.
+:func:`_gpu_run`). Under ``autograd.record()`` a gpu call is interpreted op by op (each op a
+device launch, recorded by autograd), and autograd compiles the backward of the tape as one
+GPU program.
 
 Both sections are pushed to the dependency engine (:mod:`mxc.runtime.engine`), like every
 imperative op: the forward reads the inputs' engine variables and writes the outputs', the
@@ -301,14 +303,16 @@ class CachedOp:
         return _Run(comp, arrays, ctx, keep=False).outputs
 
     def _call_gpu(self, arrays: list, ctx) -> list:
-        from ..frontend.gpu_storage import autograd_error, check_same_context
+        from ..frontend.gpu_storage import check_same_context
         check_same_context("CachedOp (hybridized block)", ctx, arrays, self.input_names)
         for n, a in zip(self.input_names, arrays):
             if a.stype != "default":
                 raise MXNetError(f"CachedOp: input '{n}' is {a.stype}; sparse storage is not "
                                  f"supported on {ctx}")
         if ag.is_recording() and self._grad_inputs(arrays):
-            raise autograd_error(ctx, "hybridized block")
+            # recorded op by op (each op runs on the device); autograd compiles the backward
+            # of the whole tape as one GPU program
+            return run_graph_imperative(self.sym, dict(zip(self.input_names, arrays)))
         comp = self._compiled_for_gpu(arrays, ag.is_training(), ctx)
         return _gpu_run(comp, arrays, ctx)
 

@@ -172,10 +172,10 @@ def test_mixing_contexts_raises(ctx):
         mx.nd.elemwise_add(c, a)
     with pytest.raises(MXNetError, match="same context"):
         mx.nd.elemwise_add(c, c, out=a)
-    with pytest.raises(MXNetError, match="autograd is not supported on gpu"):
-        a.attach_grad()
-        with mx.autograd.record():
-            a * 2
+    a.attach_grad()   # autograd on gpu arrays: tests/frontend/test_gpu_autograd.py
+    with pytest.raises(MXNetError, match=r"is on cpu\(0\), but the operator runs on gpu\(0\)"), \
+            mx.autograd.record():
+        a * c
 
 
 def test_optimizer_update_on_the_device(ctx):

@@ -120,13 +120,17 @@ def test_trainer_step_on_the_device(ctx):
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
-def test_autograd_on_gpu_is_a_clear_error(ctx, hybridize):
+def test_autograd_records_on_gpu(ctx, hybridize):
+    # (training steps against the CPU: tests/frontend/test_gpu_autograd.py)
     net = _mlp("ag_")
-    net.initialize(ctx=ctx)
+    net.initialize(mx.init.One(), ctx=ctx)
     x = mx.nd.ones((2, 5), ctx=ctx)
     net(x)
     if hybridize:
         net.hybridize()
-    with pytest.raises(MXNetError, match="autograd is not supported on gpu"), \
-            autograd.record():
-        net(x)
+    with autograd.record():
+        y = net(x)
+    y.backward()
+    g = net[1].bias.grad(ctx)
+    assert g.context == ctx
+    np.testing.assert_allclose(g.asnumpy(), np.full((3,), 2.0))
