@@ -44,11 +44,16 @@ Everything is planned at compile time (:func:`_plan`):
 * "direct B" -- when a task has a single row of tiles (small M) and B rows are contiguous,
   full B panels are read in place instead of packed (each would be used once);
 * "dot" -- a few rows (M <= 4) against K-contiguous B (FullyConnected at small batch):
-  vector dot products along K with M x NB accumulators, B streamed once, no packing.
+  vector dot products along K with M x NB accumulators, B streamed once, no packing;
+* swapped implicit GEMM (``_implicit_rows``) -- a convolution with few output pixels per
+  image (deep layers) runs as C^T = X^T W^T: output channels across the vector lanes (the
+  weights are the B operand, prepacked column panels of W^T = row panels of W), MR-pixel
+  panels packed off the input (the implicit operand is A), the batch folded into the
+  pixel rows, and tiles transposed in registers on store.
 
 Known next steps: share one packed B block between threads (today every task packs its own
 B columns, ~K*TN element moves per task); masked-store N edges instead of the scalar edge
-path; fusing activations into the epilogue; software prefetch for the direct-B stream.
+path; software prefetch for the direct-B stream.
 """
 from __future__ import annotations
 
@@ -202,6 +207,7 @@ _DTYPES = {"float32": ("float", 4), "float64": ("double", 8)}
 # Software prefetch distance (elements) in a prepacked A panel, a tuning knob: on this
 # machine 128-2048 measured within the noise of none (hardware prefetch), so off.
 _A_PREFETCH = 0
+_B_PREFETCH = 0
 _L2_BUDGET = 512 * 1024
 _CONV_NC = 512   # bytes of a task's packed B block allowed in L2 (deep, narrow GEMMs)
 # Up to this many rows (after orientation), a K-contiguous B uses the dot-product schedule.
@@ -263,6 +269,12 @@ class _Plan:
     mt: int                     # row blocks per batch
     nt: int                     # column blocks per batch
     direct_b: bool = False      # read full B panels in place (each is used by one tile only)
+    # swapped implicit GEMM (C^T = X^T W^T): kmap/same address the A operand's K axis (A's
+    # rows are output pixels, packed MR-wide from the input), B is the weight matrix
+    a_implicit: bool = False
+    # a_implicit: (hw, pitch, wo) of _Rows; row r is pixel r % hw of image r // hw, whose
+    # input starts r // hw input-batch strides (sa[0]) in, its output sc[0] strides in
+    a_rows: tuple = ()
     dot_nb: int = 0             # > 0: dot-product schedule, this many columns per tile
     kmap: tuple | None = None   # GemmSpec.b_kmap (never swapped)
     ngrid: tuple | None = None  # GemmSpec.c_ngrid
@@ -304,7 +316,8 @@ def _tile_efficiency(M: int, N: int, MR: int, NR: int) -> float:
 
 
 def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
-                 NC: int, a_packed: bool = False) -> tuple[int, int, int, int]:
+                 NC: int, a_packed: bool = False,
+                 b_packed: bool = False) -> tuple[int, int, int, int]:
     """Rows/columns per task (TM, TN) and block counts (mt, nt).
 
     Model (cycles): a task costs its FMAs on tile-padded sizes (2 vector FMAs per cycle),
@@ -319,9 +332,10 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
     Ke = max(K, 1)
 
     a_pack = 0.0 if a_packed else 0.5   # a prepacked A costs no packing
+    b_pack = 0.25 if b_packed else 0.5  # a prepacked B is still streamed once per task
 
     def cost(tm: int, tn: int) -> float:
-        return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL) + 0.5 * Ke * tn
+        return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL) + b_pack * Ke * tn
                 + a_pack * tm * Ke * _cdiv(tn, NC) + 500.0)
 
     best = None
@@ -347,6 +361,70 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
             if best is None or key < best[0]:
                 best = (key, (TM, TN, mt, nt))
     return best[1]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The pixel rows of a swapped implicit GEMM (``_Plan.a_implicit``)."""
+
+    MR: int
+    NV: int
+    hw: int        # output pixels per image
+    images: int    # images folded into the rows (1: the batch stays the GEMM batch)
+    pitch: int     # > 0: pixel q of an image reads input column (q // wo) * pitch + q % wo
+    wo: int        #   (a gridded output walking padded rows); 0: column q
+
+
+def _implicit_rows(spec: GemmSpec, isa: _Isa, VL: int, opts: dict) -> _Rows | None:
+    """How an implicit-GEMM convolution runs as C^T = X^T W^T -- output channels across the
+    vector lanes, output pixels broadcast from MR-row panels packed off the input -- or None
+    to keep pixels across the lanes.
+
+    Deep layers have few pixels per image (7x7 = 49, 14x14 = 196): as vector lanes they waste
+    a quarter of a 32-wide tile (49 -> 64), and every weight (megabytes, streamed from DRAM)
+    serves only one tile width of pixels per pass.  Swapped, the channels fill the lanes,
+    a panel of weights stays in L1 for every pixel panel, and each weight is read from
+    memory once per task.  A batch folds into the rows (each weight serves every image)
+    when MR divides the pixels of an image; a strided convolution's padded-row walk
+    (``c_ngrid``) becomes a per-panel input offset when MR divides the output width, so
+    only real pixels are computed.  Needs vectors of >= 8 lanes (the transposed store
+    writes pixel runs of <= VL)."""
+    if spec.b_kmap is None or spec.b_panel or VL < 8 or spec.M == 0 or spec.N == 0:
+        return None
+    pitch = wo = 0
+    hw = spec.N
+    if spec.c_ngrid is not None:
+        pitch, wo = spec.c_ngrid
+        hw = ((spec.N - wo) // pitch + 1) * wo
+    want = opts.get("implicit_swap")
+    if want is None:
+        # measured in resnet18_v1 (docs/performance.md): 7x7 layers gain at batch 1 and 8;
+        # 14x14 "same" layers gain at batch 1 only, strided 14x14 outputs lose (28x28 and
+        # larger: pixels fill the lanes well, the plain orientation wins)
+        want = spec.M >= 2 * VL and (hw <= 64 or (hw <= 256 and spec.batch == 1 and
+                                                  spec.b_same is not None))
+    if not want:
+        return None
+    NV = 2 if spec.M > VL else 1
+    top = min(VL, (isa.nregs - NV - 1) // NV)
+    if "imr" in opts:   # a tuning knob (tests): the panel height
+        top = int(opts["imr"])
+    shared_a = spec.a_panel > 0 or spec.a_strides[0] == 0
+    fold = spec.batch > 1 and shared_a and not (spec.bias and spec.bias_stride_batch)
+
+    def pick(divides: int) -> int:
+        ok = [mr for mr in range(max(1, top // 2), top + 1)
+              if not (divides and divides % mr) and not (wo and wo % mr)]
+        if not ok:
+            return 0
+        return min(ok, key=lambda mr: (_rup(hw, mr) * (1.0 + 1.0 / mr), -mr))
+
+    MR = pick(hw) if fold else 0
+    images = spec.batch if MR else 1
+    MR = MR or pick(0)
+    if not MR:
+        return None
+    return _Rows(MR=MR, NV=NV, hw=hw, images=images, pitch=pitch, wo=wo)
 
 
 def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
@@ -379,6 +457,10 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     fixed = spec.b_kmap is not None or spec.c_ngrid is not None or spec.a_panel > 0 or \
         spec.b_panel > 0
     swap = not fixed and score(N, M, spec.c_strides[1]) > score(M, N, spec.c_strides[2]) * 1.05
+    opts = params or {}
+    rows = _implicit_rows(spec, isa, VL, opts)
+    a_implicit = rows is not None
+    swap = swap or a_implicit
     sa, sb, sc = spec.a_strides, spec.b_strides, spec.c_strides
     bias = spec.bias
     a_arg, b_arg = 0, 1
@@ -389,10 +471,15 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         a_arg, b_arg = 1, 0
         bias = {"m": "n", "n": "m", None: None}[bias]
 
-    opts = params or {}
+    batch = spec.batch
     extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue,
                  res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1,
                  a_panel=spec.a_panel, b_panel=spec.b_panel, same=spec.b_same)
+    if a_implicit:   # pixels as rows: (images x hw) real pixels, channels as columns
+        M = rows.images * rows.hw
+        batch = spec.batch // rows.images
+        extra.update(ngrid=None, a_panel=0, b_panel=spec.a_panel, a_implicit=True,
+                     a_rows=(rows.hw, rows.pitch, rows.wo))
     if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL and not fixed
             and not opts.get("no_dot")):
         # Few rows against a K-contiguous B (FullyConnected weights at small batch): packing
@@ -404,8 +491,13 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
                      sc=tuple(sc), a_arg=a_arg, b_arg=b_arg, bias=bias, MR=M, NV=1, VL=VL,
                      KC=K, MC=M, NC=TN, TM=TM, TN=TN, mt=mt, nt=nt, dot_nb=nb, **extra)
 
-    MR, NV = _tile(isa, VL, M, N)
-    if spec.a_panel:
+    MR, NV = (rows.MR, rows.NV) if a_implicit else _tile(isa, VL, M, N)
+    if a_implicit:
+        if spec.a_panel not in (0, NV * VL):
+            raise ValueError(f"gemm_kernel: A packed in panels of {spec.a_panel} rows, the "
+                             f"plan for this shape reads it as {NV * VL}-column panels of "
+                             "its transpose (see prepack_rows)")
+    elif spec.a_panel:
         if spec.a_panel != MR:
             raise ValueError(f"gemm_kernel: A packed in panels of {spec.a_panel} rows, the "
                              f"plan for this shape uses {MR} (see prepack_rows)")
@@ -416,8 +508,9 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     # scale KC so the B micro-panel keeps its byte size when NR changes
     KC = max(16, min(2048, isa.kc * (isa.nv * (isa.vbytes // 4)) // NR))
     KC = _rup(KC, 4)
-    TM, TN, mt, nt = _split_tasks(spec.batch, M, N, K, MR, NR, VL, isa.nc,
-                                  a_packed=spec.a_panel > 0)
+    TM, TN, mt, nt = _split_tasks(batch, M, N, K, MR, NR, VL, isa.nc,
+                                  a_packed=extra["a_panel"] > 0,
+                                  b_packed=extra["b_panel"] > 0)
     # A task with a single row of tiles uses each B panel once: packing would only add a copy.
     direct_b = (sb[2] == 1 and TM <= MR and spec.b_kmap is None and not spec.b_panel
                 and not opts.get("no_direct"))
@@ -425,7 +518,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         # B rows are read in place, NR wide: short K blocks keep neighbouring panels on the
         # same DRAM pages / prefetch streams (measured: 64 beats 256 by ~1.3x at M <= 8).
         KC = min(KC, 64)
-    elif K > KC:
+    elif K > KC and not a_implicit:
         # Narrow tasks (deep convolutions: K = 2304-4608, a few dozen columns): each K block
         # round-trips every C tile through memory (masked for c_ngrid). Take K blocks as
         # long as the task's packed B block stays within half of L2; B micro-panels then
@@ -440,7 +533,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     nc = min(isa.nc, _CONV_NC) if spec.b_kmap is not None else isa.nc
     nc = int(opts.get("nc", nc)) if "nc" in opts else nc
     NCe = _rup(_cdiv(TN, _cdiv(TN, nc)), NR)
-    return _Plan(batch=spec.batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb), sc=tuple(sc),
+    return _Plan(batch=batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb), sc=tuple(sc),
                  a_arg=a_arg, b_arg=b_arg, bias=bias, MR=MR, NV=NV, VL=VL, KC=KCe, MC=MCe,
                  NC=NCe, TM=TM, TN=TN, mt=mt, nt=nt, direct_b=direct_b, **extra)
 
@@ -448,6 +541,11 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
 # ---------------------------------------------------------------------------------------------
 # IR text helpers
 # ---------------------------------------------------------------------------------------------
+
+def _mask_type(ty: str) -> str:
+    """The i1 type matching a value type: <n x i1> for a vector <n x T>, else i1."""
+    return f"<{ty[1:].split(' x ')[0]} x i1>" if ty.startswith("<") else "i1"
+
 
 def _fconst(x: float, dtype: str) -> str:
     """A float constant as LLVM hex (exact; floats are written as their double value)."""
@@ -628,7 +726,11 @@ class _Emitter:
         # elements of a prepacked A panel prefetched ahead of the micro-kernel (0: none)
         self.a_prefetch = int((plan_params or {}).get("a_prefetch", _A_PREFETCH)) \
             if plan.a_panel else 0
-        if self.a_prefetch:
+        # elements of the prepacked weight panel (B of a swapped implicit plan) prefetched
+        # ahead of the micro-kernel, one request per cache line
+        self.b_prefetch = int((plan_params or {}).get("b_prefetch", _B_PREFETCH)) \
+            if plan.b_panel and plan.a_implicit else 0
+        if self.a_prefetch or self.b_prefetch:
             self.decls.add("declare void @llvm.prefetch.p0(ptr, i32, i32, i32)")
         vt = f"v{self.VL}f{self.es * 8}"
         if self.fma_kind in ("fma", "fmuladd"):
@@ -667,8 +769,8 @@ class _Emitter:
         cache line read is used whole), else scalar gathers.
         """
         p, T, es, VL = self.p, self.T, self.es, self.VL
-        if which == "b" and p.kmap:
-            return self.emit_pack_b_rows()
+        if p.kmap and (which == "a") == p.a_implicit:
+            return self.emit_pack_rows(which)
         if which == "b":
             W, so, sk = p.NR, p.sb[2], p.sb[1]
         else:
@@ -769,23 +871,43 @@ class _Emitter:
             f.ins(f"store i64 {off}, ptr {f.gep('i64', table, k, True)}, align 8")
         return table
 
-    def emit_pack_b_rows(self) -> str:
-        """Pack B for ``b_kmap`` (implicit im2col): ``dst[q][k][w] = src[row(k0 + k) + q*NR
-        + w]`` -- every B row is a contiguous run of the input at a computed offset, copied
-        with vector loads; the last, partial panel is zero-padded.  The kc row offsets go to
-        a table first, so panels can be written one after the other (k-outer order would
-        write ~nc/NR streams whose addresses alias in L1)."""
-        p, T, es, VL, W = self.p, self.T, self.es, self.VL, self.p.NR
+    def pixel_offset(self, f: _Fn, pix) -> tuple:
+        """(input element offset, pixel within its image) of row ``pix`` of a swapped
+        implicit plan (``_Plan.a_rows``): images a batch stride apart, gridded outputs read
+        their padded input rows."""
+        hw, pitch, wo = self.p.a_rows
+        img, q = f.udiv(pix, hw), f.urem(pix, hw)
+        col = f.add(f.mul(f.udiv(q, wo), pitch), f.urem(q, wo)) if pitch else q
+        return f.add(f.mul(img, self.p.sa[0]), col), q
+
+    def panel_source(self, f: _Fn, which: str, first, W: int) -> tuple:
+        """(source pointer, first pixel within its image) of the panel starting at panel
+        index ``first`` (relative to %n0)."""
+        if which == "a" and self.p.a_implicit:
+            off, q = self.pixel_offset(f, f.add("%n0", f.mul(first, W)))
+            return f.gep(self.T, "%src", off), q
+        return f.gep(self.T, "%src", f.mul(first, W)), f.add("%n0", f.mul(first, W))
+
+    def emit_pack_rows(self, which: str) -> str:
+        """Pack the implicit operand for ``b_kmap`` (implicit im2col): ``dst[q][k][w] =
+        src[row(k0 + k) + q*W + w]`` -- every row of the input matrix is a contiguous run of
+        the input at a computed offset, copied with vector loads; the last, partial panel is
+        zero-padded.  W = NR for B, MR for the A of a swapped plan (``a_implicit``: the same
+        runs, pixels across the panel).  The kc row offsets go to a table first, so panels
+        can be written one after the other (k-outer order would write ~nc/NR streams whose
+        addresses alias in L1)."""
+        p, T, es, VL = self.p, self.T, self.es, self.VL
+        W = p.MR if which == "a" else p.NR
         if p.same is not None:
-            return self.emit_pack_b_same()
-        f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
+            return self.emit_pack_same(which)
+        f = _Fn(f"define internal void {self.sym('pack' + which)}(ptr noalias %src, "
                 f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
         al = 64 if W * es % 64 == 0 else math.gcd(W * es, 64)
         table = self.row_table(f)
         nfull = f.udiv("%nouter", W)
         rem = f.urem("%nouter", W)
         with f.loop(0, nfull) as q:
-            sq = f.gep(T, "%src", f.mul(q, W))
+            sq, _ = self.panel_source(f, which, q, W)
             dq = f.gep(T, "%dst", f.mul(f.mul(q, W), "%kc"), True)
             with f.loop(0, "%kc") as k:
                 off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
@@ -797,7 +919,7 @@ class _Emitter:
                           f"align {math.gcd(al, w0 * es) if w0 else al}")
         has = f.op(f"icmp sgt i64 {rem}, 0")
         with f.if_(has):
-            sq = f.gep(T, "%src", f.mul(nfull, W))
+            sq, _ = self.panel_source(f, which, nfull, W)
             dq = f.gep(T, "%dst", f.mul(f.mul(nfull, W), "%kc"), True)
             with f.loop(0, "%kc") as k:
                 off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
@@ -810,18 +932,21 @@ class _Emitter:
         f.ins("ret void")
         return f.render()
 
-    def emit_pack_b_same(self) -> str:
-        """Pack B for ``b_same``: rows as ``emit_pack_b_rows`` over the unpadded input, each
+    def emit_pack_same(self, which: str) -> str:
+        """Pack for ``b_same``: rows as ``emit_pack_rows`` over the unpadded input, each
         vector one masked load whose mask drops the lanes outside the image: output rows the
         tap's input row misses (a column range per row) and columns whose tap falls left or
         right of the image (``ox < L`` or ``ox >= W - R``, from a per-panel vector of the
-        lanes' output columns) -- those would otherwise read the neighbouring row."""
-        p, T, es, VL, NR = self.p, self.T, self.es, self.VL, self.p.NR
+        lanes' output columns) -- those would otherwise read the neighbouring row.  Panels
+        NR wide (B) or MR wide (A of a swapped plan; a last, partial vector is masked to
+        the panel and stored short)."""
+        p, T, es, VL = self.p, self.T, self.es, self.VL
+        NR = p.MR if which == "a" else p.NR
         H, W, kh, kw, dh, dw, ph, pw = p.same
         mload, _ = self.masked_decls()
         vi, mk = f"<{VL} x i32>", f"<{VL} x i1>"
         iota = "<" + ", ".join(f"i32 {i}" for i in range(VL)) + ">"
-        f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
+        f = _Fn(f"define internal void {self.sym('pack' + which)}(ptr noalias %src, "
                 f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
         table = self.row_table(f, ph * W + pw)
 
@@ -847,8 +972,7 @@ class _Emitter:
         nfull = f.udiv("%nouter", NR)
         rem = f.urem("%nouter", NR)
         with f.loop(0, nfull) as q:
-            nb = f.add("%n0", f.mul(q, NR))             # absolute first column of the panel
-            sq = f.gep(T, "%src", f.mul(q, NR))
+            sq, nb = self.panel_source(f, which, q, NR)   # nb: the panel's first pixel
             dq = f.gep(T, "%dst", f.mul(f.mul(q, NR), "%kc"), True)
             oxv = []                                     # output column of every lane
             for v0 in range(0, NR, VL):
@@ -868,13 +992,20 @@ class _Emitter:
                     m = f.op(f"and {mk} {c1}, {c2}")
                     m = f.op(f"and {mk} {m}, {c3}")
                     m = f.op(f"and {mk} {m}, {c4}")
+                    nl = min(VL, NR - v0)
+                    if nl < VL:   # the panel ends inside this vector
+                        m = f.op(f"and {mk} {m}, {f.op(f'icmp slt {vi} {iota}, {splat32(nl)}')}")
                     x = f.op(f"call {self.V} {mload}(ptr {f.gep(T, sr, v0)}, i32 {es}, "
                              f"{mk} {m}, {self.V} zeroinitializer)")
-                    f.ins(f"store {self.V} {x}, ptr {f.gep(T, dr, v0, True)}, align {es}")
+                    if nl < VL:
+                        lanes = ", ".join(f"i32 {i}" for i in range(nl))
+                        x = f.op(f"shufflevector {self.V} {x}, {self.V} poison, "
+                                 f"<{nl} x i32> <{lanes}>")
+                    f.ins(f"store <{nl} x {T}> {x}, ptr {f.gep(T, dr, v0, True)}, "
+                          f"align {es}")
         has = f.op(f"icmp sgt i64 {rem}, 0")
         with f.if_(has):
-            nb = f.add("%n0", f.mul(nfull, NR))
-            sq = f.gep(T, "%src", f.mul(nfull, NR))
+            sq, nb = self.panel_source(f, which, nfull, NR)
             dq = f.gep(T, "%dst", f.mul(f.mul(nfull, NR), "%kc"), True)
             with f.loop(0, "%kc") as k:
                 off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
@@ -960,6 +1091,10 @@ class _Emitter:
                 ahead = f.gep(T, pa, self.a_prefetch)
                 f.ins(f"call void @llvm.prefetch.p0(ptr {ahead}, i32 0, i32 3, i32 1)")
             for u in range(U):
+                if self.b_prefetch:
+                    for line in range(0, NR * es, 64):
+                        ahead = f.gep(T, pb, u * bstep + self.b_prefetch + line // es)
+                        f.ins(f"call void @llvm.prefetch.p0(ptr {ahead}, i32 0, i32 3, i32 1)")
                 bv = [f.op(f"load {V}, ptr {f.gep(T, pb, u * bstep + v * VL, not direct)}, "
                            f"align {bal}") for v in range(NV)]
                 for i in range(MR):
@@ -1032,8 +1167,7 @@ class _Emitter:
     def relu(self, f: _Fn, x: str, ty: str) -> str:
         zero = "zeroinitializer" if ty.startswith("<") else "0.0"
         c = f.op(f"fcmp ogt {ty} {x}, {zero}")
-        return f.op(f"select {'<%d x i1>' % self.VL if ty.startswith('<') else 'i1'} {c}, "
-                    f"{ty} {x}, {ty} {zero}")
+        return f.op(f"select {_mask_type(ty)} {c}, {ty} {x}, {ty} {zero}")
 
     def emit_epilogue(self, f: _Fn, acc) -> None:
         """Write the tile: alpha, then (first K block) beta*C and the bias or (later blocks)
@@ -1045,7 +1179,7 @@ class _Emitter:
         p, T, V, es, VL, spec = self.p, self.T, self.V, self.es, self.VL, self.spec
         MR, NV, NR = p.MR, p.NV, p.NR
         scm, scn = p.sc[1], p.sc[2]
-        alpha, beta = spec.alpha, spec.beta
+        beta = spec.beta
         dt = spec.dtype
         grid = p.ngrid is not None
         one_block = self.k_blocks() == 1        # then %first and %last are both true
@@ -1083,7 +1217,10 @@ class _Emitter:
                 f.ins(f"store {T} {s}, ptr {f.gep(T, ptr, lane * scn)}, align {es}")
 
         def cst(c: float, ty: str) -> str:
-            return self.splat_const(c) if ty == V else _fconst(c, dt)
+            if not ty.startswith("<"):
+                return _fconst(c, dt)
+            n = int(ty[1:].split(" x ")[0])
+            return "<" + ", ".join(f"{T} {_fconst(c, dt)}" for _ in range(n)) + ">"
 
         def first_value(x, ty, load_c, bias, f=f):
             if beta != 0.0:
@@ -1115,14 +1252,105 @@ class _Emitter:
             f.label(lj)
             return [f.op(f"phi {ty} [{x}, %{lt}], [{y}, %{lo}]") for x, y in zip(a, b)]
 
-        full = f.op(f"icmp eq i64 %mr, {MR}")
-        full_n = f.op(f"icmp eq i64 %nr, {NR}")
-        full = f.op(f"and i1 {full}, {full_n}")
+        # A swapped implicit GEMM's C is transposed (rows = pixels contiguous, columns =
+        # channels a plane apart): its tiles are transposed in registers and stored as
+        # masked pixel runs per channel, any %mr
+        trans = p.a_implicit and scm == 1 and scn != 1 and not grid and MR <= VL
+        full = f.op(f"icmp eq i64 %nr, {NR}")
+        if not trans:
+            full = f.op(f"and i1 {full}, {f.op(f'icmp eq i64 %mr, {MR}')}")
         L_fast, L_slow, L_end = (f.label_name(s) for s in ("fast", "slow", "done"))
         f.ins(f"br i1 {full}, label %{L_fast}, label %{L_slow}")
-
-        # Full tile: vector epilogue straight from the registers.
         f.label(L_fast)
+        if trans:
+            self.emit_transposed_store(f, acc, first_value, epilogue_steps, branch,
+                                       one_block)
+            f.br(L_end)
+        else:
+            self.emit_tile_store(f, acc, first_value, epilogue_steps, branch, one_block,
+                                 vload_c, vstore_c)
+            f.br(L_end)
+
+        # Edge tile: spill the registers to the tile buffer; a separate small function
+        # (minsize: LLVM neither vectorizes nor unrolls it) does the scalar epilogue.
+        f.label(L_slow)
+        for i in range(MR):
+            for v in range(NV):
+                f.ins(f"store {V} {acc[i][v]}, ptr {f.gep(T, '%tile', i * NR + v * VL, True)}, "
+                      f"align {self.valign}")
+        f.ins(f"call void {self.sym('edge')}(ptr %c, ptr %res, ptr %bias, ptr %tile, i64 %mr, "
+              f"i64 %nr, i1 %first, i1 %last, i64 %col)")
+        f.br(L_end)
+        f.label(L_end)
+        self.edge_fn = self.emit_edge(first_value, epilogue_steps, one_block)
+
+    def emit_transposed_store(self, f: _Fn, acc, first_value, epilogue_steps, branch,
+                              one_block: bool) -> None:
+        """Full-width tile of a transposed C (``a_implicit``): VL x VL register transposes
+        turn the MR pixel rows of every VL-channel vector into one MR-lane vector per
+        channel, stored (and C/residual read) with the lane mask ``i < %mr``."""
+        p, T, es, spec = self.p, self.T, self.es, self.spec
+        MR, NV, scn = p.MR, p.NV, p.sc[2]
+        VM, MK = f"<{MR} x {T}>", f"<{MR} x i1>"
+        vt = f"v{MR}f{es * 8}"
+        ld, st = f"@llvm.masked.load.{vt}.p0", f"@llvm.masked.store.{vt}.p0"
+        self.decls.add(f"declare {VM} {ld}(ptr, i32, {MK}, {VM})")
+        self.decls.add(f"declare void {st}({VM}, ptr, i32, {MK})")
+        vi = f"<{MR} x i32>"
+        iota = "<" + ", ".join(f"i32 {i}" for i in range(MR)) + ">"
+        mr32 = f.op("trunc i64 %mr to i32")
+        mrv = f.op(f"insertelement {vi} poison, i32 {mr32}, i64 0")
+        mrv = f.op(f"shufflevector {vi} {mrv}, {vi} poison, {vi} zeroinitializer")
+        mask = f.op(f"icmp slt {vi} {iota}, {mrv}")
+        lanes = "<" + ", ".join(f"i32 {i}" for i in range(MR)) + ">"
+        xs = []
+        for v in range(NV):
+            cols = self.transpose(f, [acc[i][v] for i in range(MR)])
+            xs += [f.op(f"shufflevector {self.V} {c}, {self.V} poison, <{MR} x i32> {lanes}")
+                   for c in cols]
+        if spec.alpha != 1.0:
+            a = "<" + ", ".join(f"{T} {_fconst(spec.alpha, spec.dtype)}"
+                                for _ in range(MR)) + ">"
+            xs = [f.op(f"fmul {_FM} {VM} {x}, {a}") for x in xs]
+
+        def load(base: str, j: int) -> str:
+            return f.op(f"call {VM} {ld}(ptr {f.gep(T, base, j * scn)}, i32 {es}, {MK} "
+                        f"{mask}, {VM} zeroinitializer)")
+
+        def splat(x: str) -> str:
+            v = f.op(f"insertelement {VM} poison, {T} {x}, i64 0")
+            return f.op(f"shufflevector {VM} {v}, {VM} poison, <{MR} x i32> zeroinitializer")
+
+        def first(ys):
+            bias_m = load("%bias", 0) if p.bias == "m" else None
+            out = []
+            for j, x in enumerate(ys):
+                bias_n = splat(f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}")) \
+                    if p.bias == "n" else None
+                out.append(first_value(x, VM, lambda j=j: load("%c", j), (bias_n, bias_m)))
+            return out
+
+        def accumulate(ys):
+            return [f.op(f"fadd {_FM} {VM} {x}, {load('%c', j)}") for j, x in enumerate(ys)]
+
+        def epi(ys):
+            return [epilogue_steps(x, VM, lambda j=j: load("%res", j))
+                    for j, x in enumerate(ys)]
+
+        xs = first(xs) if one_block else branch("%first", first, accumulate, xs, VM)
+        if p.epi:
+            xs = epi(xs) if one_block else branch("%last", epi, lambda ys: list(ys), xs, VM)
+        for j, x in enumerate(xs):
+            f.ins(f"call void {st}({VM} {x}, ptr {f.gep(T, '%c', j * scn)}, i32 {es}, "
+                  f"{MK} {mask})")
+
+    def emit_tile_store(self, f: _Fn, acc, first_value, epilogue_steps, branch,
+                        one_block: bool, vload_c, vstore_c) -> None:
+        """Full tile: vector epilogue straight from the registers."""
+        p, T, V, es, VL, spec = self.p, self.T, self.V, self.es, self.VL, self.spec
+        MR, NV, scm = p.MR, p.NV, p.sc[1]
+        alpha = spec.alpha
+        grid = p.ngrid is not None
         segs = [self.grid_segments(f, f.add("%col", v * VL)) for v in range(NV)] \
             if grid else None
         rows = [f.gep(T, "%c", i * scm) for i in range(MR)]
@@ -1157,20 +1385,6 @@ class _Emitter:
                 branch("%last", fast_epi, lambda ys: list(ys), xs, V)
         for x, (i, v) in zip(xs, tiles):
             vstore_c(x, rows[i], v, segs)
-        f.br(L_end)
-
-        # Edge tile: spill the registers to the tile buffer; a separate small function
-        # (minsize: LLVM neither vectorizes nor unrolls it) does the scalar epilogue.
-        f.label(L_slow)
-        for i in range(MR):
-            for v in range(NV):
-                f.ins(f"store {V} {acc[i][v]}, ptr {f.gep(T, '%tile', i * NR + v * VL, True)}, "
-                      f"align {self.valign}")
-        f.ins(f"call void {self.sym('edge')}(ptr %c, ptr %res, ptr %bias, ptr %tile, i64 %mr, "
-              f"i64 %nr, i1 %first, i1 %last, i64 %col)")
-        f.br(L_end)
-        f.label(L_end)
-        self.edge_fn = self.emit_edge(first_value, epilogue_steps, one_block)
 
     def emit_edge(self, first_value, epilogue_steps, one_block: bool) -> str:
         """The scalar epilogue of an edge tile (mr x nr of the tile buffer). C and the
@@ -1251,7 +1465,7 @@ class _Emitter:
         pA, pB, pC = arg(p.a_arg), arg(p.b_arg), arg(2)
         pBias = arg(3) if p.bias else "null"
         pRes = arg(p.res_arg) if p.res_arg >= 0 else "null"
-        tile = "%scratch"
+        tile_buf = "%scratch"
         Bp = f.gep("i8", "%scratch", b_off, True)
         Ap = f.gep("i8", "%scratch", a_off, True)
         per_b = p.mt * p.nt
@@ -1277,7 +1491,7 @@ class _Emitter:
                     last = f.op(f"icmp sge i64 {f.add(pc, p.KC)}, {p.K}")
                     if p.b_panel:
                         pass     # B prepacked: panels are read in place below
-                    elif p.kmap:   # rows at computed offsets: packb adds them from pc
+                    elif p.kmap and not p.a_implicit:   # rows at computed offsets from pc
                         src_b = f.gep(T, Bb, f.mul(jc, p.sb[2]))
                         f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
                               f"i64 {nc}, i64 {kc}, i64 {pc}, i64 {jc})")
@@ -1294,12 +1508,16 @@ class _Emitter:
                               f"i64 {nc}, i64 {kc})")
                     with f.loop(m0, m1, p.MC) as ic:
                         mc = f.smin(p.MC, f.sub(m1, ic))
-                        if not p.a_panel:
+                        if p.a_implicit:   # pixel panels packed off the input from pc
+                            src_a = Ab     # the packer places each panel from its row
+                            f.ins(f"call void {self.sym('packa')}(ptr {src_a}, ptr {Ap}, "
+                                  f"i64 {mc}, i64 {kc}, i64 {pc}, i64 {ic})")
+                        elif not p.a_panel:
                             src_a = f.gep(T, Ab, f.add(f.mul(ic, p.sa[1]),
                                                        f.mul(pc, p.sa[2])))
                             f.ins(f"call void {self.sym('packa')}(ptr {src_a}, ptr {Ap}, "
                                   f"i64 {mc}, i64 {kc})")
-                        with f.loop(0, nc, p.NR) as jr:
+                        def tile(jr, ir):
                             nr = f.smin(p.NR, f.sub(nc, jr))
                             col = f.add(jc, jr)
                             if p.b_panel:   # col is a multiple of NR
@@ -1310,42 +1528,50 @@ class _Emitter:
                                 bdir = f.gep(T, src_b, jr)
                             else:
                                 bpan = f.gep(T, Bp, f.mul(jr, kc), True)
-                            with f.loop(0, mc, p.MR) as ir:
-                                mr = f.smin(p.MR, f.sub(mc, ir))
-                                if p.a_panel:   # (ic + ir) is a multiple of MR
-                                    apan = f.gep(T, Ab, f.add(f.mul(f.add(ic, ir), p.K),
-                                                              f.mul(pc, p.MR)))
-                                else:
-                                    apan = f.gep(T, Ap, f.mul(ir, kc), True)
-                                row = f.add(ic, ir)
-                                # with c_ngrid the kernel maps columns itself from %col
-                                cofs = f.add(f.mul(row, p.sc[1]),
-                                             0 if p.ngrid else f.mul(col, p.sc[2]))
-                                cptr = f.gep(T, Cb, cofs)
-                                rptr = f.gep(T, Rb, cofs) if p.res_arg >= 0 else "null"
-                                bptr = "null"
-                                if p.bias == "m":
-                                    bptr = f.gep(T, biasb, row)
-                                elif p.bias == "n":
-                                    bptr = f.gep(T, biasb, col)
-                                rest = (f"i64 {kc}, ptr {cptr}, i64 {mr}, i64 {nr}, "
-                                        f"i1 {first}, ptr {bptr}, ptr {tile}, i1 {last}, "
-                                        f"i64 {col}, ptr {rptr})")
-                                if p.direct_b:
-                                    lk, lp, lj = (f.label_name(x) for x in ("kd", "kp", "kj"))
-                                    f.ins(f"br i1 {full_n}, label %{lk}, label %{lp}")
-                                    f.label(lk)
-                                    f.ins(f"call void {self.sym('kernd')}(ptr {apan}, "
-                                          f"ptr {bdir}, {rest}")
-                                    f.br(lj)
-                                    f.label(lp)
-                                    f.ins(f"call void {self.sym('kern')}(ptr {apan}, "
-                                          f"ptr {bpan}, {rest}")
-                                    f.br(lj)
-                                    f.label(lj)
-                                else:
-                                    f.ins(f"call void {self.sym('kern')}(ptr {apan}, "
-                                          f"ptr {bpan}, {rest}")
+                            mr = f.smin(p.MR, f.sub(mc, ir))
+                            if p.a_panel:   # (ic + ir) is a multiple of MR
+                                apan = f.gep(T, Ab, f.add(f.mul(f.add(ic, ir), p.K),
+                                                          f.mul(pc, p.MR)))
+                            else:
+                                apan = f.gep(T, Ap, f.mul(ir, kc), True)
+                            row = f.add(ic, ir)
+                            # with c_ngrid the kernel maps columns itself from %col
+                            cofs = f.add(f.mul(row, p.sc[1]),
+                                         0 if p.ngrid else f.mul(col, p.sc[2]))
+                            if p.a_rows:   # rows of several images: an image's plane
+                                hw = p.a_rows[0]
+                                cofs = f.add(f.add(f.mul(f.udiv(row, hw), p.sc[0]),
+                                                   f.mul(f.urem(row, hw), p.sc[1])),
+                                             f.mul(col, p.sc[2]))
+                            cptr = f.gep(T, Cb, cofs)
+                            rptr = f.gep(T, Rb, cofs) if p.res_arg >= 0 else "null"
+                            bptr = "null"
+                            if p.bias == "m":
+                                bptr = f.gep(T, biasb, row)
+                            elif p.bias == "n":
+                                bptr = f.gep(T, biasb, col)
+                            rest = (f"i64 {kc}, ptr {cptr}, i64 {mr}, i64 {nr}, "
+                                    f"i1 {first}, ptr {bptr}, ptr {tile_buf}, i1 {last}, "
+                                    f"i64 {col}, ptr {rptr})")
+                            if p.direct_b:
+                                lk, lp, lj = (f.label_name(x) for x in ("kd", "kp", "kj"))
+                                f.ins(f"br i1 {full_n}, label %{lk}, label %{lp}")
+                                f.label(lk)
+                                f.ins(f"call void {self.sym('kernd')}(ptr {apan}, "
+                                      f"ptr {bdir}, {rest}")
+                                f.br(lj)
+                                f.label(lp)
+                                f.ins(f"call void {self.sym('kern')}(ptr {apan}, "
+                                      f"ptr {bpan}, {rest}")
+                                f.br(lj)
+                                f.label(lj)
+                            else:
+                                f.ins(f"call void {self.sym('kern')}(ptr {apan}, "
+                                      f"ptr {bpan}, {rest}")
+
+                        # BLIS order: the B micro-panel stays in L1 across the row tiles
+                        with f.loop(0, nc, p.NR) as jr, f.loop(0, mc, p.MR) as ir:
+                            tile(jr, ir)
         f.ins("ret void")
         return f.render()
 
@@ -1507,8 +1733,11 @@ class _Emitter:
 def prepack_rows(spec: GemmSpec, isa: str) -> int:
     """The panel height (``GemmSpec.a_panel``) an A operand packed ahead of time must have
     for ``spec`` on ``isa``; 0 when this spec does not read A in row panels (the plan swaps
-    the operands or uses the dot-product schedule), so A cannot be prepacked."""
+    the operands or uses the dot-product schedule), so A cannot be prepacked.  A swapped
+    implicit GEMM reads A's transpose as B column panels: row panels of A, NR tall."""
     plan = _plan(spec, isa, None)
+    if plan.a_implicit:
+        return plan.NR if plan.N and plan.K else 0
     if plan.a_arg != 0 or plan.dot_nb or plan.M == 0 or plan.K == 0:
         return 0
     return plan.MR

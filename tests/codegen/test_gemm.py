@@ -3,6 +3,7 @@ and cross builds that must stay freestanding."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import random
 import struct
 
@@ -11,7 +12,7 @@ import pytest
 
 llvm = pytest.importorskip("llvmlite.binding")
 
-from mxc.codegen.gemm import (GemmSpec, gemm_kernel, host_isa, pack_a_panels, pack_b_panels,
+from mxc.codegen.gemm import (GemmSpec, _plan, gemm_kernel, host_isa, pack_a_panels, pack_b_panels,
                               prepack_cols, prepack_rows)
 
 llvm.initialize_native_target()
@@ -203,7 +204,8 @@ def test_fused_epilogue(steps):
 
 
 def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=None,
-               dtype="float32", isa=None, seed=0, same=False):
+               dtype="float32", isa=None, seed=0, same=False, prepacked=False,
+               swapped=None):
     """A stride-1 convolution as one implicit GEMM (b_kmap + c_ngrid) over a zero-padded
     input -- or, with ``same``, b_same over the unpadded input (padding while packing) --
     against a direct numpy convolution."""
@@ -240,10 +242,22 @@ def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=N
                         c_strides=(F * Ho * Wo, Ho * Wo, 1), bias="m" if bias else None,
                         b_kmap=((C, Hp * Wp), (k, dil * Wp), (k, dil)), c_ngrid=(Wp, Wo),
                         epilogue=epilogue)
-    kern = gemm_kernel("conv_test", spec, isa or BEST, _params=params)
+    isa = isa or BEST
+    wa = w
+    if prepacked:   # weights packed at bind time, in the panels this plan reads
+        panel = prepack_rows(spec, isa)
+        if params:   # what prepack_rows says for the plan these params give
+            plan = _plan(spec, isa, params)
+            panel = plan.NR if plan.a_implicit else plan.MR
+        assert panel > 0
+        wa = pack_a_panels(w.reshape(F, Kd), panel)
+        spec = dataclasses.replace(spec, a_strides=(0, 0, 0), a_panel=panel)
+    if swapped is not None:   # the orientation the test is about
+        assert _plan(spec, isa, params).a_implicit == swapped
+    kern = gemm_kernel("conv_test", spec, isa, _params=params)
     fn = _jit(kern)
     xp = np.ascontiguousarray(xp)
-    ptrs = [w.ctypes.data, xp.ctypes.data, y.ctypes.data] + ([b.ctypes.data] if bias else [])
+    ptrs = [wa.ctypes.data, xp.ctypes.data, y.ctypes.data] + ([b.ctypes.data] if bias else [])
     if "add" in epilogue:
         ptrs.append(R.ctypes.data)
     args = (ctypes.c_void_p * len(ptrs))(*ptrs)
@@ -284,6 +298,55 @@ def test_implicit_conv_same_padding_in_pack(N, C, F, H, W, k, pad, dil):
 def test_implicit_conv_other_isas(isa):
     _conv_gemm(2, 5, 17, 13, 11, 3, 1, isa=isa, same=True)
     _conv_gemm(2, 5, 17, 13, 11, 3, 1, isa=isa, epilogue=("add", "relu"))
+
+
+@pytest.mark.parametrize("N,C,F,H,W,k,pad,dil", [
+    (1, 16, 32, 7, 7, 3, 1, 1), (2, 5, 48, 13, 11, 3, 1, 1), (1, 9, 37, 5, 9, 3, 1, 1),
+    (1, 4, 70, 9, 8, 5, 2, 1), (2, 3, 33, 10, 12, 3, 2, 2), (1, 2, 40, 1, 1, 3, 1, 1),
+    (1, 6, 9, 4, 5, 3, 1, 1), (1, 3, 20, 14, 14, 1, 0, 1),
+])
+def test_implicit_conv_swapped(N, C, F, H, W, k, pad, dil):
+    # C^T = X^T W^T: channels across the lanes, pixel panels packed off the input, the tile
+    # transposed on store; ragged pixel panels (masked runs) and channel counts (edge tiles),
+    # with and without prepacked weights, K blocks, every ISA with >= 8 lanes
+    on = {"implicit_swap": True}
+    for isa in ISAS_HERE:
+        if _plan(GemmSpec(batch=1, M=64, N=64, K=64, b_kmap=((64, 1),)), isa, None).VL < 8:
+            continue
+        _conv_gemm(N, C, F, H, W, k, pad, dil, same=True, isa=isa, params=on, swapped=True)
+        _conv_gemm(N, C, F, H, W, k, pad, dil, same=True, isa=isa, prepacked=True,
+                   params={**on, "kc": 8}, epilogue=("add", "relu"), swapped=True)
+    _conv_gemm(N, C, F, H, W, k, pad, dil, same=True, params=on, dtype="float64",
+               bias=False, epilogue=("relu",), swapped=True)
+    # over a padded input the output walks padded rows (c_ngrid): swapped, each pixel panel
+    # reads from its padded row, when a panel height divides the output width
+    _conv_gemm(N, C, F, H, W, k, pad, dil, params=on)
+    _conv_gemm(N, C, F, H, W, k, pad, dil, params={**on, "kc": 8}, epilogue=("add", "relu"),
+               prepacked=True)
+
+
+@pytest.mark.parametrize("N,C,F,H,W,k,pad,dil,imr", [
+    (1, 16, 32, 9, 9, 3, 1, 1, 9), (2, 5, 48, 12, 12, 3, 1, 1, 7), (3, 9, 37, 5, 9, 3, 0, 1, 7),
+    (1, 4, 70, 9, 8, 5, 2, 1, 8), (2, 3, 33, 10, 12, 3, 2, 2, 8),
+])
+def test_implicit_conv_swapped_grid_and_batch_fold(N, C, F, H, W, k, pad, dil, imr):
+    # gridded outputs swapped (panel height dividing the output width) and batches folded
+    # into the rows (a height dividing the image's pixels); imr bounds the panel height
+    for same in (False, True):
+        if same and 2 * pad != (k - 1) * dil:
+            continue
+        _conv_gemm(N, C, F, H, W, k, pad, dil, same=same, swapped=True,
+                   params={"implicit_swap": True, "imr": imr})
+        _conv_gemm(N, C, F, H, W, k, pad, dil, same=same, swapped=True, prepacked=True,
+                   params={"implicit_swap": True, "imr": imr, "kc": 16},
+                   epilogue=("add", "relu"))
+
+
+def test_implicit_conv_swapped_by_default_for_deep_layers():
+    # few pixels, many channels (resnet stage 3-4) swap; wide images keep pixels in lanes
+    _conv_gemm(1, 32, 64, 7, 7, 3, 1, same=True, prepacked=True, swapped=True,
+               epilogue=("add", "relu"))
+    _conv_gemm(1, 8, 16, 28, 28, 3, 1, same=True, prepacked=True, swapped=False)
 
 
 @pytest.mark.parametrize("M,N,K,batch", [(37, 45, 101, 1), (64, 300, 576, 3), (5, 17, 9, 2),
