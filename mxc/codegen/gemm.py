@@ -331,8 +331,9 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
     m_tiles, n_tiles = _cdiv(M, MR), _cdiv(N, NR)
     Ke = max(K, 1)
 
-    a_pack = 0.0 if a_packed else 0.5   # a prepacked A costs no packing
-    b_pack = 0.25 if b_packed else 0.5  # a prepacked B is still streamed once per task
+    # per element a task packs (or, prepacked, still streams from memory)
+    a_pack = 0.25 if a_packed else 0.5
+    b_pack = 0.25 if b_packed else 0.5
 
     def cost(tm: int, tn: int) -> float:
         return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL) + b_pack * Ke * tn
@@ -353,10 +354,9 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
             if tasks > 1 << 16 and (mt, nt) != (1, 1):
                 continue
             lm, ln = M - (mt - 1) * TM, N - (nt - 1) * TN     # the ragged last blocks
-            total = batch * ((mt - 1) * (nt - 1) * cost(TM, TN) + (mt - 1) * cost(TM, ln)
-                             + (nt - 1) * cost(lm, TN) + cost(lm, ln))
-            avg = total / tasks
-            score = sum(w * p * _cdiv(tasks, p) * avg for p, w in ((2, 1.0), (4, 0.25)))
+            score = sum(w * p * _slowest_thread(p, batch, mt, nt, cost(TM, TN), cost(TM, ln),
+                                                cost(lm, TN), cost(lm, ln))
+                        for p, w in ((2, 1.0), (4, 0.25)))
             key = (score, tasks)
             if best is None or key < best[0]:
                 best = (key, (TM, TN, mt, nt))
@@ -373,6 +373,30 @@ class _Rows:
     images: int    # images folded into the rows (1: the batch stays the GEMM batch)
     pitch: int     # > 0: pixel q of an image reads input column (q // wo) * pitch + q % wo
     wo: int        #   (a gridded output walking padded rows); 0: column q
+
+
+def _slowest_thread(p: int, batch: int, mt: int, nt: int, c_full: float, c_lastcol: float,
+                    c_lastrow: float, c_corner: float) -> float:
+    """Work of the busiest of ``p`` threads when the runtime hands thread w the contiguous
+    tasks [n*w//p, n*(w+1)//p) (``codegen.native_pool`` and ``runtime.threadpool`` both
+    do); tasks run batch-major, then row blocks, then column blocks, the last row and
+    column blocks being ragged (their costs given)."""
+    per_b = mt * nt
+
+    def row(mi: int, cols: int) -> float:     # the first `cols` tasks of row block mi
+        full, last = (c_lastrow, c_corner) if mi == mt - 1 else (c_full, c_lastcol)
+        return min(cols, nt - 1) * full + (last if cols == nt else 0.0)
+
+    per_batch = (mt - 1) * row(0, nt) + row(mt - 1, nt)
+
+    def before(t: int) -> float:             # total cost of tasks [0, t)
+        b, r = divmod(t, per_b)
+        q, c = divmod(r, nt)
+        return b * per_batch + q * row(0, nt) + row(q, c)
+
+    n = batch * per_b
+    bounds = [n * w // p for w in range(p + 1)]
+    return max(before(bounds[w + 1]) - before(bounds[w]) for w in range(p))
 
 
 def _implicit_rows(spec: GemmSpec, isa: _Isa, VL: int, opts: dict) -> _Rows | None:
