@@ -974,8 +974,8 @@ class _Emitter:
                 f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
         table = self.row_table(f, ph * W + pw)
 
-        def splat32(x) -> str:
-            t = f.op(f"trunc i64 {x} to i32") if not isinstance(x, int) else str(x)
+        def splat32(x, is32: bool = False) -> str:
+            t = f.op(f"trunc i64 {x} to i32") if not (isinstance(x, int) or is32) else str(x)
             v = f.op(f"insertelement {vi} poison, i32 {t}, i64 0")
             return f.op(f"shufflevector {vi} {v}, {vi} poison, {vi} zeroinitializer")
 
@@ -993,6 +993,20 @@ class _Emitter:
             left = f.sub(pw, f.mul(kx, dw))
             return vlo, vhi, smax(left, 0), f.sub(W, smax(f.sub(0, left), 0))
 
+        # the geometry of each row of the block, once per block (not per panel: its
+        # divisions would cost as much as the copies)
+        geo = f._name("geo")
+        f.allocas.append(f"  {geo} = alloca [{max(p.KC, 1) * 4} x i32], align 16")
+        with f.loop(0, "%kc") as k:
+            for j, v in enumerate(row_geometry(f.add("%k0", k))):
+                v32 = f.op(f"trunc i64 {v} to i32")
+                f.ins(f"store i32 {v32}, ptr {f.gep('i32', geo, f.add(f.mul(k, 4), j), True)}, "
+                      "align 4")
+
+        def geometry(k) -> list:
+            return [f.op(f"load i32, ptr {f.gep('i32', geo, f.add(f.mul(k, 4), j), True)}, "
+                         "align 4") for j in range(4)]
+
         nfull = f.udiv("%nouter", NR)
         rem = f.urem("%nouter", NR)
         with f.loop(0, nfull) as q:
@@ -1002,15 +1016,18 @@ class _Emitter:
             for v0 in range(0, NR, VL):
                 base = f.op(f"add {vi} {splat32(f.add(nb, v0))}, {iota}")
                 oxv.append(f.op(f"urem {vi} {base}, {splat32(W)}"))
+            nb32 = f.op(f"trunc i64 {nb} to i32")
             with f.loop(0, "%kc") as k:
                 off = f.op(f"load i64, ptr {f.gep('i64', table, k, True)}, align 8")
-                vlo, vhi, xlo, xhi = row_geometry(f.add("%k0", k))
+                vlo, vhi, xlo, xhi = geometry(k)
                 sr, dr = f.gep(T, sq, off), f.gep(T, dq, f.mul(k, NR), True)
-                xl, xh = splat32(xlo), splat32(xhi)
+                xl, xh = splat32(xlo, True), splat32(xhi, True)
                 for j, v0 in enumerate(range(0, NR, VL)):
-                    n = f.add(nb, v0)
-                    c1 = f.op(f"icmp sge {vi} {iota}, {splat32(f.sub(vlo, n))}")
-                    c2 = f.op(f"icmp slt {vi} {iota}, {splat32(f.sub(vhi, n))}")
+                    n = f.op(f"add i32 {nb32}, {v0}")
+                    lo = splat32(f.op(f"sub i32 {vlo}, {n}"), True)
+                    hi = splat32(f.op(f"sub i32 {vhi}, {n}"), True)
+                    c1 = f.op(f"icmp sge {vi} {iota}, {lo}")
+                    c2 = f.op(f"icmp slt {vi} {iota}, {hi}")
                     c3 = f.op(f"icmp sge {vi} {oxv[j]}, {xl}")
                     c4 = f.op(f"icmp slt {vi} {oxv[j]}, {xh}")
                     m = f.op(f"and {mk} {c1}, {c2}")
@@ -1141,18 +1158,55 @@ class _Emitter:
             f.label(done)
             return nacc, pa, pb, done
 
+        entry = self.emit_tile_prefetch(f)
         init = [["zeroinitializer"] * NV for _ in range(MR)]
         if unroll > 1:
             n_main = f.op(f"lshr i64 %kc, {unroll.bit_length() - 1}")
-            acc, pa, pb, lab = k_loop("ku", n_main, init, "%a", "%b", "entry", unroll)
+            acc, pa, pb, lab = k_loop("ku", n_main, init, "%a", "%b", entry, unroll)
             n_rem = f.op(f"and i64 %kc, {unroll - 1}")
             acc, pa, pb, lab = k_loop("kr", n_rem, acc, pa, pb, lab, 1)
         else:
-            acc, pa, pb, lab = k_loop("kr", "%kc", init, "%a", "%b", "entry", 1)
+            acc, pa, pb, lab = k_loop("kr", "%kc", init, "%a", "%b", entry, 1)
 
         self.emit_epilogue(f, acc)
         f.ins("ret void")
         return f.render()
+
+    def emit_tile_prefetch(self, f: _Fn) -> str:
+        """Ask for the tile's C lines (first K block: they will be written) and residual
+        lines (last K block: they will be read) before the K loop, so the misses overlap
+        the FMAs: at batch 8 the outputs and residuals of a layer (MBs) live in L3/DRAM
+        and the epilogue otherwise waits on each of the tile's rows in turn.  Tiles of a
+        gridded C (rows mapped from %col) are left to the hardware.  Returns the label of
+        the block it ends in."""
+        p, T, es = self.p, self.T, self.es
+        if p.ngrid is not None:
+            return "entry"
+        self.decls.add("declare void @llvm.prefetch.p0(ptr, i32, i32, i32)")
+        scm, scn = p.sc[1], p.sc[2]
+        if scn == 1:      # MR rows of NR contiguous elements
+            runs = [(i * scm, p.NR) for i in range(p.MR)]
+        else:             # transposed C: NR channels of MR contiguous pixels
+            runs = [(j * scn, p.MR) for j in range(p.NR)] if scm == 1 else []
+        lines = [(off, b) for off, n in runs for b in range(0, n * es, 64)]
+        if not lines:
+            return "entry"
+
+        def fetch(base: str, rw: int, flag: str) -> str:
+            go, done = f.label_name("pf"), f.label_name("pfx")
+            f.ins(f"br i1 {flag}, label %{go}, label %{done}")
+            f.label(go)
+            for off, b in lines:
+                ptr = f.gep("i8", f.gep(T, base, off), b)
+                f.ins(f"call void @llvm.prefetch.p0(ptr {ptr}, i32 {rw}, i32 3, i32 1)")
+            f.br(done)
+            f.label(done)
+            return done
+
+        end = fetch("%c", 1, "%first")
+        if p.res_arg >= 0:
+            end = fetch("%res", 0, "%last")
+        return end
 
     def k_blocks(self) -> int:
         return _cdiv(max(self.p.K, 1), max(self.p.KC, 1))
