@@ -486,6 +486,7 @@ _BENCHES = {
     "mlp-train": ("bench_mlp_train.py", False, False, []),
     "memory": ("bench_memory.py", False, False, []),
     "fusion": ("bench_fusion.py", True, False, []),
+    "pool": ("bench_pool.py", True, True, []),
     "startup": ("bench_startup.py", False, False, []),
 }
 

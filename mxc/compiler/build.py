@@ -445,7 +445,7 @@ def _byte_offsets(k) -> list:
 # ---------------------------------------------------------------------------------------------
 PROGRAM_FORMAT = 2
 _ENV_SWITCHES = ("MXNET_USE_FUSION", "MXC_PLAN_MEMORY", "MXNET_EXEC_ENABLE_INPLACE",
-                 "NNVM_EXEC_MATCH_RANGE", "MXC_CPU", "MXC_CPU_FEATURES")
+                 "NNVM_EXEC_MATCH_RANGE", "MXC_CPU", "MXC_CPU_FEATURES", "MXC_POOL_TEMPLATE")
 _fingerprint: str | None = None
 
 

@@ -250,6 +250,12 @@ class LowerCtx:
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
 
+    def pool2d(self, x: K.TensorRef, y: K.TensorRef, **fields) -> None:
+        """``y = Pooling(x)`` by the 2-D pooling template (``codegen/pool_template.py``):
+        contiguous NCHW float32/float64 views, CPU only (``cpu_templates``)."""
+        from ..codegen.pool_template import template_kernel
+        self.emit(template_kernel(x, y, **fields))
+
     def _prepack_a(self, a: K.TensorRef, M: int, Kd: int, sa: tuple, fields: dict) -> int:
         """The panel height when the A operand -- the whole of a packable constant
         parameter, row-major (M, K), shared by the batch -- is stored prepacked, else 0.

@@ -181,3 +181,64 @@ def test_output_shapes():
 def test_pool_errors(shape, attrs, err):
     with pytest.raises(err, match="Pooling"):
         run_op("Pooling", [rnd(*shape)], attrs)
+
+
+# --- the 2-D pooling template (codegen/pool_template.py) through the whole compiler -----------
+TEMPLATE_CASES = [  # data shape, kernel, stride, pad: odd sizes around the vector width
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),
+    ((1, 3, 1, 1), (3, 3), (2, 2), (1, 1)),
+    ((3, 17, 5, 6), (2, 2), (2, 2), (0, 0)),
+    ((1, 3, 11, 37), (3, 3), (2, 2), (1, 1)),
+    ((2, 1, 9, 19), (3, 3), (1, 1), (1, 1)),
+    ((1, 3, 13, 23), (5, 5), (3, 3), (2, 2)),
+    ((1, 2, 16, 33), (3, 2), (3, 1), (2, 0)),
+]
+
+
+@pytest.mark.parametrize("shape,k,s,p", TEMPLATE_CASES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_template_forward(shape, k, s, p, dtype):
+    x = rnd(*shape, dtype=dtype)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    a = {"kernel": k, "stride": s, "pad": p}
+    check_forward("Pooling", [x], dict(a, pool_type="max"), rtol=0, atol=0)
+    check_forward("Pooling", [x], dict(a, pool_type="avg"), rtol=tol, atol=tol)
+    check_forward("Pooling", [x], dict(a, pool_type="avg", count_include_pad=False),
+                  rtol=tol, atol=tol)
+    check_forward("Pooling", [x], dict(a, pool_type="sum"), rtol=tol, atol=tol)
+
+
+def _generic(monkeypatch, x, attrs):
+    """The generic kernel-IR lowering's result (the template switched off, no program cache)."""
+    with monkeypatch.context() as m:
+        m.setenv("MXC_POOL_TEMPLATE", "0")
+        m.setenv("MXC_PROGRAM_CACHE", "0")
+        return run_op("Pooling", [x], attrs)[0][0]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_template_bit_exact_with_generic_lowering(monkeypatch):
+    # max: the same values bit for bit, NaN, +-inf and signed zeros included
+    x = rnd(2, 3, 10, 21)
+    x[0, 0, 0, 0] = x[0, 1, 5, 9] = x[1, 2, 9, 20] = np.nan
+    x[0, 2] = -np.inf
+    x[1, 0, 3:7, 4:9] = 0.0
+    x[1, 0, 4, 5:7] = -0.0
+    x[1, 1, 2, 2] = np.inf
+    for attrs in ({"kernel": (3, 3), "stride": (2, 2), "pad": (1, 1)},
+                  {"kernel": (2, 2), "stride": (1, 1)},
+                  {"kernel": (3, 3), "stride": (2, 2), "pad": (1, 1),
+                   "pooling_convention": "full"}):
+        a = dict(attrs, pool_type="max")
+        got = run_op("Pooling", [x], a)[0][0]
+        want = _generic(monkeypatch, x, a)
+        assert got.tobytes() == want.tobytes(), attrs
+        a = dict(attrs, pool_type="avg")
+        got = run_op("Pooling", [x], a)[0][0]
+        np.testing.assert_allclose(got, _generic(monkeypatch, x, a), rtol=1e-6, atol=1e-6)
+
+
+def test_template_grad_resnet_stem():
+    # the backward reads the template's forward output (first-max routing needs it exact)
+    check_grad("Pooling", [distinct(1, 2, 9, 10)],
+               {"kernel": (3, 3), "stride": (2, 2), "pad": (1, 1), "pool_type": "max"})

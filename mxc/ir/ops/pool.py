@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import numpy as np
 
@@ -300,8 +301,28 @@ def _include_pad(a) -> bool:
     return True if a.count_include_pad is None else bool(a.count_include_pad)
 
 
-def _include_pad(a) -> bool:
-    return True if a.count_include_pad is None else bool(a.count_include_pad)
+def _contiguous(r: K.TensorRef) -> bool:
+    want, acc = [], 1
+    for n in reversed(r.shape):
+        want.append(acc)
+        acc *= n
+    return all(n == 1 or st == w for n, st, w in zip(r.shape, r.strides, reversed(want)))
+
+
+def _use_template(ctx, a, x: K.TensorRef, y: K.TensorRef) -> bool:
+    """Whether the forward runs as the 2-D pooling template (``codegen/pool_template.py``,
+    through ``ctx.pool2d``): NCHW max/avg/sum pooling of contiguous float32/float64 data
+    with the valid or full convention, on the CPU. Global pooling (a plain reduction), 1-D
+    and 3-D pooling, lp pooling and other dtypes keep the generic lowering below, as does
+    ``MXC_POOL_TEMPLATE=0`` (to compare the two)."""
+    if os.environ.get("MXC_POOL_TEMPLATE", "1").strip().lower() in ("0", "false", "off", "no"):
+        return False
+    if not getattr(ctx, "cpu_templates", False) or not hasattr(ctx, "pool2d"):
+        return False
+    return (x.ndim == 4 and not a.global_pool and a.pool_type in ("max", "avg", "sum")
+            and a.pooling_convention in ("valid", "full")
+            and x.dtype.name in ("float32", "float64") and y.dtype == x.dtype
+            and _contiguous(x) and _contiguous(y))
 
 
 def _size_expr(o, X, O, k, s, p, include_pad: bool):
@@ -375,6 +396,12 @@ class Pooling(OpDef):
             if pv == 2:
                 return K.sqrt(red("sum", v * v))
             return K.call("cbrt", red("sum", v * v * v))
+
+        if _use_template(ctx, a, x, y):
+            ctx.pool2d(x, y, N=x.shape[0], C=x.shape[1], H=X[0], W=X[1], OH=O[0], OW=O[1],
+                       kh=k[0], kw=k[1], sh=s[0], sw=s[1], ph=p[0], pw=p[1], pool_type=pt,
+                       include_pad=include)
+            return
 
         lo, hi = pad_extents(X, O, k, s, p)
         if not any(lo) and not any(hi):
