@@ -2,8 +2,9 @@
 
 mxc compiles the single-node graph with the weight bound as a constant (``CompiledModel``,
 as ONNX Runtime's initializer is); ONNX Runtime runs an equivalent one-node ONNX model built
-with ``onnx.helper`` (same weights). Both are timed interleaved in one process (medians). Prints GFLOP/s, % of peak and the ratio mxc/ORT in GFLOP/s (higher is
-better for mxc). No assertions.
+with ``onnx.helper`` (same weights). Both are timed interleaved in one process (medians).
+Prints GFLOP/s, % of peak and the ratio mxc/ORT in GFLOP/s (higher is better for mxc).
+No assertions.
 
 Peak: the CPU reports itself as znver5 (full-width 512-bit FMA), so the nominal
 figures in ../shared/TOOLCHAIN.md (znver4) may not hold; the bench measures numpy/OpenBLAS
