@@ -57,6 +57,7 @@ path; software prefetch for the direct-B stream.
 """
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -315,6 +316,7 @@ def _tile_efficiency(M: int, N: int, MR: int, NR: int) -> float:
     return (M * N) / (_rup(M, MR) * _rup(N, NR)) if M and N else 1.0
 
 
+@functools.lru_cache(maxsize=4096)   # a model compiles the same shapes several times
 def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
                  NC: int, a_packed: bool = False,
                  b_packed: bool = False) -> tuple[int, int, int, int]:
@@ -1341,8 +1343,7 @@ class _Emitter:
         f.ins(f"br i1 {full}, label %{L_fast}, label %{L_slow}")
         f.label(L_fast)
         if trans:
-            self.emit_transposed_store(f, acc, first_value, epilogue_steps, branch,
-                                       one_block)
+            self.emit_transposed_store(f, acc, first_value, epilogue_steps, one_block)
             f.br(L_end)
         else:
             self.emit_tile_store(f, acc, first_value, epilogue_steps, branch, one_block,
@@ -1362,65 +1363,63 @@ class _Emitter:
         f.label(L_end)
         self.edge_fn = self.emit_edge(first_value, epilogue_steps, one_block)
 
-    def emit_transposed_store(self, f: _Fn, acc, first_value, epilogue_steps, branch,
+    def emit_transposed_store(self, f: _Fn, acc, first_value, epilogue_steps,
                               one_block: bool) -> None:
         """Full-width tile of a transposed C (``a_implicit``): VL x VL register transposes
         turn the MR pixel rows of every VL-channel vector into one MR-lane vector per
-        channel, stored (and C/residual read) with the lane mask ``i < %mr``."""
+        channel, parked in the tile buffer; a loop over the channels then applies the
+        epilogue and stores each with the lane mask ``i < %mr`` (one loop body, not NR
+        unrolled copies: the IR, and so the compile time, stays that of a plain tile).
+        C and the residual are read unconditionally and the flags pick with selects, as in
+        the edge path."""
         p, T, es, spec = self.p, self.T, self.es, self.spec
-        MR, NV, scn = p.MR, p.NV, p.sc[2]
+        MR, NV, NR, scn = p.MR, p.NV, p.NR, p.sc[2]
         VM, MK = f"<{MR} x {T}>", f"<{MR} x i1>"
         vt = f"v{MR}f{es * 8}"
         ld, st = f"@llvm.masked.load.{vt}.p0", f"@llvm.masked.store.{vt}.p0"
         self.decls.add(f"declare {VM} {ld}(ptr, i32, {MK}, {VM})")
         self.decls.add(f"declare void {st}({VM}, ptr, i32, {MK})")
         vi = f"<{MR} x i32>"
-        iota = "<" + ", ".join(f"i32 {i}" for i in range(MR)) + ">"
+        lanes = "<" + ", ".join(f"i32 {i}" for i in range(MR)) + ">"
         mr32 = f.op("trunc i64 %mr to i32")
         mrv = f.op(f"insertelement {vi} poison, i32 {mr32}, i64 0")
         mrv = f.op(f"shufflevector {vi} {mrv}, {vi} poison, {vi} zeroinitializer")
-        mask = f.op(f"icmp slt {vi} {iota}, {mrv}")
-        lanes = "<" + ", ".join(f"i32 {i}" for i in range(MR)) + ">"
-        xs = []
+        mask = f.op(f"icmp slt {vi} {lanes}, {mrv}")
         for v in range(NV):
             cols = self.transpose(f, [acc[i][v] for i in range(MR)])
-            xs += [f.op(f"shufflevector {self.V} {c}, {self.V} poison, <{MR} x i32> {lanes}")
-                   for c in cols]
-        if spec.alpha != 1.0:
-            a = "<" + ", ".join(f"{T} {_fconst(spec.alpha, spec.dtype)}"
-                                for _ in range(MR)) + ">"
-            xs = [f.op(f"fmul {_FM} {VM} {x}, {a}") for x in xs]
+            for lane, c in enumerate(cols):
+                x = f.op(f"shufflevector {self.V} {c}, {self.V} poison, <{MR} x i32> {lanes}")
+                dst = f.gep(T, "%tile", (v * self.VL + lane) * MR, True)
+                f.ins(f"store {VM} {x}, ptr {dst}, align {es}")
+        bias_m = f.op(f"call {VM} {ld}(ptr %bias, i32 {es}, {MK} {mask}, {VM} "
+                      "zeroinitializer)") if p.bias == "m" else None
 
-        def load(base: str, j: int) -> str:
-            return f.op(f"call {VM} {ld}(ptr {f.gep(T, base, j * scn)}, i32 {es}, {MK} "
-                        f"{mask}, {VM} zeroinitializer)")
+        def load(base: str, j) -> str:
+            return f.op(f"call {VM} {ld}(ptr {f.gep(T, base, f.mul(j, scn))}, i32 {es}, "
+                        f"{MK} {mask}, {VM} zeroinitializer)")
 
-        def splat(x: str) -> str:
-            v = f.op(f"insertelement {VM} poison, {T} {x}, i64 0")
-            return f.op(f"shufflevector {VM} {v}, {VM} poison, <{MR} x i32> zeroinitializer")
-
-        def first(ys):
-            bias_m = load("%bias", 0) if p.bias == "m" else None
-            out = []
-            for j, x in enumerate(ys):
-                bias_n = splat(f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}")) \
-                    if p.bias == "n" else None
-                out.append(first_value(x, VM, lambda j=j: load("%c", j), (bias_n, bias_m)))
-            return out
-
-        def accumulate(ys):
-            return [f.op(f"fadd {_FM} {VM} {x}, {load('%c', j)}") for j, x in enumerate(ys)]
-
-        def epi(ys):
-            return [epilogue_steps(x, VM, lambda j=j: load("%res", j))
-                    for j, x in enumerate(ys)]
-
-        xs = first(xs) if one_block else branch("%first", first, accumulate, xs, VM)
-        if p.epi:
-            xs = epi(xs) if one_block else branch("%last", epi, lambda ys: list(ys), xs, VM)
-        for j, x in enumerate(xs):
-            f.ins(f"call void {st}({VM} {x}, ptr {f.gep(T, '%c', j * scn)}, i32 {es}, "
-                  f"{MK} {mask})")
+        with f.loop(0, NR) as j:
+            x = f.op(f"load {VM}, ptr {f.gep(T, '%tile', f.mul(j, MR), True)}, align {es}")
+            if spec.alpha != 1.0:
+                a = "<" + ", ".join(f"{T} {_fconst(spec.alpha, spec.dtype)}"
+                                    for _ in range(MR)) + ">"
+                x = f.op(f"fmul {_FM} {VM} {x}, {a}")
+            cv = None if one_block and spec.beta == 0.0 else load("%c", j)
+            bias_n = None
+            if p.bias == "n":
+                b = f.op(f"load {T}, ptr {f.gep(T, '%bias', j)}, align {es}")
+                b = f.op(f"insertelement {VM} poison, {T} {b}, i64 0")
+                bias_n = f.op(f"shufflevector {VM} {b}, {VM} poison, <{MR} x i32> "
+                              "zeroinitializer")
+            xf = first_value(x, VM, lambda cv=cv: cv, (bias_n, bias_m))
+            if not one_block:
+                xa = f.op(f"fadd {_FM} {VM} {x}, {cv}")
+                xf = f.op(f"select i1 %first, {VM} {xf}, {VM} {xa}")
+            if p.epi:
+                xe = epilogue_steps(xf, VM, lambda j=j: load("%res", j))
+                xf = xe if one_block else f.op(f"select i1 %last, {VM} {xe}, {VM} {xf}")
+            f.ins(f"call void {st}({VM} {xf}, ptr {f.gep(T, '%c', f.mul(j, scn))}, "
+                  f"i32 {es}, {MK} {mask})")
 
     def emit_tile_store(self, f: _Fn, acc, first_value, epilogue_steps, branch,
                         one_block: bool, vload_c, vstore_c) -> None:
