@@ -51,7 +51,9 @@ _JOB_FN, _JOB_ARGS, _JOB_N, _JOB_NT, _JOB_SCRATCH = 320, 328, 336, 344, 352
 _F_SYSCALL, _F_CREATE, _F_DETACH, _F_YIELD = 384, 392, 400, 408
 _WORKER_ARGS = 448            # per worker {state pointer, index}: 16 bytes each
 MAX_WORKERS = 64
-STATE_BYTES = _WORKER_ARGS + 16 * (MAX_WORKERS + 1)
+# per thread (caller = 0) the next unclaimed task of its range, a cache line each
+_CLAIMS = (_WORKER_ARGS + 16 * (MAX_WORKERS + 1) + 63) // 64 * 64
+STATE_BYTES = _CLAIMS + 64 * (MAX_WORKERS + 1)
 
 
 def _ir(arch: str) -> str:
@@ -73,20 +75,55 @@ def _ir(arch: str) -> str:
     return f"""
 {pause_decl}
 
-define internal void @range(ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i64 %w) {{
+define internal void @claim_run(ptr %fn, ptr %args, ptr %s, ptr %ctr, i64 %e, i64 %chunk) {{
 entry:
-  %a = mul i64 %n, %w
-  %b = udiv i64 %a, %nt
-  %w1 = add i64 %w, 1
-  %c = mul i64 %n, %w1
-  %e = udiv i64 %c, %nt
+  br label %loop
+loop:
+  %i = atomicrmw add ptr %ctr, i64 %chunk monotonic
+  %ok = icmp ult i64 %i, %e
+  br i1 %ok, label %run, label %done
+run:
+  %j = add i64 %i, %chunk
+  %lt = icmp ult i64 %j, %e
+  %end = select i1 %lt, i64 %j, i64 %e
+  call void %fn(i64 %i, i64 %end, ptr %args, ptr %s)
+  br label %loop
+done:
+  ret void
+}}
+
+; Thread w claims the tasks of its own range [n*w/nt, n*(w+1)/nt) in chunks (an eighth of the
+; range, at least one task), then helps the other threads with theirs, claiming from their
+; counters the same way: a thread held up (a busy core, a slow task) no longer holds up the
+; call, and each range still runs mostly in order on its owner.
+define internal void @range(ptr %st, ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt,
+                            i64 %w) {{
+entry:
   %sp = getelementptr ptr, ptr %scratch, i64 %w
   %s = load ptr, ptr %sp
-  %has = icmp ult i64 %b, %e
-  br i1 %has, label %go, label %done
-go:
-  call void %fn(i64 %b, i64 %e, ptr %args, ptr %s)
-  br label %done
+  br label %victim
+victim:
+  %k = phi i64 [0, %entry], [%k1, %victim]
+  %v0 = add i64 %w, %k
+  %wrap = icmp uge i64 %v0, %nt
+  %v1 = sub i64 %v0, %nt
+  %v = select i1 %wrap, i64 %v1, i64 %v0
+  %a = mul i64 %n, %v
+  %b = udiv i64 %a, %nt
+  %vn = add i64 %v, 1
+  %c = mul i64 %n, %vn
+  %e = udiv i64 %c, %nt
+  %len = sub i64 %e, %b
+  %ch0 = lshr i64 %len, 3
+  %small = icmp ult i64 %ch0, 1
+  %ch = select i1 %small, i64 1, i64 %ch0
+  %co = mul i64 %v, 64
+  %co1 = add i64 %co, {_CLAIMS}
+  %ctr = getelementptr i8, ptr %st, i64 %co1
+  call void @claim_run(ptr %fn, ptr %args, ptr %s, ptr %ctr, i64 %e, i64 %ch)
+  %k1 = add i64 %k, 1
+  %more = icmp ult i64 %k1, %nt
+  br i1 %more, label %victim, label %done
 done:
   ret void
 }}
@@ -135,7 +172,7 @@ work:
   %inrange = icmp ult i64 %w, %nt
   br i1 %inrange, label %run, label %finish
 run:
-  call void @range(ptr %fn, i64 %n, ptr %args, ptr %sc, i64 %nt, i64 %w)
+  call void @range(ptr %st, ptr %fn, i64 %n, ptr %args, ptr %sc, i64 %nt, i64 %w)
   br label %finish
 finish:
   %o3 = atomicrmw sub ptr %pending, i32 1 release
@@ -183,6 +220,19 @@ entry:
   store i64 %n, ptr %job_n
   store i64 %nt, ptr %job_nt
   store ptr %scratch, ptr %job_scratch
+  br label %claims
+claims:
+  %cw = phi i64 [0, %entry], [%cw1, %claims]
+  %ca = mul i64 %n, %cw
+  %cb = udiv i64 %ca, %nt
+  %cof = mul i64 %cw, 64
+  %cof1 = add i64 %cof, {_CLAIMS}
+  %cp = getelementptr i8, ptr %st, i64 %cof1
+  store atomic i64 %cb, ptr %cp monotonic, align 8
+  %cw1 = add i64 %cw, 1
+  %cmore = icmp ult i64 %cw1, %nt
+  br i1 %cmore, label %claims, label %publish
+publish:
   store atomic i32 %workers, ptr %pending monotonic, align 4
   %old = atomicrmw add ptr %gen, i32 1 seq_cst
   %sl = load atomic i32, ptr %sleepers seq_cst, align 4
@@ -193,7 +243,7 @@ wake:
   %r = call i64 (i64, ...) %sys(i64 {futex}, ptr %gen, i64 129, i64 2147483647)
   br label %mine
 mine:
-  call void @range(ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i64 0)
+  call void @range(ptr %st, ptr %fn, i64 %n, ptr %args, ptr %scratch, i64 %nt, i64 0)
   br label %wait
 wait:
   %i = phi i32 [0, %mine], [%i1, %again], [0, %yield]
@@ -274,7 +324,7 @@ def _addresses(text: str) -> tuple[dict, object]:
     from . import jit
 
     if jit.image_supported():
-        key = hashlib.sha256((jit.host_identity() + "\0pool-v1\0" + text).encode())
+        key = hashlib.sha256((jit.host_identity() + "\0pool-v2\0" + text).encode())
         path = jit.cache_dir() / "pool" / f"{key.hexdigest()}.img"
         data = jit.read_entry(path)
         image = None

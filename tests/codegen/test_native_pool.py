@@ -1,6 +1,7 @@
 """The native thread pool (``codegen.native_pool``): every task of every call runs exactly
 once, in call order, for any thread count; concurrent callers fall back to their own thread;
-workers that went to sleep wake up for the next job."""
+workers that went to sleep wake up for the next job; a thread done with its range takes over
+tasks of a slower one."""
 from __future__ import annotations
 
 import ctypes
@@ -22,16 +23,22 @@ KERNEL = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
 class Recorder:
     """A kernel (a ctypes callback) counting the tasks it ran and the order of calls."""
 
-    def __init__(self, n_tasks: int, log: list, tag: int) -> None:
+    def __init__(self, n_tasks: int, log: list, tag: int, delay=None) -> None:
         self.hits = np.zeros(max(n_tasks, 1), np.int64)
         self.log, self.tag = log, tag
         self.threads: set = set()
+        self.ran_on: dict = {}                 # task -> thread of its last run
+        self.delay = delay                     # task -> seconds it sleeps (GIL released)
         self.fn = KERNEL(self._run)
 
     def _run(self, b, e, args, scratch):
         self.hits[b:e] += 1
         self.threads.add(threading.get_ident())
         self.log.append(self.tag)
+        for t in range(b, e):
+            self.ran_on[t] = threading.get_ident()
+            if self.delay is not None:
+                time.sleep(self.delay(t))
 
 
 def _calls(recs, n_tasks, parallel=True):
@@ -75,12 +82,23 @@ def test_serial_calls_stay_on_the_caller():
 def test_sleeping_workers_wake_up():
     POOL.ensure_workers(1)
     log: list = []
-    rec = Recorder(64, log, 0)
+    rec = Recorder(64, log, 0, delay=lambda t: 0.001)   # slow enough for a waking worker
     calls = _calls([rec], [64])
     POOL.run(calls, 1, _scratch(), 2)
     time.sleep(0.05)                      # long past the spin phase: workers sleep
     POOL.run(calls, 1, _scratch(), 2)
     assert (rec.hits == 2).all() and len(rec.threads) == 2
+
+
+def test_idle_thread_takes_over_a_slow_range():
+    # the caller's range [0, 8) is slow, the worker's [8, 16) fast: the worker claims tasks
+    # of the caller's range once its own are done; every task still runs exactly once
+    POOL.ensure_workers(1)
+    rec = Recorder(16, [], 0, delay=lambda t: 0.01 if t < 8 else 0.0)
+    POOL.run(_calls([rec], [16]), 1, _scratch(), 2)
+    assert (rec.hits == 1).all()
+    me = threading.get_ident()
+    assert any(rec.ran_on[t] != me for t in range(8))
 
 
 def test_concurrent_callers():
