@@ -351,8 +351,9 @@ def test_resnet18_kernel_count():
 def test_resnet18_inference_kernels_per_convolution():
     # CompiledModel folds BatchNorm into the convolutions; ReLU and residual adds then join
     # the convolution GEMMs' epilogues: per convolution one GEMM (stride-1 "same" ones pad
-    # while packing) and, for the 7 strided ones, one phase-split rewrite of the input; plus
-    # the pooling and dense kernels
+    # while packing) and, for the 7 strided ones, one phase-split rewrite of the input (its
+    # left/interior/right column runs are up to three kernels: the interior one reads
+    # without clamps); plus the pooling and dense kernels
     from mxc.compiler.model import CompiledModel, load_model
 
     d = CASES / "resnet18_v1"
@@ -367,7 +368,7 @@ def test_resnet18_inference_kernels_per_convolution():
     strided = sum(n.op == "Convolution" and "(2, 2)" in n.attrs.get("stride", "")
                   for n in graph.nodes)
     assert strided == 7
-    assert len(kernels) <= convs + strided + 5
+    assert len(kernels) <= convs + 3 * strided + 5
     epi = [k.kernel.gemm_spec.epilogue for k in gemms]
     assert epi.count(("relu",)) + epi.count(("add", "relu")) == \
         sum(n.op == "Activation" for n in graph.nodes)

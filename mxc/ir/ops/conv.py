@@ -550,15 +550,21 @@ def _phase_split(ctx, im: Implicit, x4: K.TensorRef) -> K.TensorRef:
     PY, PX = im.phases
     t = ctx.temp((N, C_, PY, PX, im.Hq, im.Wq), x4.dtype)
 
-    def body(n, c, py, px, i, j):
-        r = idx(i) * im.sh + py - im.ph
-        q = idx(j) * im.sw + px - im.pw
-        conds = [r.ge(C(0, I64)), r.lt(C(im.H, I64)), q.ge(C(0, I64)), q.lt(C(im.W, I64))]
-        v = x4[n, c, K.minimum(K.maximum(r, C(0, I64)), C(im.H - 1, I64)),
-               K.minimum(K.maximum(q, C(0, I64)), C(im.W - 1, I64))]
-        return K.select(and_all(conds), v, C(0, v.dtype))
+    def make(a0, inner):
+        def fn(i, xr):
+            n, c, py, px, ii, j = shift_last(i, a0)
+            r = idx(ii) * im.sh + py - im.ph
+            # columns: the phases are the taps of a stride-sw window; on the interior run
+            # every phase reads inside the row (affine loads, no clamp or select)
+            q, qcond = window_pos(j, px, im.W, im.Wq, PX, im.sw, im.pw, interior=inner)
+            conds = [r.ge(C(0, I64)), r.lt(C(im.H, I64))] + \
+                ([qcond] if qcond is not None else [])
+            v = xr[n, c, K.minimum(K.maximum(r, C(0, I64)), C(im.H - 1, I64)), q]
+            return K.select(and_all(conds), v, C(0, v.dtype))
+        return fn
 
-    ctx.compute(t, body, "conv_phase_split")
+    compute_runs(ctx, t, [x4], segments(im.W, im.Wq, PX, im.sw, im.pw), make,
+                 "conv_phase_split")
     return t
 
 
