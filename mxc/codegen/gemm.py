@@ -125,6 +125,11 @@ class GemmSpec:
     # k * b_panel + n % b_panel, zero columns past N; b_strides[0] is its batch stride.
     # b_panel must be what :func:`prepack_cols` says for the same spec.
     b_panel: int = 0
+    # b_cols: the weight gradient of a stride-1 "same" convolution, dW = dY X^T without an
+    # im2col buffer: B column n = (channel, ky, kx) reads the image x shifted by its tap
+    # (digits (radix, stride) as b_kmap's, over N), B row k is pixel k (contiguous);
+    # b_same gives the geometry (rows and columns outside the image read 0).
+    b_cols: tuple | None = None
 
     def __post_init__(self) -> None:
         dense = {"a_strides": (self.M * self.K, self.K, 1),
@@ -149,11 +154,20 @@ class GemmSpec:
             if self.b_strides[2] != 1:
                 raise ValueError("GemmSpec.b_kmap needs contiguous B rows (b_strides[2] == 1)")
             object.__setattr__(self, "b_kmap", kmap)
+        if self.b_cols is not None:
+            cols = tuple((int(r), int(st)) for r, st in self.b_cols)
+            if self.b_kmap is not None or self.b_same is None or \
+                    math.prod(r for r, _ in cols) != self.N or self.b_strides[1] != 1 or \
+                    len(cols) != 3:
+                raise ValueError(f"GemmSpec.b_cols {self.b_cols}: (channel, ky, kx) digits "
+                                 f"multiplying to N={self.N}, with b_same, no b_kmap and "
+                                 "contiguous B rows (b_strides[1] == 1)")
+            object.__setattr__(self, "b_cols", cols)
         if self.b_same is not None:
             same = tuple(int(v) for v in self.b_same)
-            if len(same) != 8 or self.b_kmap is None:
+            if len(same) != 8 or (self.b_kmap is None and self.b_cols is None):
                 raise ValueError("GemmSpec.b_same is (H, W, kh, kw, dh, dw, ph, pw) and "
-                                 "needs b_kmap")
+                                 "needs b_kmap or b_cols")
             object.__setattr__(self, "b_same", same)
         if self.c_ngrid is not None:
             pitch, width = (int(x) for x in self.c_ngrid)
@@ -276,6 +290,7 @@ class _Plan:
     # a_implicit: (hw, pitch, wo) of _Rows; row r is pixel r % hw of image r // hw, whose
     # input starts r // hw input-batch strides (sa[0]) in, its output sc[0] strides in
     a_rows: tuple = ()
+    cols: tuple | None = None   # GemmSpec.b_cols
     dot_nb: int = 0             # > 0: dot-product schedule, this many columns per tile
     kmap: tuple | None = None   # GemmSpec.b_kmap (never swapped)
     ngrid: tuple | None = None  # GemmSpec.c_ngrid
@@ -481,7 +496,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     # implicit-GEMM addressing is defined for B rows and C columns, a prepacked A for A's
     # rows: keep the orientation
     fixed = spec.b_kmap is not None or spec.c_ngrid is not None or spec.a_panel > 0 or \
-        spec.b_panel > 0
+        spec.b_panel > 0 or spec.b_cols is not None
     swap = not fixed and score(N, M, spec.c_strides[1]) > score(M, N, spec.c_strides[2]) * 1.05
     opts = params or {}
     rows = _implicit_rows(spec, isa, VL, opts)
@@ -498,7 +513,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         bias = {"m": "n", "n": "m", None: None}[bias]
 
     batch = spec.batch
-    extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue,
+    extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue, cols=spec.b_cols,
                  res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1,
                  a_panel=spec.a_panel, b_panel=spec.b_panel, same=spec.b_same)
     if a_implicit:   # pixels as rows: (images x hw) real pixels, channels as columns
@@ -539,6 +554,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
                                   b_packed=extra["b_panel"] > 0)
     # A task with a single row of tiles uses each B panel once: packing would only add a copy.
     direct_b = (sb[2] == 1 and TM <= MR and spec.b_kmap is None and not spec.b_panel
+                and spec.b_cols is None
                 and not opts.get("no_direct"))
     if direct_b:
         # B rows are read in place, NR wide: short K blocks keep neighbouring panels on the
@@ -797,6 +813,8 @@ class _Emitter:
         p, T, es, VL = self.p, self.T, self.es, self.VL
         if p.kmap and (which == "a") == p.a_implicit:
             return self.emit_pack_rows(which)
+        if p.cols and which == "b":
+            return self.emit_pack_cols()
         if which == "b":
             W, so, sk = p.NR, p.sb[2], p.sb[1]
         else:
@@ -872,9 +890,11 @@ class _Emitter:
         f.ins("ret void")
         return f.render()
 
-    def b_row_offset(self, f: _Fn, k):
-        """Element offset of B row ``k`` under ``b_kmap`` (digits of k times their strides)."""
-        kmap = self.p.kmap
+    def b_row_offset(self, f: _Fn, k, kmap=None):
+        """Element offset of B row ``k`` under ``b_kmap`` (digits of k times their strides;
+        ``kmap``: other digits, e.g. ``b_cols`` over B's columns)."""
+        kmap = kmap or self.p.kmap
+        kmap = tuple(tuple(d) + ((1, 0) if len(d) == 2 else ()) for d in kmap)
 
         def term(v, stride, ph, pstride):
             if ph == 1:
@@ -913,6 +933,103 @@ class _Emitter:
             off, q = self.pixel_offset(f, f.add("%n0", f.mul(first, W)))
             return f.gep(self.T, "%src", off), q
         return f.gep(self.T, "%src", f.mul(first, W)), f.add("%n0", f.mul(first, W))
+
+    def emit_pack_cols(self) -> str:
+        """Pack B for ``b_cols`` (a "same" convolution's weight gradient, dW = dY X^T):
+        ``dst[q][k][w] = x[col(n0 + q*NR + w) + k0 + k]`` with the tap's out-of-image pixels
+        0.  Each column is a contiguous, masked run of pixels: VL columns x VL pixels are
+        loaded as VL masked vectors and transposed in registers into VL packed rows.  The
+        masks (per tap and pixel vector of the block) and the columns' offsets and taps (per
+        panel) come from small tables; columns past the block read a tap whose masks are 0,
+        and a last, partial pixel vector is packed with scalar code."""
+        p, T, es, VL, NR = self.p, self.T, self.es, self.VL, self.p.NR
+        H, W, kh, kw, dh, dw, ph, pw = p.same
+        taps = kh * kw
+        mload, _ = self.masked_decls()
+        vi, mk, mi = f"<{VL} x i32>", f"<{VL} x i1>", f"i{VL}"
+        iota = "<" + ", ".join(f"i32 {i}" for i in range(VL)) + ">"
+        f = _Fn(f"define internal void {self.sym('packb')}(ptr noalias %src, "
+                f"ptr noalias %dst, i64 %nouter, i64 %kc, i64 %k0, i64 %n0) {_FN_ATTRS}")
+        maxv = max(1, _cdiv(max(p.KC, 1), VL))
+
+        def splat(x) -> str:
+            v = f.op(f"insertelement {vi} poison, i32 {x}, i64 0")
+            return f.op(f"shufflevector {vi} {v}, {vi} poison, {vi} zeroinitializer")
+
+        masks = f._name("masks")
+        f.allocas.append(f"  {masks} = alloca [{(taps + 1) * maxv} x {mi}], align 16")
+        nkv = f.udiv("%kc", VL)
+        with f.loop(0, nkv) as kv:      # lanes of each pixel vector inside the image, per tap
+            p0 = f.op(f"trunc i64 {f.add('%k0', f.mul(kv, VL))} to i32")
+            pix = f.op(f"add {vi} {splat(p0)}, {iota}")
+            oy = f.op(f"udiv {vi} {pix}, {splat(W)}")
+            ox = f.op(f"urem {vi} {pix}, {splat(W)}")
+            rows, cols = [], []
+            for ky in range(kh):
+                iy = f.op(f"add {vi} {oy}, {splat(ky * dh - ph)}")
+                rows.append(f.op(f"and {mk} {f.op(f'icmp sge {vi} {iy}, zeroinitializer')}, "
+                                 f"{f.op(f'icmp slt {vi} {iy}, {splat(H)}')}"))
+            for kx in range(kw):
+                ix = f.op(f"add {vi} {ox}, {splat(kx * dw - pw)}")
+                cols.append(f.op(f"and {mk} {f.op(f'icmp sge {vi} {ix}, zeroinitializer')}, "
+                                 f"{f.op(f'icmp slt {vi} {ix}, {splat(W)}')}"))
+            for t in range(taps + 1):
+                bits = "0" if t == taps else f.op(
+                    f"bitcast {mk} {f.op(f'and {mk} {rows[t // kw]}, {cols[t % kw]}')} to {mi}")
+                f.ins(f"store {mi} {bits}, ptr {f.gep(mi, masks, f.add(kv, t * maxv), True)}, "
+                      "align 2")
+        coltab, taptab = f._name("cols"), f._name("taps")
+        f.allocas.append(f"  {coltab} = alloca [{NR} x i64], align 16")
+        f.allocas.append(f"  {taptab} = alloca [{NR} x i64], align 16")
+        end = f.add("%n0", "%nouter")
+        with f.loop(0, f.udiv(f.add("%nouter", NR - 1), NR)) as q:
+            with f.loop(0, NR) as w:     # this panel's columns: input offset and tap
+                n = f.add(f.add("%n0", f.mul(q, NR)), w)
+                ok = f.op(f"icmp ult i64 {n}, {end}")
+                off = f.add(self.b_row_offset(f, n, p.cols), f.add("%k0", -(ph * W + pw)))
+                off = f.op(f"select i1 {ok}, i64 {off}, i64 0")
+                tap = f.op(f"select i1 {ok}, i64 {f.urem(n, taps)}, i64 {taps}")
+                f.ins(f"store i64 {off}, ptr {f.gep('i64', coltab, w, True)}, align 8")
+                f.ins(f"store i64 {tap}, ptr {f.gep('i64', taptab, w, True)}, align 8")
+            dq = f.gep(T, "%dst", f.mul(f.mul(q, NR), "%kc"), True)
+            with f.loop(0, nkv) as kv:
+                for g0 in range(0, NR, VL):
+                    vecs = []
+                    for w in range(g0, g0 + VL):
+                        off = f.op(f"load i64, ptr {f.gep('i64', coltab, w, True)}, align 8")
+                        tap = f.op(f"load i64, ptr {f.gep('i64', taptab, w, True)}, align 8")
+                        slot = f.gep(mi, masks, f.add(f.mul(tap, maxv), kv), True)
+                        m = f.op(f"bitcast {mi} {f.op(f'load {mi}, ptr {slot}, align 2')} "
+                                 f"to {mk}")
+                        src = f.gep(T, "%src", f.add(off, f.mul(kv, VL)))
+                        vecs.append(f.op(f"call {self.V} {mload}(ptr {src}, i32 {es}, {mk} "
+                                         f"{m}, {self.V} zeroinitializer)"))
+                    for i, row in enumerate(self.transpose(f, vecs)):
+                        dst = f.gep(T, dq, f.add(f.mul(f.add(f.mul(kv, VL), i), NR), g0),
+                                    True)
+                        f.ins(f"store {self.V} {row}, ptr {dst}, align {es}")
+            with f.loop(f.mul(nkv, VL), "%kc") as k:     # the last, partial pixel vector
+                pk = f.add("%k0", k)
+                oy, ox = f.udiv(pk, W), f.urem(pk, W)
+                with f.loop(0, NR) as w:
+                    off = f.op(f"load i64, ptr {f.gep('i64', coltab, w, True)}, align 8")
+                    tap = f.op(f"load i64, ptr {f.gep('i64', taptab, w, True)}, align 8")
+                    iy = f.add(oy, f.sub(f.mul(f.udiv(tap, kw), dh), ph))
+                    ix = f.add(ox, f.sub(f.mul(f.urem(tap, kw), dw), pw))
+                    ok = [f.op(f"icmp ult i64 {tap}, {taps}"),
+                          f.op(f"icmp sge i64 {iy}, 0"), f.op(f"icmp slt i64 {iy}, {H}"),
+                          f.op(f"icmp sge i64 {ix}, 0"), f.op(f"icmp slt i64 {ix}, {W}")]
+                    c = ok[0]
+                    for o in ok[1:]:
+                        c = f.op(f"and i1 {c}, {o}")
+                    dst = f.gep(T, dq, f.add(f.mul(k, NR), w), True)
+                    f.ins(f"store {T} 0.0, ptr {dst}, align {es}")
+                    with f.if_(c):
+                        x = f.op(f"load {T}, ptr {f.gep(T, '%src', f.add(off, k))}, "
+                                 f"align {es}")
+                        f.ins(f"store {T} {x}, ptr {dst}, align {es}")
+        f.ins("ret void")
+        return f.render()
 
     def emit_pack_rows(self, which: str) -> str:
         """Pack the implicit operand for ``b_kmap`` (implicit im2col): ``dst[q][k][w] =
@@ -1582,7 +1699,7 @@ class _Emitter:
                     last = f.op(f"icmp sge i64 {f.add(pc, p.KC)}, {p.K}")
                     if p.b_panel:
                         pass     # B prepacked: panels are read in place below
-                    elif p.kmap and not p.a_implicit:   # rows at computed offsets from pc
+                    elif (p.kmap and not p.a_implicit) or p.cols:   # offsets from (pc, jc)
                         src_b = f.gep(T, Bb, f.mul(jc, p.sb[2]))
                         f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
                               f"i64 {nc}, i64 {kc}, i64 {pc}, i64 {jc})")
@@ -1839,8 +1956,8 @@ def prepack_cols(spec: GemmSpec, isa: str) -> int:
     ``spec`` on ``isa``; 0 when this spec does not read B in packed column panels (swapped
     operands, the dot-product or direct-B schedules, implicit-GEMM rows)."""
     plan = _plan(spec, isa, None)
-    if plan.a_arg != 0 or plan.dot_nb or plan.direct_b or plan.kmap or plan.N == 0 or \
-            plan.K == 0:
+    if plan.a_arg != 0 or plan.dot_nb or plan.direct_b or plan.kmap or plan.cols or \
+            plan.N == 0 or plan.K == 0:
         return 0
     return plan.NR
 

@@ -163,14 +163,15 @@ class LowerCtx:
              bias: K.TensorRef | None = None, bias_axis: str | None = None,
              bias_batch_stride: int = 0, b_kmap: tuple | None = None,
              c_ngrid: tuple | None = None, epilogue: tuple = (),
-             residual: K.TensorRef | None = None, b_same: tuple | None = None) -> None:
+             residual: K.TensorRef | None = None, b_same: tuple | None = None,
+             b_cols: tuple | None = None) -> None:
         """C[batch, m, n] = alpha * op(A) @ op(B) + beta*C (+ bias along m or n; with
         ``bias_batch_stride`` each batch entry reads its own bias, e.g. one per conv group).
 
         ``a``, ``b``, ``c`` are 2-D (m, k) / 3-D (batch, m, k) views; strides express the
         transposes, so no data is moved before the template's own packing. ``b_kmap``,
-        ``c_ngrid`` and ``epilogue`` are passed to ``GemmSpec`` (implicit-GEMM convolution,
-        fused epilogue); ``residual`` is the "add" operand, laid out exactly like ``c``.
+        ``c_ngrid``, ``b_same``, ``b_cols`` and ``epilogue`` are passed to ``GemmSpec``
+        (implicit-GEMM convolution and weight gradient, fused epilogue); ``residual`` is the "add" operand, laid out exactly like ``c``.
         """
         from ..codegen.gemm import GemmSpec, gemm_kernel
         from ..codegen.ptx import gemm_template as gpu_gemm_template
@@ -211,7 +212,7 @@ class LowerCtx:
             a_panel = self._prepack_a(a, M, Kd, sa, dict(
                 batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
                 c_strides=sc, bias=bias_axis if bias is not None else None,
-                b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same))
+                b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same, b_cols=b_cols))
             if a_panel:
                 sa = (0, 0, 0)
         b_panel = 0
@@ -219,7 +220,7 @@ class LowerCtx:
             b_panel = self._prepack_b(b, Kd, N, sb, dict(
                 batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
                 c_strides=sc, bias=bias_axis if bias is not None else None,
-                b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same))
+                b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same, b_cols=b_cols))
             if b_panel:
                 sb = (0, 0, 0)
         spec = GemmSpec(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
@@ -227,7 +228,7 @@ class LowerCtx:
                         bias=bias_axis if bias is not None else None,
                         bias_stride_batch=bias_stride, b_kmap=b_kmap, c_ngrid=c_ngrid,
                         epilogue=tuple(epilogue), a_panel=a_panel, b_panel=b_panel,
-                        b_same=b_same)
+                        b_same=b_same, b_cols=b_cols)
         # pointers are passed already offset; views with element offsets become slot offsets
         bufs = [a.buf, b.buf, c.buf] + ([bias.buf] if bias is not None else [])
         offs = [a.offset, b.offset, c.offset] + ([bias.offset] if bias is not None else [])
@@ -237,7 +238,7 @@ class LowerCtx:
                                    "fused GEMM epilogue must be laid out like the output")
             bufs.append(residual.buf)
             offs.append(residual.offset)
-        if gpu_lowering() and (b_kmap or c_ngrid or b_same or spec.epilogue):
+        if gpu_lowering() and (b_kmap or c_ngrid or b_same or b_cols or spec.epilogue):
             raise CompileError(f"{self.node.op} '{self.node.name}': implicit-GEMM addressing "
                                "and fused epilogues are CPU-template features")
         if gpu_lowering():  # compiler.cuda_build: the PTX back end renders it from the spec

@@ -349,6 +349,50 @@ def test_implicit_conv_swapped_by_default_for_deep_layers():
     _conv_gemm(1, 8, 16, 28, 28, 3, 1, same=True, prepacked=True, swapped=False)
 
 
+def _conv_weight_grad(C, F, H, W, k, pad, dil=1, *, beta=0.0, params=None, isa=None,
+                      dtype="float32", seed=0):
+    """dW = dY X^T of a stride-1 "same" convolution as one GEMM whose B columns are the
+    input shifted by their tap (``b_cols``), against numpy."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    x = rng.uniform(-1, 1, (C, H, W)).astype(dt)
+    dy = rng.uniform(-1, 1, (F, H, W)).astype(dt)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
+    ref = np.zeros((F, C, k, k))
+    for ky in range(k):
+        for kx in range(k):
+            win = xp[:, ky * dil: ky * dil + H, kx * dil: kx * dil + W]
+            ref[:, :, ky, kx] = np.einsum("fhw,chw->fc", dy.astype(np.float64), win)
+    dw0 = rng.uniform(-1, 1, (F, C, k, k)).astype(dt)
+    ref = ref + beta * dw0
+    dw = dw0.copy()
+    HW, Kd = H * W, C * k * k
+    spec = GemmSpec(batch=1, M=F, N=Kd, K=HW, dtype=dtype, a_strides=(0, HW, 1),
+                    b_strides=(0, 1, 0), c_strides=(0, Kd, 1), beta=beta,
+                    b_cols=((C, HW), (k, dil * W), (k, dil)),
+                    b_same=(H, W, k, k, dil, dil, pad, pad))
+    kern = gemm_kernel("wgrad", spec, isa or BEST, _params=params)
+    ptrs = [dy.ctypes.data, x.ctypes.data, dw.ctypes.data]
+    args = (ctypes.c_void_p * 3)(*ptrs)
+    scratch = _Scratch(kern.scratch_bytes)
+    _jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+    tol = (3e-6 if dtype == "float32" else 1e-13) * (HW + 4)
+    np.testing.assert_allclose(dw, ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("C,F,H,W,k,pad,dil", [
+    (3, 8, 7, 9, 3, 1, 1), (5, 17, 13, 11, 3, 1, 1), (16, 32, 14, 14, 3, 1, 1),
+    (4, 6, 9, 8, 5, 2, 1), (3, 7, 10, 12, 3, 2, 2), (2, 3, 1, 1, 3, 1, 1), (3, 5, 3, 40, 3, 1, 1),
+])
+def test_implicit_weight_gradient(C, F, H, W, k, pad, dil):
+    # no im2col buffer: B's columns are the input shifted per tap, padded while packed;
+    # pixel blocks (kc) not a multiple of the vector, several column panels, accumulation
+    for isa in ISAS_HERE:
+        _conv_weight_grad(C, F, H, W, k, pad, dil, isa=isa)
+    _conv_weight_grad(C, F, H, W, k, pad, dil, beta=1.0, params={"kc": 20, "nc": 40})
+    _conv_weight_grad(C, F, H, W, k, pad, dil, dtype="float64", beta=0.5)
+
+
 @pytest.mark.parametrize("M,N,K,batch", [(37, 45, 101, 1), (64, 300, 576, 3), (5, 17, 9, 2),
                                          (130, 61, 700, 1)])
 def test_prepacked_a(M, N, K, batch):

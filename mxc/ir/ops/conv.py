@@ -734,6 +734,9 @@ def conv_backward_weight(ctx, gm: Geom, x, dy, dw) -> None:
         return
     if gm.depthwise:
         return _dw_backward_weight(ctx, gm, x, dy, dw)
+    im = implicit_geometry(gm)
+    if im is not None and im.same and not gm.pointwise:
+        return _conv_same_backward_weight(ctx, gm, im, x, dy, dw)
     G, Cg, Fg, F, C_, Yp, Xp = gm.G, gm.Cg, gm.Fg, gm.F, gm.C, gm.Yp, gm.Xp
     CgK = Cg * gm.Kp
     nb = gm.chunk()
@@ -758,6 +761,22 @@ def conv_backward_weight(ctx, gm: Geom, x, dy, dw) -> None:
                 bm = _view(col, (CgK, nb * Yp), None, gi * CgK * nb * Yp)
             matmul(ctx, a, bm, _wmat(dw, gm, gi, Fg, CgK), trans_b=True,
                    beta=0.0 if n0 == 0 else 1.0)
+
+
+def _conv_same_backward_weight(ctx, gm: Geom, im: Implicit, x, dy, dw) -> None:
+    """dw of a stride-1 "same" convolution: per image and group one GEMM dW += dY X^T whose
+    B columns are the image shifted by their (channel, tap), padded while packed
+    (``b_cols``) -- no im2col buffer, no transposed copy of dy."""
+    G, Cg, Fg, F, C_ = gm.G, gm.Cg, gm.Fg, gm.F, gm.C
+    HW = im.H * im.W
+    Kg = Cg * im.kh * im.kw
+    same = im.same_gemm(Cg)
+    for n in range(gm.N):
+        for gi in range(G):
+            ctx.gemm(_view(dy, (Fg, HW), None, n * F * HW + gi * Fg * HW),
+                     _view(x, (HW, Kg), (1, 0), n * C_ * HW + gi * Cg * HW),
+                     _wmat(dw, gm, gi, Fg, Kg), beta=0.0 if n == 0 else 1.0,
+                     b_cols=same["b_kmap"], b_same=same["b_same"])
 
 
 def bias_grad(ctx, dy: K.TensorRef, db: K.TensorRef) -> None:
