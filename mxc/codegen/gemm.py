@@ -63,7 +63,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = ["ISAS", "GemmKernel", "GemmSpec", "gemm_kernel", "host_isa", "pack_a_panels",
-           "pack_b_panels", "prepack_cols", "prepack_rows"]
+           "pack_b_panels", "prepack_cols", "prepack_order", "prepack_rows"]
 
 # Fast-math flags for every float op: no `fast`/`nnan`, so NaN semantics survive.
 _FM = "nsz arcp contract afn"
@@ -291,6 +291,7 @@ class _Plan:
     # input starts r // hw input-batch strides (sa[0]) in, its output sc[0] strides in
     a_rows: tuple = ()
     cols: tuple | None = None   # GemmSpec.b_cols
+    tapmajor: tuple = ()        # _Rows.tapmajor
     dot_nb: int = 0             # > 0: dot-product schedule, this many columns per tile
     kmap: tuple | None = None   # GemmSpec.b_kmap (never swapped)
     ngrid: tuple | None = None  # GemmSpec.c_ngrid
@@ -390,6 +391,7 @@ class _Rows:
     images: int    # images folded into the rows (1: the batch stays the GEMM batch)
     pitch: int     # > 0: pixel q of an image reads input column (q // wo) * pitch + q % wo
     wo: int        #   (a gridded output walking padded rows); 0: column q
+    tapmajor: tuple = ()   # (channels, K block): K ordered (tap, channel), see _tap_blocks
 
 
 def _slowest_thread(p: int, batch: int, mt: int, nt: int, c_full: float, c_lastcol: float,
@@ -452,10 +454,14 @@ def _implicit_rows(spec: GemmSpec, isa: _Isa, VL: int, opts: dict) -> _Rows | No
         top = int(opts["imr"])
     shared_a = spec.a_panel > 0 or spec.a_strides[0] == 0
     fold = spec.batch > 1 and shared_a and not (spec.bias and spec.bias_stride_batch)
+    tapmajor = _tap_blocks(spec, opts)
+    align = spec.b_same[1] if tapmajor else 0   # pixel panels = whole output rows
 
     def pick(divides: int) -> int:
-        ok = [mr for mr in range(max(1, top // 2), top + 1)
-              if not (divides and divides % mr) and not (wo and wo % mr)]
+        # panels of whole rows may be shorter (a 6-wide image: 6 rows of one pixel each)
+        ok = [mr for mr in range(max(1, top // 4 if align else top // 2), top + 1)
+              if not (divides and divides % mr) and not (wo and wo % mr)
+              and not (align and align % mr)]
         if not ok:
             return 0
         return min(ok, key=lambda mr: (_rup(hw, mr) * (1.0 + 1.0 / mr), -mr))
@@ -463,9 +469,30 @@ def _implicit_rows(spec: GemmSpec, isa: _Isa, VL: int, opts: dict) -> _Rows | No
     MR = pick(hw) if fold else 0
     images = spec.batch if MR else 1
     MR = MR or pick(0)
+    if not MR and align:          # no panel height fits the rows: no padding rows skipped
+        tapmajor, align = (), 0
+        MR = pick(hw) if fold else 0
+        images = spec.batch if MR else 1
+        MR = MR or pick(0)
     if not MR:
         return None
-    return _Rows(MR=MR, NV=NV, hw=hw, images=images, pitch=pitch, wo=wo)
+    return _Rows(MR=MR, NV=NV, hw=hw, images=images, pitch=pitch, wo=wo, tapmajor=tapmajor)
+
+
+def _tap_blocks(spec: GemmSpec, opts: dict) -> tuple:
+    """(channels, K block) when a swapped "same" convolution orders K by (tap, channel) --
+    its weights prepacked in that order (``prepack_order``) -- so that every K block lies in
+    one tap and a pixel panel (one output row) whose tap row is outside the image skips the
+    block (resnet18's 7x7 layers: 2 of 7 rows skip a third of K); else ().  Needs weights
+    packed ahead of time (``a_panel``, or asked by ``prepack_rows``) and a channel count
+    with a block-sized divisor."""
+    if spec.b_same is None or opts.get("no_tap_skip") or \
+            not (spec.a_panel > 0 or opts.get("_prepack")):
+        return ()
+    channels = spec.b_kmap[0][0]
+    kc = next((b for b in range(min(256, channels), 31, -1)
+               if channels % b == 0 and b % 4 == 0), 0)
+    return (channels, kc) if kc else ()
 
 
 def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
@@ -520,7 +547,9 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
         M = rows.images * rows.hw
         batch = spec.batch // rows.images
         extra.update(ngrid=None, a_panel=0, b_panel=spec.a_panel, a_implicit=True,
-                     a_rows=(rows.hw, rows.pitch, rows.wo))
+                     a_rows=(rows.hw, rows.pitch, rows.wo), tapmajor=rows.tapmajor)
+        if rows.tapmajor:   # (channel, ky, kx) digits -> (ky, kx, channel)
+            extra["kmap"] = spec.b_kmap[1:] + spec.b_kmap[:1]
     if (sb[1] == 1 and sb[2] != 1 and 0 < M <= _DOT_MAX_M and K >= 2 * VL and not fixed
             and not opts.get("no_dot")):
         # Few rows against a K-contiguous B (FullyConnected weights at small batch): packing
@@ -569,6 +598,8 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     # Even cache blocks inside a task, rounded to the tile.
     kb = _cdiv(max(K, 1), KC)
     KCe = max(1, _cdiv(max(K, 1), kb))
+    if a_implicit and rows.tapmajor:   # blocks inside one tap
+        KCe = rows.tapmajor[1]
     MCe = _rup(_cdiv(TM, _cdiv(TM, isa.mc)), MR)
     # implicit-GEMM B blocks (convolutions) are packed from the input per block: keep a
     # block within L2 (measured: NC 512 vs 2048 on a 64->64 56x56 conv, +6%)
@@ -1104,6 +1135,8 @@ class _Emitter:
 
         def row_geometry(kabs):
             """(valid column range [vlo, vhi), valid output columns [L, W - R)) of a row."""
+            if which == "a" and p.tapmajor:
+                kabs = f.udiv(kabs, p.tapmajor[0])     # the tap of a (tap, channel) row
             kx = f.urem(kabs, kw)
             ky = f.urem(f.udiv(kabs, kw), kh)
             top = f.sub(ph, f.mul(ky, dh))                 # output rows oy < top: no input
@@ -1121,7 +1154,11 @@ class _Emitter:
         ti = f._name("tap")
         f.allocas.append(f"  {ti} = alloca [{max(p.KC, 1)} x i32], align 16")
         with f.loop(0, "%kc") as k:
-            t32 = f.op(f"trunc i64 {f.urem(f.add('%k0', k), taps)} to i32")
+            kabs = f.add("%k0", k)
+            # rows are (channel, tap), or (tap, channel) in a tap-major plan
+            tap = f.udiv(kabs, p.tapmajor[0]) if which == "a" and p.tapmajor else \
+                f.urem(kabs, taps)
+            t32 = f.op(f"trunc i64 {tap} to i32")
             f.ins(f"store i32 {t32}, ptr {f.gep('i32', ti, k, True)}, align 4")
         mt = f._name("masks")
         mi = f"i{VL}"
@@ -1658,6 +1695,30 @@ class _Emitter:
         total = a_off + (0 if p.a_panel else _rup(kc * mcp * es, 64))
         return b_off, a_off, total
 
+    def tap_skip(self, f: _Fn, pc, row, mr, kc, first, last) -> tuple:
+        """For a tap-major plan: (K length, label to continue at) of the tile at pixel row
+        ``row``: a K block whose tap reads only padding rows for every pixel of the panel
+        (whole output rows) contributes nothing -- its FMAs are skipped (K length 0: the
+        first block still initialises C, the last still runs the epilogue) and, in between,
+        so is the call.  Emits the branch around the call."""
+        p = self.p
+        H, W, _, kw, dh, _, ph, _ = p.same
+        hw = p.a_rows[0]
+        ky = f.udiv(f.udiv(pc, p.tapmajor[0]), kw)
+        shift = f.sub(f.mul(ky, dh), ph)
+        oy0 = f.udiv(f.urem(row, hw), W)
+        oy1 = f.udiv(f.urem(f.sub(f.add(row, mr), 1), hw), W)
+        above = f.op(f"icmp slt i64 {f.add(oy1, shift)}, 0")
+        below = f.op(f"icmp sge i64 {f.add(oy0, shift)}, {H}")
+        dead = f.op(f"or i1 {above}, {below}")
+        kc_t = f.op(f"select i1 {dead}, i64 0, i64 {kc}")
+        edge = f.op(f"or i1 {first}, {last}")
+        skip = f.op(f"and i1 {dead}, {f.op(f'xor i1 {edge}, true')}")
+        go, after = f.label_name("tap"), f.label_name("tapx")
+        f.ins(f"br i1 {skip}, label %{after}, label %{go}")
+        f.label(go)
+        return kc_t, after
+
     def emit_entry(self) -> str:
         p, T = self.p, self.T
         f = _Fn(f"define void {_ident(self.name)}(i64 %task_begin, i64 %task_end, ptr %args, "
@@ -1758,7 +1819,10 @@ class _Emitter:
                                 bptr = f.gep(T, biasb, row)
                             elif p.bias == "n":
                                 bptr = f.gep(T, biasb, col)
-                            rest = (f"i64 {kc}, ptr {cptr}, i64 {mr}, i64 {nr}, "
+                            kc_t, after = kc, None
+                            if p.tapmajor:   # a panel whose tap row is all padding
+                                kc_t, after = self.tap_skip(f, pc, row, mr, kc, first, last)
+                            rest = (f"i64 {kc_t}, ptr {cptr}, i64 {mr}, i64 {nr}, "
                                     f"i1 {first}, ptr {bptr}, ptr {tile_buf}, i1 {last}, "
                                     f"i64 {col}, ptr {rptr})")
                             if p.direct_b:
@@ -1776,6 +1840,9 @@ class _Emitter:
                             else:
                                 f.ins(f"call void {self.sym('kern')}(ptr {apan}, "
                                       f"ptr {bpan}, {rest}")
+                            if after is not None:
+                                f.br(after)
+                                f.label(after)
 
                         # BLIS order: the B micro-panel stays in L1 across the row tiles
                         with f.loop(0, nc, p.NR) as jr, f.loop(0, mc, p.MR) as ir:
@@ -1938,12 +2005,22 @@ class _Emitter:
         return "\n".join(sorted(self.decls) + [""] + parts), self.scratch_layout()[2]
 
 
+def prepack_order(spec: GemmSpec, isa: str) -> tuple | None:
+    """(channels, taps) when weights prepacked for ``spec`` must have their K axis reordered
+    from (channel, tap) to (tap, channel) (``pack_a_panels(order=...)``), else None."""
+    plan = _plan(spec, isa, {"_prepack": True})
+    if not plan.tapmajor:
+        return None
+    channels = plan.tapmajor[0]
+    return channels, plan.K // channels
+
+
 def prepack_rows(spec: GemmSpec, isa: str) -> int:
     """The panel height (``GemmSpec.a_panel``) an A operand packed ahead of time must have
     for ``spec`` on ``isa``; 0 when this spec does not read A in row panels (the plan swaps
     the operands or uses the dot-product schedule), so A cannot be prepacked.  A swapped
     implicit GEMM reads A's transpose as B column panels: row panels of A, NR tall."""
-    plan = _plan(spec, isa, None)
+    plan = _plan(spec, isa, {"_prepack": True})
     if plan.a_implicit:
         return plan.NR if plan.N and plan.K else 0
     if plan.a_arg != 0 or plan.dot_nb or plan.M == 0 or plan.K == 0:
@@ -1974,12 +2051,16 @@ def pack_b_panels(b, nr: int):
     return np.ascontiguousarray(out.reshape(K, panels, nr).transpose(1, 0, 2))
 
 
-def pack_a_panels(a, mr: int):
+def pack_a_panels(a, mr: int, order: tuple | None = None):
     """A (M, K) numpy matrix in the ``a_panel`` layout: (ceil(M/mr), K, mr), zero rows past
-    M (runs once per weight at bind time)."""
+    M (runs once per weight at bind time); ``order`` = (channels, taps) reorders K from
+    (channel, tap) to (tap, channel) first (``prepack_order``)."""
     import numpy as np
 
     M, K = a.shape
+    if order is not None:
+        ch, taps = order
+        a = a.reshape(M, ch, taps).transpose(0, 2, 1).reshape(M, K)
     panels = -(-M // mr)
     out = np.zeros((panels * mr, K), a.dtype)
     out[:M] = a

@@ -38,7 +38,7 @@ class SlotTable:
     #: slots of constant parameters read by one node only, which a GEMM may ask to hold its
     #: A operand prepacked (filled by the caller: ``compile_graph(constants=...)``)
     packable: set = field(default_factory=set)
-    #: slot -> ("gemm_a", M, K, panel) or ("gemm_b", K, N, panel, transposed): the caller
+    #: slot -> ("gemm_a", M, K, panel, order) or ("gemm_b", K, N, panel, transposed): the caller
     #: stores that parameter with ``codegen.gemm.pack_a_panels`` / ``pack_b_panels``
     #: (see ``Program.slot_layouts``)
     layouts: dict = field(default_factory=dict)
@@ -261,7 +261,7 @@ class LowerCtx:
         """The panel height when the A operand -- the whole of a packable constant
         parameter, row-major (M, K), shared by the batch -- is stored prepacked, else 0.
         Claims the slot's layout (and its padded size) on first use."""
-        from ..codegen.gemm import GemmSpec, prepack_rows
+        from ..codegen.gemm import GemmSpec, prepack_order, prepack_rows
         from ..codegen.targets import gemm_isa
 
         slot = self._buf_slot.get(a.buf)
@@ -270,8 +270,10 @@ class LowerCtx:
                 tuple(sa[1:]) != (Kd, 1) or a.buf.size != M * Kd or \
                 a.dtype.name not in ("float32", "float64"):
             return 0
-        panel = prepack_rows(GemmSpec(**fields), gemm_isa())
-        return self._claim(slot, ("gemm_a", M, Kd, panel), M, Kd, a.dtype.itemsize)
+        spec = GemmSpec(**fields)
+        panel = prepack_rows(spec, gemm_isa())
+        layout = ("gemm_a", M, Kd, panel, prepack_order(spec, gemm_isa()) if panel else None)
+        return self._claim(slot, layout, M, Kd, a.dtype.itemsize)
 
     def _prepack_b(self, b: K.TensorRef, Kd: int, N: int, sb: tuple, fields: dict) -> int:
         """The panel width when the B operand -- the whole of a packable constant parameter,

@@ -175,8 +175,9 @@ def _packed(a: np.ndarray, layout: tuple) -> np.ndarray:
     kind = layout[0]
     a = np.ascontiguousarray(a)
     if kind == "gemm_a" and a.size == layout[1] * layout[2]:
-        _, M, K, panel = layout
-        return pack_a_panels(a.reshape(M, K), int(panel))
+        _, M, K, panel, *order = layout
+        order = tuple(order[0]) if order and order[0] else None   # (channels, taps)
+        return pack_a_panels(a.reshape(M, K), int(panel), order)
     if kind == "gemm_b" and a.size == layout[1] * layout[2]:
         _, K, N, panel, transposed = layout
         b = a.reshape(N, K).T if transposed else a.reshape(K, N)

@@ -62,7 +62,7 @@ class Program:
     native: object = None
     _native_calls: object = field(default=None, repr=False)
     _native_scratch: int = field(default=0, repr=False)   # largest scratch of any call
-    #: slot -> ("gemm_a", M, K, panel) / ("gemm_b", K, N, panel, transposed): a constant
+    #: slot -> ("gemm_a", M, K, panel, order) / ("gemm_b", K, N, panel, transposed): a constant
     #: parameter stored in the GEMM's prepacked layout (``codegen.gemm.pack_a_panels`` /
     #: ``pack_b_panels``), not as its plain array
     slot_layouts: dict = field(default_factory=dict)

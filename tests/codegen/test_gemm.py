@@ -13,7 +13,7 @@ import pytest
 llvm = pytest.importorskip("llvmlite.binding")
 
 from mxc.codegen.gemm import (GemmSpec, _plan, gemm_kernel, host_isa, pack_a_panels, pack_b_panels,
-                              prepack_cols, prepack_rows)
+                              prepack_cols, prepack_order, prepack_rows)
 
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
@@ -205,7 +205,7 @@ def test_fused_epilogue(steps):
 
 def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=None,
                dtype="float32", isa=None, seed=0, same=False, prepacked=False,
-               swapped=None):
+               swapped=None, tapmajor=None):
     """A stride-1 convolution as one implicit GEMM (b_kmap + c_ngrid) over a zero-padded
     input -- or, with ``same``, b_same over the unpadded input (padding while packing) --
     against a direct numpy convolution."""
@@ -245,12 +245,15 @@ def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=N
     isa = isa or BEST
     wa = w
     if prepacked:   # weights packed at bind time, in the panels this plan reads
-        panel = prepack_rows(spec, isa)
-        if params:   # what prepack_rows says for the plan these params give
-            plan = _plan(spec, isa, params)
+        panel, order = prepack_rows(spec, isa), prepack_order(spec, isa)
+        if params:   # what prepack_rows/prepack_order say for the plan these params give
+            plan = _plan(spec, isa, {**params, "_prepack": True})
             panel = plan.NR if plan.a_implicit else plan.MR
+            order = (plan.tapmajor[0], Kd // plan.tapmajor[0]) if plan.tapmajor else None
         assert panel > 0
-        wa = pack_a_panels(w.reshape(F, Kd), panel)
+        if tapmajor is not None:   # the orientation (and K order) the test is about
+            assert (order is not None) == tapmajor
+        wa = pack_a_panels(w.reshape(F, Kd), panel, order)
         spec = dataclasses.replace(spec, a_strides=(0, 0, 0), a_panel=panel)
     if swapped is not None:   # the orientation the test is about
         assert _plan(spec, isa, params).a_implicit == swapped
@@ -340,6 +343,23 @@ def test_implicit_conv_swapped_grid_and_batch_fold(N, C, F, H, W, k, pad, dil, i
         _conv_gemm(N, C, F, H, W, k, pad, dil, same=same, swapped=True, prepacked=True,
                    params={"implicit_swap": True, "imr": imr, "kc": 16},
                    epilogue=("add", "relu"))
+
+
+@pytest.mark.parametrize("N,C,F,H,W,k,pad,dil", [
+    (1, 32, 32, 7, 7, 3, 1, 1), (2, 64, 40, 7, 7, 3, 1, 1), (1, 36, 33, 6, 6, 5, 2, 1),
+    (1, 32, 32, 1, 7, 3, 1, 1), (2, 48, 32, 9, 9, 3, 2, 2), (3, 32, 17, 14, 14, 3, 1, 1),
+])
+def test_implicit_conv_tap_major_skips_padding_rows(N, C, F, H, W, k, pad, dil):
+    # weights prepacked in (tap, channel) order: K blocks inside one tap, pixel panels of
+    # whole output rows, and a block whose tap row is padding for the panel skipped (its
+    # first/last blocks still initialise C and run the epilogue)
+    on = {"implicit_swap": True}
+    _conv_gemm(N, C, F, H, W, k, pad, dil, same=True, prepacked=True, swapped=True,
+               tapmajor=True, params=on, epilogue=("add", "relu"))
+    _conv_gemm(N, C, F, H, W, k, pad, dil, same=True, prepacked=True, swapped=True,
+               tapmajor=True, params=on, bias=False, dtype="float64")
+    # not prepacked (training): channel-major K as before
+    _conv_gemm(N, C, F, H, W, k, pad, dil, same=True, swapped=True, params=on)
 
 
 def test_implicit_conv_swapped_by_default_for_deep_layers():
