@@ -18,9 +18,10 @@ GPU targets (``cuda-sm80``, ``cuda-sm90``; see :func:`_compile_cuda` and ``docs/
 write ``model.ptx`` (every kernel of the graph, one PTX module), ``plan.json`` (the launch
 plan: kernels in order with grid/block/shared memory and each argument as a region + byte
 offset, the workspace layout of the memory plan, weight offsets, inputs/outputs),
-``weights.bin`` (one blob, 256-byte aligned tensors), ``model.emu.ll`` (the CPU emulation of
-the same kernels, for ``runtime.load(..., device="emulator")``; ``emulator=False`` omits it)
-and ``metadata.json`` (``"backend": "cuda"``). ``runtime.load`` runs them through
+``plan.txt`` (what a run needs of the same plan as whitespace-separated tokens, for C:
+``examples/c/run_cuda.c``), ``weights.bin`` (one blob, 256-byte aligned tensors),
+``model.emu.ll`` (the CPU emulation of the same kernels, for ``runtime.load(...,
+device="emulator")``; ``emulator=False`` omits it) and ``metadata.json`` (``"backend": "cuda"``). ``runtime.load`` runs them through
 ``runtime.cuda``.
 
 The module is callable: ``mx.compile(...)`` is ``compile(...)`` below.
@@ -824,7 +825,7 @@ def _api_names_from_text(text: str) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU targets: model.ptx + plan.json + weights.bin (+ model.emu.ll) + metadata.json
+# GPU targets: model.ptx + plan.json/.txt + weights.bin (+ model.emu.ll) + metadata.json
 # ---------------------------------------------------------------------------------------------
 
 CUDA_PLAN_FORMAT = "mxc-cuda-plan"
@@ -867,6 +868,60 @@ def _cuda_region(place, off: int, woffs: list) -> dict:
     if kind == "const":
         return {"region": "weights", "offset": int(woffs[v] + off)}
     return {"region": "workspace", "offset": int(v + off)}
+
+
+PLAN_TEXT_FORMAT = "mxc-cuda-plan-text"
+
+
+def _txt_name(name: str) -> str:
+    """A name as one plan.txt token: '%', whitespace and control characters as %XX, so a
+    C reader can split on whitespace (MXNet names practically never need it)."""
+    return "".join(f"%{ord(c):02X}" if c == "%" or c.isspace() or not c.isprintable() else c
+                   for c in str(name)) or "%00"
+
+
+def _txt_region(ref: dict) -> str:
+    """A region reference as three tokens: name, index (0 where the region has none), offset."""
+    return f"{ref['region']} {int(ref.get('index', 0))} {int(ref.get('offset', 0))}"
+
+
+def _txt_tensor(kw: str, r: dict) -> str:
+    return " ".join([kw, _txt_name(r["name"]), r["dtype"], str(int(r["nbytes"])),
+                     str(len(r["shape"]))] + [str(int(d)) for d in r["shape"]])
+
+
+def plan_text(plan: dict) -> str:
+    """``plan.txt``: the launch plan ``plan.json`` rendered for C readers (``examples/c/
+    run_cuda.c``): whitespace-separated tokens, one record per line, every list preceded by
+    its count, everything a run needs and nothing else (no weight tensor table or workspace
+    layout). Written from the plan dict itself, so it cannot disagree with plan.json; the
+    format is in docs/deploy.md section 7."""
+    ln = [f"{PLAN_TEXT_FORMAT} {int(plan['version'])}",
+          f"sm {plan['sm']}",
+          f"ptx {_txt_name(plan['ptx'])}",
+          f"weights {_txt_name(plan['weights']['file'])} {int(plan['weights']['bytes'])}",
+          f"workspace {int(plan['workspace']['bytes'])}",
+          f"inputs {len(plan['inputs'])}"]
+    ln += [_txt_tensor("input", r) for r in plan["inputs"]]
+    ln.append(f"outputs {len(plan['outputs'])}")
+    ln += [_txt_tensor("output", r) for r in plan["outputs"]]
+    ln.append(f"init {len(plan['init'])}")
+    ln += [f"{it['op']} {_txt_region(it)} {int(it['value'])}" for it in plan["init"]]
+    ln.append(f"copies_in {len(plan['copies_in'])}")
+    ln += [f"copy_in {int(c['input'])} {_txt_region(c['dst'])} {int(c['nbytes'])}"
+           for c in plan["copies_in"]]
+    ln.append(f"kernels {len(plan['kernels'])}")
+    for k in plan["kernels"]:
+        ln.append(" ".join(["kernel", _txt_name(k["name"]), _txt_name(k["node"] or "-")] +
+                           [str(int(k[f])) for f in ("grid", "block", "smem", "smem_dynamic",
+                                                     "n_tasks", "param_bytes")] +
+                           [str(len(k["args"]))]))
+        ln += [f"arg {_txt_region(a)}" for a in k["args"]]
+    ln.append(f"copies_out {len(plan['copies_out'])}")
+    ln += [f"copy_out {int(c['output'])} {_txt_region(c['src'])} {int(c['nbytes'])}"
+           for c in plan["copies_out"]]
+    ln.append("end")
+    return "\n".join(ln) + "\n"
 
 
 def _compile_cuda(graph: Graph, params: dict, shapes: dict, types: dict, name: str, sm: str,
@@ -995,8 +1050,9 @@ def _compile_cuda(graph: Graph, params: dict, shapes: dict, types: dict, name: s
     files = {}
     (out / "model.ptx").write_text(gpu.ptx)
     (out / "plan.json").write_text(json.dumps(launch_plan, indent=1) + "\n")
+    (out / "plan.txt").write_text(plan_text(launch_plan))     # the same plan for C readers
     (out / "weights.bin").write_bytes(bytes(blob))
-    for f in ("model.ptx", "plan.json", "weights.bin"):
+    for f in ("model.ptx", "plan.json", "plan.txt", "weights.bin"):
         files[f] = _file_entry(out / f)
     if emulator:
         (out / "model.emu.ll").write_text(gpu.emu_module.ir)

@@ -29,7 +29,7 @@ CASES = ROOT.parent / "shared" / "mxnet_cases"
 BUNDLED = ROOT / "mxc" / "models"
 TARGETS = {"cuda-sm80": "sm_80", "cuda-sm90": "sm_90"}
 TOL = {"rtol": 1e-4, "atol": 1e-5}
-FILES = ("model.ptx", "plan.json", "weights.bin", "model.emu.ll")
+FILES = ("model.ptx", "plan.json", "plan.txt", "weights.bin", "model.emu.ll")
 
 
 def _models() -> dict:
