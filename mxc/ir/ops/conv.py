@@ -734,7 +734,7 @@ def conv_backward_weight(ctx, gm: Geom, x, dy, dw) -> None:
         return
     if gm.depthwise:
         return _dw_backward_weight(ctx, gm, x, dy, dw)
-    im = implicit_geometry(gm)
+    im = implicit_geometry(gm) if ctx.cpu_templates else None
     if im is not None and im.same and not gm.pointwise:
         return _conv_same_backward_weight(ctx, gm, im, x, dy, dw)
     G, Cg, Fg, F, C_, Yp, Xp = gm.G, gm.Cg, gm.Fg, gm.F, gm.C, gm.Yp, gm.Xp
