@@ -332,6 +332,12 @@ def _tile_efficiency(M: int, N: int, MR: int, NR: int) -> float:
     return (M * N) / (_rup(M, MR) * _rup(N, NR)) if M and N else 1.0
 
 
+# Thread counts the task split is scored for, and their weights: this project's machines
+# have 2 cores; 4 (phones) only breaks near-ties (weighted 0.25 it had chosen 4 tasks, each
+# packing its own copy of the implicit operand, where 2 ran ~10 % faster on 2 cores).
+_THREAD_WEIGHTS = ((2, 1.0), (4, 0.02))
+
+
 @functools.lru_cache(maxsize=4096)   # a model compiles the same shapes several times
 def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
                  NC: int, a_packed: bool = False,
@@ -340,18 +346,18 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
 
     Model (cycles): a task costs its FMAs on tile-padded sizes (2 vector FMAs per cycle),
     packing its B columns (K x TN) and A rows (TM x K per NC block), and a fixed overhead.
-    The runtime hands each thread a contiguous range of tasks, so with P threads the slowest
-    one runs about ceil(tasks / P) average tasks.  Minimise that on 2 threads (this project's
-    machines), with a smaller weight on 4 threads so phones are not badly served.
+    The runtime hands each thread a contiguous range of tasks (``_slowest_thread``);
+    minimise the busiest thread's work on 2 threads (this project's machines), 4 threads
+    only breaking near-ties (``_THREAD_WEIGHTS``).
     """
     if batch == 0 or M == 0 or N == 0:
         return max(M, 1), max(N, 1), 1, 1
     m_tiles, n_tiles = _cdiv(M, MR), _cdiv(N, NR)
     Ke = max(K, 1)
 
-    # per element a task packs (or, prepacked, still streams from memory)
-    a_pack = 0.25 if a_packed else 0.5
-    b_pack = 0.25 if b_packed else 0.5
+    # per element a task packs or, prepacked, streams from memory (weights of deep layers
+    # come from DRAM once per task that reads them: measured as costly as packing)
+    a_pack = b_pack = 0.5
 
     def cost(tm: int, tn: int) -> float:
         return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL) + b_pack * Ke * tn
@@ -374,7 +380,7 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
             lm, ln = M - (mt - 1) * TM, N - (nt - 1) * TN     # the ragged last blocks
             score = sum(w * p * _slowest_thread(p, batch, mt, nt, cost(TM, TN), cost(TM, ln),
                                                 cost(lm, TN), cost(lm, ln))
-                        for p, w in ((2, 1.0), (4, 0.25)))
+                        for p, w in _THREAD_WEIGHTS)
             key = (score, tasks)
             if best is None or key < best[0]:
                 best = (key, (TM, TN, mt, nt))
@@ -581,6 +587,10 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     TM, TN, mt, nt = _split_tasks(batch, M, N, K, MR, NR, VL, isa.nc,
                                   a_packed=extra["a_panel"] > 0,
                                   b_packed=extra["b_panel"] > 0)
+    if "split" in opts:   # a tuning knob (benchmarks, tests): (row blocks, column blocks)
+        TM = _rup(_cdiv(M, int(opts["split"][0])), MR)
+        TN = _rup(_cdiv(N, int(opts["split"][1])), NR)
+        mt, nt = _cdiv(M, TM), _cdiv(N, TN)
     # A task with a single row of tiles uses each B panel once: packing would only add a copy.
     direct_b = (sb[2] == 1 and TM <= MR and spec.b_kmap is None and not spec.b_panel
                 and spec.b_cols is None
