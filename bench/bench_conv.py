@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import interleaved, machine
+from common import interleaved, machine, ort_session
 
 N, C, H, W, K = 8, 64, 56, 56, 64
 NOMINAL_PER_CORE = 64 * 3.59   # GFLOP/s, assumption stated in the docstring
@@ -43,8 +43,6 @@ def _blas_gflops(threads: int) -> float:
 
 
 def _ort_session(w: np.ndarray, threads: int):
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
@@ -55,13 +53,7 @@ def _ort_session(w: np.ndarray, threads: int):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [N, K, H, W])],
         initializer=[numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = min(model.ir_version, 8)
-    onnx.checker.check_model(model)
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    return ort_session(model, threads)
 
 
 def main(argv=None) -> int:

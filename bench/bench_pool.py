@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import interleaved, machine
+from common import interleaved, machine, ort_session
 
 C, H, W = 64, 112, 112
 KERNEL, STRIDE, PAD = 3, 2, 1
@@ -29,8 +29,6 @@ OH = OW = (H + 2 * PAD - KERNEL) // STRIDE + 1
 
 
 def _ort_session(n: int, threads: int):
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[KERNEL, KERNEL],
@@ -40,13 +38,7 @@ def _ort_session(n: int, threads: int):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, C, H, W])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, C, OH, OW])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = min(model.ir_version, 8)
-    onnx.checker.check_model(model)
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    return ort_session(model, threads)
 
 
 def _mxc_runner(x: np.ndarray, template: bool):

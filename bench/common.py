@@ -42,3 +42,18 @@ def interleaved(fns: dict, repeats: int = 30, warmup: int = 3, block: int = 3,
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
            f"Python {platform.python_version()}"
+
+
+def ort_session(model, threads: int = 0):
+    """An ONNX Runtime CPU session for ``model`` (an onnx ModelProto, checked first), with
+    ``threads`` intra-op threads (0: ORT's default, all cores)."""
+    import onnx
+    import onnxruntime as ort
+
+    model.ir_version = min(model.ir_version, 8)
+    onnx.checker.check_model(model)
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])

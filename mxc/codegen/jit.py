@@ -205,18 +205,15 @@ def object_for(text: str) -> bytes:
 
 
 def _compile_object(text: str) -> bytes:
-    """Parse, optimise and emit one module in a private LLVM context (disposed after)."""
-    tm = host_target_machine()
-    ctx = llvm.create_context()
-    mod = None
+    """Parse, optimise and emit one module in a private LLVM context (disposed after): the
+    pipeline of ``llvm_worker.compile_text``, so a worker's objects are these bytes."""
+    _init()
     try:
-        mod = parse(text, tm, ctx)
-        optimize(mod, tm)
-        return tm.emit_object(mod)
-    finally:
-        if mod is not None:
-            mod.close()
-        ctx.close()
+        return llvm_worker.compile_text(text, host_target_machine())
+    except RuntimeError as e:   # parse/verify: invalid IR is the code generator's fault
+        if os.environ.get("MXC_DEBUG"):
+            Path("/tmp/mxc_bad.ll").write_text(text)
+        raise CompileError(f"generated LLVM IR is invalid: {e}") from None
 
 
 def write_entry(path: Path, data: bytes) -> bool:

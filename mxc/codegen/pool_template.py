@@ -35,8 +35,9 @@ GEMM template (avx512, avx2, neon, generic), cross targets included.
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
+
+from .irbuilder import FunctionBuilder, fconst
 
 __all__ = ["PoolKernel", "PoolSpec", "pool_kernel", "supported"]
 
@@ -180,115 +181,9 @@ def _hblocks(sp: PoolSpec, lanes: int) -> tuple[list, list]:
     return runs, [(a, b - a) for a, b in merged]
 
 
-def _fconst(v: float) -> str:
-    """An LLVM float/double literal (hex of the double: exact for every float value)."""
-    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", float(v)))[0]
-
-
 def lowest(dtype: str) -> float:
     import numpy as np
     return float(np.finfo(np.float32 if dtype == "float32" else np.float64).min)
-
-
-# ---------------------------------------------------------------------------------------------
-# a tiny IR builder: SSA values are strings, i64 constants fold as Python ints
-# ---------------------------------------------------------------------------------------------
-class _Fn:
-    def __init__(self) -> None:
-        self.allocas: list[str] = []
-        self.body: list[str] = []
-        self.n = 0
-
-    def name(self, p: str = "t") -> str:
-        self.n += 1
-        return f"%{p}{self.n}"
-
-    def op(self, text: str, p: str = "t") -> str:
-        r = self.name(p)
-        self.body.append(f"  {r} = {text}")
-        return r
-
-    def ins(self, text: str) -> None:
-        self.body.append(f"  {text}")
-
-    def label(self, lab: str) -> None:
-        self.body.append(f"{lab}:")
-
-    def ibin(self, op: str, a, b, fold):
-        if isinstance(a, int) and isinstance(b, int):
-            return fold(a, b)
-        return self.op(f"{op} i64 {a}, {b}")
-
-    def add(self, a, b):
-        if b == 0:
-            return a
-        if a == 0:
-            return b
-        return self.ibin("add", a, b, lambda u, v: u + v)
-
-    def mul(self, a, b):
-        if a == 1:
-            return b
-        if b == 1:
-            return a
-        if a == 0 or b == 0:
-            return 0
-        return self.ibin("mul", a, b, lambda u, v: u * v)
-
-    def udiv(self, a, b: int):
-        return a if b == 1 else self.ibin("udiv", a, b, lambda u, v: u // v)
-
-    def urem(self, a, b: int):
-        return 0 if b == 1 else self.ibin("urem", a, b, lambda u, v: u % v)
-
-    def minmax(self, a, b, pred: str):
-        if isinstance(a, int) and isinstance(b, int):
-            return min(a, b) if pred == "slt" else max(a, b)
-        c = self.op(f"icmp {pred} i64 {a}, {b}")
-        return self.op(f"select i1 {c}, i64 {a}, i64 {b}")
-
-    def gep(self, ty: str, p: str, i) -> str:
-        return p if i == 0 else self.op(f"getelementptr {ty}, ptr {p}, i64 {i}", "p")
-
-    def loop(self, start, end, step: int = 1):
-        return _Loop(self, start, end, step)
-
-    def render(self, header: str) -> str:
-        return "\n".join([header + " {", "entry:", *self.allocas, *self.body, "}", ""])
-
-
-class _Loop:
-    """``for (i = start; i < end; i += step)``; the counter lives in an alloca that
-    mem2reg promotes."""
-
-    def __init__(self, f: _Fn, start, end, step: int) -> None:
-        self.f, self.start, self.end, self.step = f, start, end, step
-
-    def __enter__(self):
-        f = self.f
-        self.ctr = f.name("v")
-        f.allocas.append(f"  {self.ctr} = alloca i64, align 8")
-        f.n += 1
-        self.head, self.bodyl, self.exit = (f"{p}{f.n}" for p in ("lh", "lb", "lx"))
-        f.ins(f"store i64 {self.start}, ptr {self.ctr}")
-        f.ins(f"br label %{self.head}")
-        f.label(self.head)
-        i = f.op(f"load i64, ptr {self.ctr}", "i")
-        c = f.op(f"icmp slt i64 {i}, {self.end}")
-        f.ins(f"br i1 {c}, label %{self.bodyl}, label %{self.exit}")
-        f.label(self.bodyl)
-        self.i = i
-        return i
-
-    def __exit__(self, *exc):
-        if exc[0] is not None:
-            return False
-        f = self.f
-        nxt = f.op(f"add i64 {self.i}, {self.step}")
-        f.ins(f"store i64 {nxt}, ptr {self.ctr}")
-        f.ins(f"br label %{self.head}")
-        f.label(self.exit)
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +193,7 @@ class _Emitter:
     def __init__(self, name: str, sp: PoolSpec, plan: _Plan) -> None:
         self.name, self.sp, self.p = name, sp, plan
         self.T = plan.T
-        self.f = _Fn()
+        self.f = FunctionBuilder()
         self.decls: set[str] = set()
         self.fill = lowest(sp.dtype) if sp.pool_type == "max" else 0.0
 
@@ -313,7 +208,7 @@ class _Emitter:
         self.f.ins(f"store {self.vt(n)} {v}, ptr {ptr}, align {self.p.es}")
 
     def splat_const(self, x: float, n: int) -> str:
-        c = _fconst(x)
+        c = fconst(x, self.sp.dtype)
         return "<" + ", ".join(f"{self.T} {c}" for _ in range(n)) + ">"
 
     def splat(self, s: str, n: int) -> str:
@@ -437,9 +332,8 @@ class _Emitter:
         start = f.add(f.mul(o, s), -pad)
         end = f.add(start, k)
         if self.sp.include_pad:
-            return f.ibin("sub", f.minmax(end, X + pad, "slt"), start, lambda u, v: u - v)
-        return f.ibin("sub", f.minmax(end, X, "slt"), f.minmax(start, 0, "sgt"),
-                      lambda u, v: u - v)
+            return f.sub(f.smin(end, X + pad), start)
+        return f.sub(f.smin(end, X), f.smax(start, 0))
 
     def emit(self) -> str:
         f, p, sp = self.f, self.p, self.sp
@@ -450,10 +344,10 @@ class _Emitter:
             q = f.udiv(task, p.nb)
             b = f.urem(task, p.nb)
             oh0 = f.mul(b, p.R)
-            oh1 = f.minmax(f.add(oh0, p.R), sp.OH, "slt")
-            r0 = f.minmax(f.add(f.mul(oh0, sp.sh), -sp.ph), 0, "sgt")
+            oh1 = f.smin(f.add(oh0, p.R), sp.OH)
+            r0 = f.smax(f.add(f.mul(oh0, sp.sh), -sp.ph), 0)
             last = f.add(f.mul(oh1, sp.sh), sp.kh - sp.ph - sp.sh)
-            r1 = f.minmax(last, sp.H, "slt")
+            r1 = f.smin(last, sp.H)
             xq = self.elem(x, f.mul(q, sp.H * sp.W))
             yq = self.elem(y, f.mul(q, sp.OH * sp.OW))
             # horizontal rows of the band's input rows
@@ -462,7 +356,7 @@ class _Emitter:
                 if not p.direct:
                     self.copy_row(src, self.elem(row, sp.pw))
                 self.hpass(row, self.elem(src, -sp.pw),
-                           self.elem(hbuf, f.mul(f.ibin("sub", r, r0, None), p.OWs)))
+                           self.elem(hbuf, f.mul(f.sub(r, r0), p.OWs)))
             # output rows: taps outside the image read the pad row
             with f.loop(oh0, oh1) as oh:
                 top = f.add(f.mul(oh, sp.sh), -sp.ph)
@@ -482,7 +376,7 @@ class _Emitter:
         lo = f.op(f"icmp sge i64 {rr}, 0")
         hi = f.op(f"icmp slt i64 {rr}, {sp.H}")
         ok = f.op(f"and i1 {lo}, {hi}")
-        at = self.elem(hbuf, f.mul(f.ibin("sub", rr, r0, None), self.p.OWs))
+        at = self.elem(hbuf, f.mul(f.sub(rr, r0), self.p.OWs))
         return f.op(f"select i1 {ok}, ptr {at}, ptr {fill}", "p")
 
 

@@ -5,15 +5,23 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import random
-import struct
 
 import numpy as np
 import pytest
 
 llvm = pytest.importorskip("llvmlite.binding")
 
-from mxc.codegen.gemm import (GemmSpec, _plan, gemm_kernel, host_isa, pack_a_panels, pack_b_panels,
-                              prepack_cols, prepack_order, prepack_rows)
+from mxc.codegen.gemm import (
+    GemmSpec,
+    _plan,
+    gemm_kernel,
+    host_isa,
+    pack_a_panels,
+    pack_b_panels,
+    prepack_cols,
+    prepack_order,
+    prepack_rows,
+)
 
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
@@ -524,40 +532,11 @@ def test_skinny_split_over_n():
 
 # --- cross builds -----------------------------------------------------------------------------
 
-def _undefined_symbols(obj: bytes) -> list[str]:
-    """Undefined global symbols of an ELF object (32- or 64-bit, little endian)."""
-    is64 = obj[4] == 2
-    if is64:
-        shoff, = struct.unpack_from("<Q", obj, 0x28)
-        shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
-    else:
-        shoff, = struct.unpack_from("<I", obj, 0x20)
-        shentsize, shnum = struct.unpack_from("<HH", obj, 0x2E)
-    sections = []
-    for i in range(shnum):
-        base = shoff + i * shentsize
-        if is64:
-            _, typ, _, _, off, size, link, _, _, entsize = struct.unpack_from("<IIQQQQIIQQ",
-                                                                                obj, base)
-        else:
-            _, typ, _, _, off, size, link, _, _, entsize = struct.unpack_from("<IIIIIIIIII",
-                                                                                obj, base)
-        sections.append((typ, off, size, link, entsize))
-    names = []
-    for typ, off, size, link, entsize in sections:
-        if typ != 2:   # SHT_SYMTAB
-            continue
-        stroff = sections[link][1]
-        for k in range(1, size // entsize):
-            e = off + k * entsize
-            if is64:
-                name, _info, _, shndx = struct.unpack_from("<IBBH", obj, e)
-            else:
-                name, _, _, _info, _, shndx = struct.unpack_from("<IIIBBH", obj, e)
-            if shndx == 0 and name:
-                end = obj.index(b"\0", stroff + name)
-                names.append(obj[stroff + name:end].decode())
-    return names
+def _undefined_symbols(obj: bytes) -> list:
+    """Undefined global symbols of an ELF object (its .symtab)."""
+    from mxc.runtime.elf import read_elf
+
+    return [n for n in read_elf(obj).undefined_symbols(dynamic=False) if n]
 
 
 @pytest.mark.parametrize("triple,cpu,features,isa", [

@@ -4,7 +4,6 @@ not multiples of the vector or the stride, kernels 2/3/5, strides 1/2/3, pads 0/
 ranges run in any split and order on a garbage-filled scratch, NaN/inf propagation, and
 freestanding cross objects for AArch64 / ARMv7 / x86-64."""
 import ctypes
-import struct
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -193,35 +192,10 @@ def test_signed_zero_like_llvm_maximum():
 # --- cross builds -----------------------------------------------------------------------------
 
 def _undefined_symbols(obj: bytes) -> list:
-    """Undefined global symbols of an ELF object (32- or 64-bit, little endian)."""
-    is64 = obj[4] == 2
-    if is64:
-        shoff, = struct.unpack_from("<Q", obj, 0x28)
-        shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
-    else:
-        shoff, = struct.unpack_from("<I", obj, 0x20)
-        shentsize, shnum = struct.unpack_from("<HH", obj, 0x2E)
-    sections = []
-    for i in range(shnum):
-        fmt = "<IIQQQQIIQQ" if is64 else "<IIIIIIIIII"
-        _, typ, _, _, off, size, link, _, _, entsize = struct.unpack_from(
-            fmt, obj, shoff + i * shentsize)
-        sections.append((typ, off, size, link, entsize))
-    names = []
-    for typ, off, size, link, entsize in sections:
-        if typ != 2:   # SHT_SYMTAB
-            continue
-        stroff = sections[link][1]
-        for j in range(1, size // entsize):
-            e = off + j * entsize
-            if is64:
-                name, _, _, shndx = struct.unpack_from("<IBBH", obj, e)
-            else:
-                name, _, _, _, _, shndx = struct.unpack_from("<IIIBBH", obj, e)
-            if shndx == 0 and name:
-                end = obj.index(b"\0", stroff + name)
-                names.append(obj[stroff + name:end].decode())
-    return names
+    """Undefined global symbols of an ELF object (its .symtab)."""
+    from mxc.runtime.elf import read_elf
+
+    return [n for n in read_elf(obj).undefined_symbols(dynamic=False) if n]
 
 
 @pytest.mark.parametrize("triple,cpu,features,isa", [

@@ -24,15 +24,9 @@ def _cuda_ok() -> bool:
     return cuda.cuda_status()[0]
 
 
-@pytest.fixture(params=["emulator", pytest.param("cuda", marks=pytest.mark.gpu)])
-def ctx(request, monkeypatch):
-    """gpu(0): the emulator (MXC_GPU_EMULATOR=1) or a real CUDA device."""
-    if request.param == "cuda":
-        if not _cuda_ok():
-            pytest.skip(f"no GPU: {cuda.cuda_status()[1]}")
-    else:
-        monkeypatch.setenv("MXC_GPU_EMULATOR", "1")
-    return mx.gpu(0)
+@pytest.fixture
+def ctx(gpu_ctx):   # tests/conftest.py: the emulator, or a real GPU (gpu marker)
+    return gpu_ctx
 
 
 def _r(*shape):

@@ -9,19 +9,13 @@ import pytest
 import mxc as mx
 from mxc import autograd, gluon
 from mxc.base import MXNetError
-from mxc.runtime import cuda
 
 RNG = np.random.default_rng(11)
 
 
-@pytest.fixture(params=["emulator", pytest.param("cuda", marks=pytest.mark.gpu)])
-def ctx(request, monkeypatch):
-    if request.param == "cuda":
-        if not cuda.cuda_status()[0]:
-            pytest.skip(f"no GPU: {cuda.cuda_status()[1]}")
-    else:
-        monkeypatch.setenv("MXC_GPU_EMULATOR", "1")
-    return mx.gpu(0)
+@pytest.fixture
+def ctx(gpu_ctx):   # tests/conftest.py: the emulator, or a real GPU (gpu marker)
+    return gpu_ctx
 
 
 def _mlp(prefix):
