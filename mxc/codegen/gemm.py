@@ -813,6 +813,23 @@ class _Emitter:
             return f.gep(self.T, "%src", off), q
         return f.gep(self.T, "%src", f.mul(first, W)), f.add("%n0", f.mul(first, W))
 
+    def tap_masks(self, f: _Fn, pix: str, splat) -> tuple:
+        """(rows, cols): per ky and per kx of the ``same`` geometry, the lanes of the pixel
+        vector ``pix`` (<VL x i32> pixel indices within the image) whose tap input row /
+        column lies inside the image (their AND is the lane mask of a tap)."""
+        H, W, kh, kw, dh, dw, ph, pw = self.p.same
+        vi, mk = f"<{self.VL} x i32>", f"<{self.VL} x i1>"
+        oy = f.op(f"udiv {vi} {pix}, {splat(W)}")
+        ox = f.op(f"urem {vi} {pix}, {splat(W)}")
+
+        def inside(v, lo_shift, n):
+            c = f.op(f"add {vi} {v}, {splat(lo_shift)}")
+            ge = f.op(f"icmp sge {vi} {c}, zeroinitializer")
+            return f.op(f"and {mk} {ge}, {f.op(f'icmp slt {vi} {c}, {splat(n)}')}")
+
+        return ([inside(oy, ky * dh - ph, H) for ky in range(kh)],
+                [inside(ox, kx * dw - pw, W) for kx in range(kw)])
+
     def emit_pack_cols(self) -> str:
         """Pack B for ``b_cols`` (a "same" convolution's weight gradient, dW = dY X^T):
         ``dst[q][k][w] = x[col(n0 + q*NR + w) + k0 + k]`` with the tap's out-of-image pixels
@@ -840,18 +857,7 @@ class _Emitter:
         nkv = f.udiv("%kc", VL)
         with f.loop(0, nkv) as kv:      # lanes of each pixel vector inside the image, per tap
             p0 = f.op(f"trunc i64 {f.add('%k0', f.mul(kv, VL))} to i32")
-            pix = f.op(f"add {vi} {splat(p0)}, {iota}")
-            oy = f.op(f"udiv {vi} {pix}, {splat(W)}")
-            ox = f.op(f"urem {vi} {pix}, {splat(W)}")
-            rows, cols = [], []
-            for ky in range(kh):
-                iy = f.op(f"add {vi} {oy}, {splat(ky * dh - ph)}")
-                rows.append(f.op(f"and {mk} {f.op(f'icmp sge {vi} {iy}, zeroinitializer')}, "
-                                 f"{f.op(f'icmp slt {vi} {iy}, {splat(H)}')}"))
-            for kx in range(kw):
-                ix = f.op(f"add {vi} {ox}, {splat(kx * dw - pw)}")
-                cols.append(f.op(f"and {mk} {f.op(f'icmp sge {vi} {ix}, zeroinitializer')}, "
-                                 f"{f.op(f'icmp slt {vi} {ix}, {splat(W)}')}"))
+            rows, cols = self.tap_masks(f, f.op(f"add {vi} {splat(p0)}, {iota}"), splat)
             for t in range(taps + 1):
                 bits = "0" if t == taps else f.op(
                     f"bitcast {mk} {f.op(f'and {mk} {rows[t // kw]}, {cols[t % kw]}')} to {mi}")
@@ -1017,19 +1023,9 @@ class _Emitter:
             nb32 = f.op(f"trunc i64 {nb} to i32")
             for j, v0 in enumerate(range(0, NR, VL)):
                 pix = f.op(f"add {vi} {splat32(f.op(f'add i32 {nb32}, {v0}'), True)}, {iota}")
-                oy = f.op(f"udiv {vi} {pix}, {splat32(W)}")
-                ox = f.op(f"urem {vi} {pix}, {splat32(W)}")
                 nl = min(VL, NR - v0)
                 tail = f.op(f"icmp slt {vi} {iota}, {splat32(nl)}") if nl < VL else None
-                rows, cols = [], []
-                for ky in range(kh):
-                    iy = f.op(f"add {vi} {oy}, {splat32(ky * dh - ph)}")
-                    rows.append(f.op(f"and {mk} {f.op(f'icmp sge {vi} {iy}, zeroinitializer')}"
-                                     f", {f.op(f'icmp slt {vi} {iy}, {splat32(H)}')}"))
-                for kx in range(kw):
-                    ix = f.op(f"add {vi} {ox}, {splat32(kx * dw - pw)}")
-                    cols.append(f.op(f"and {mk} {f.op(f'icmp sge {vi} {ix}, zeroinitializer')}"
-                                     f", {f.op(f'icmp slt {vi} {ix}, {splat32(W)}')}"))
+                rows, cols = self.tap_masks(f, pix, splat32)
                 for ky in range(kh):
                     for kx in range(kw):
                         m = f.op(f"and {mk} {rows[ky]}, {cols[kx]}")
