@@ -49,7 +49,15 @@ Everything is planned at compile time (:func:`_plan`):
   image (deep layers) runs as C^T = X^T W^T: output channels across the vector lanes (the
   weights are the B operand, prepacked column panels of W^T = row panels of W), MR-pixel
   panels packed off the input (the implicit operand is A), the batch folded into the
-  pixel rows, and tiles transposed in registers on store.
+  pixel rows, and tiles transposed in registers on store; with prepacked weights K runs
+  (tap, channel) so a K block whose tap row is padding for a panel is skipped;
+* weight gradient (``b_cols``) -- dW = dY X^T of a "same" convolution: B's columns are the
+  image shifted per (channel, tap), packed as VL x VL register transposes.
+
+Tuning knobs (``gemm_kernel(_params=...)``; tests and benchmarks): ``mr``/``nv``/``kc``/
+``mc``/``nc`` (tile and blocks), ``split`` (row, column task blocks), ``implicit_swap``,
+``imr`` (swapped panel height), ``no_tap_skip``, ``no_dot``, ``no_direct``, ``a_prefetch``,
+``b_prefetch``.
 
 Known next steps: share one packed B block between threads (today every task packs its own
 B columns, ~K*TN element moves per task); masked-store N edges instead of the scalar edge
