@@ -11,7 +11,6 @@ fails. Models: mlp and lenet of ../shared/mxnet_cases (MXNet 1.9.1 reference out
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_cuda import FakeCudaDriver
 
 from mxc.base import MXNetError
 
@@ -262,116 +262,13 @@ def test_output_aliasing_an_input_and_a_weight(tmp_path):
     np.testing.assert_array_equal(outs[2], wv)
 
 
-class _FakeDriver:
-    """Enough of cuda.bindings.driver for runtime.cuda, on host memory: cuModuleLoadData gets
-    the artifact's PTX text and runs the matching emulation module; launches decode
-    ``kernelParams`` (a void** of 8-byte values, count from the PTX ``.entry``) as the driver
-    does."""
-
-    class CUdevice_attribute:
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
-
-    def __init__(self, emu_modules: dict, cc=(8, 0)) -> None:
-        self.emu = emu_modules          # ptx text -> emulation module
-        self.cc = cc
-        self.mem: dict = {}
-        self.launches = 0
-        self.dtod = 0
-
-    def cuInit(self, flags):
-        return (0,)
-
-    def cuDeviceGetCount(self):
-        return (0, 1)
-
-    def cuDeviceGet(self, i):
-        return (0, i)
-
-    def cuDevicePrimaryCtxRetain(self, dev):
-        return (0, "ctx")
-
-    def cuCtxSetCurrent(self, ctx):
-        return (0,)
-
-    def cuDeviceGetName(self, n, dev):
-        return (0, b"Fake GPU\0\0")
-
-    def cuDeviceGetAttribute(self, attr, dev):
-        return (0, self.cc[0] if attr == 75 else self.cc[1])
-
-    def cuStreamCreate(self, flags):
-        return (0, "stream")
-
-    def cuStreamSynchronize(self, stream):
-        return (0,)
-
-    def cuGetErrorName(self, err):
-        return (0, b"CUDA_ERROR_FAKE")
-
-    def cuMemAlloc(self, n):
-        a = np.full(n + 256, 0xFF, np.uint8)
-        p = a.ctypes.data + (-a.ctypes.data) % 256
-        self.mem[p] = a
-        return (0, p)
-
-    def cuMemFree(self, p):
-        self.mem.pop(int(p))
-        return (0,)
-
-    def cuMemcpyHtoD(self, dst, src, n):
-        ctypes.memmove(int(dst), int(src), n)
-        return (0,)
-
-    def cuMemcpyDtoH(self, dst, src, n):
-        ctypes.memmove(int(dst), int(src), n)
-        return (0,)
-
-    def cuMemcpyDtoDAsync(self, dst, src, n, stream):
-        self.dtod += 1
-        ctypes.memmove(int(dst), int(src), n)
-        return (0,)
-
-    def cuMemsetD8(self, p, v, n):
-        ctypes.memset(int(p), v, n)
-        return (0,)
-
-    def cuModuleLoadData(self, image):
-        from mxc.codegen.ptx_emu import EmuModule
-
-        text = image.rstrip(b"\0").decode()
-        return (0, (text, EmuModule(self.emu[text])))
-
-    def cuModuleGetFunction(self, module, name):
-        text, em = module
-        name = name.decode()
-        m = re.search(r"\.entry " + re.escape(name) + r"\((.*?)\)", text, re.DOTALL)
-        if m is None:
-            return (500, None)
-        body = text[m.end(): text.find("\n}\n", m.end())]
-        return (0, (em, name, m.group(1).count(".param"),
-                    "bar.sync" in body or "shfl.sync" in body))
-
-    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-        from mxc.codegen.ptx import Launch
-
-        em, name, n, sync = f
-        assert (gy, gz, by, bz, smem) == (1, 1, 1, 1, 0) and isinstance(params, int)
-        ptrs = (ctypes.c_void_p * n).from_address(params)
-        vals = [ctypes.c_uint64.from_address(ptrs[i]).value for i in range(n)]
-        em.launch(name, Launch(name, "", gx, bx, vals[1], sync=sync), vals[2:], vals[0],
-                  vals[1])
-        self.launches += 1
-        return (0,)
-
-
-def _fake_cuda(monkeypatch, d: Path, cc=(8, 0)) -> _FakeDriver:
+def _fake_cuda(monkeypatch, d: Path, cc=(8, 0)) -> FakeCudaDriver:
     from mxc.codegen.ptx import GPUModule
     from mxc.runtime import cuda
 
     gm = GPUModule((d / "model.emu.ll").read_text(),
                    sorted({k["name"] for k in _plan(d)["kernels"]}), [], emulate=True)
-    drv = _FakeDriver({(d / "model.ptx").read_text(): gm}, cc)
+    drv = FakeCudaDriver({(d / "model.ptx").read_text(): gm}, cc)
     monkeypatch.setattr(cuda, "_driver", lambda: drv)
     monkeypatch.setattr(cuda, "_status", None)
     monkeypatch.setattr(cuda, "_devices", {})

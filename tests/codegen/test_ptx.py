@@ -14,7 +14,6 @@ This file is also the script the PTX subprocess runs (``python test_ptx.py OUTDI
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
@@ -469,104 +468,6 @@ def test_memory_pool_reuses_blocks():
         pool.free(12345)
 
 
-class _FakeDriver:
-    """Enough of cuda.bindings.driver for runtime.cuda, backed by host memory and the PTX
-    emulator: launches decode ``kernelParams`` (a void** of 8-byte values) as the driver
-    does, with the parameter count read from the PTX ``.entry``."""
-
-    class CUdevice_attribute:
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
-
-    def __init__(self, emu_modules: dict) -> None:
-        self.emu = emu_modules          # ptx -> GPUModule (emulation)
-        self.mem: dict = {}
-        self.launches = 0
-
-    def cuInit(self, flags):
-        return (0,)
-
-    def cuDeviceGetCount(self):
-        return (0, 1)
-
-    def cuDeviceGet(self, i):
-        return (0, i)
-
-    def cuDevicePrimaryCtxRetain(self, dev):
-        return (0, "ctx")
-
-    def cuCtxSetCurrent(self, ctx):
-        return (0,)
-
-    def cuDeviceGetName(self, n, dev):
-        return (0, b"Fake GPU\0\0")
-
-    def cuDeviceGetAttribute(self, attr, dev):
-        return (0, 8 if attr == 75 else 0)
-
-    def cuStreamCreate(self, flags):
-        return (0, "stream")
-
-    def cuStreamSynchronize(self, stream):
-        return (0,)
-
-    def cuGetErrorName(self, err):
-        return (0, b"CUDA_ERROR_FAKE")
-
-    def cuMemAlloc(self, n):
-        a = np.full(n + 256, 0xFF, np.uint8)
-        p = a.ctypes.data + (-a.ctypes.data) % 256
-        self.mem[p] = a
-        return (0, p)
-
-    def cuMemFree(self, p):
-        self.mem.pop(int(p))
-        return (0,)
-
-    def cuMemcpyHtoD(self, dst, src, n):
-        ctypes.memmove(int(dst), int(src), n)
-        return (0,)
-
-    def cuMemcpyDtoH(self, dst, src, n):
-        ctypes.memmove(int(dst), int(src), n)
-        return (0,)
-
-    def cuMemsetD8(self, p, v, n):
-        ctypes.memset(int(p), v, n)
-        return (0,)
-
-    def cuModuleLoadData(self, image):
-        from mxc.codegen.ptx_emu import EmuModule
-
-        text = image.rstrip(b"\0").decode()
-        return (0, (text, EmuModule(self.emu[text])))
-
-    def cuModuleGetFunction(self, module, name):
-        import re
-
-        text, em = module
-        name = name.decode()
-        m = re.search(r"\.entry " + re.escape(name) + r"\((.*?)\)", text, re.DOTALL)
-        if m is None:
-            return (500, None)
-        nparams = m.group(1).count(".param")
-        body = text[m.end(): text.find("\n}\n", m.end())]
-        sync = "bar.sync" in body or "shfl.sync" in body
-        return (0, (em, name, nparams, sync))
-
-    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-        from mxc.codegen.ptx import Launch
-
-        em, name, n, sync = f
-        assert (gy, gz, by, bz) == (1, 1, 1, 1) and isinstance(params, int)
-        ptrs = (ctypes.c_void_p * n).from_address(params)
-        vals = [ctypes.c_uint64.from_address(ptrs[i]).value for i in range(n)]
-        em.launch(name, Launch(name, "", gx, bx, vals[1], sync=sync), vals[2:], vals[0],
-                  vals[1])
-        self.launches += 1
-        return (0,)
-
-
 def test_cuda_device_and_program_on_a_fake_driver(monkeypatch):
     """runtime.cuda's driver calls (argument packing, pool, copies, modules) against a fake
     driver that runs the kernels in the emulator: the mlp model end to end."""
@@ -578,7 +479,9 @@ def test_cuda_device_and_program_on_a_fake_driver(monkeypatch):
         pytest.skip("mlp model not found")
     g, shapes, params, x, ref = m
     cg = compile_graph_cuda(g, shapes, emulate=True)
-    drv = _FakeDriver({cg.ptx: cg.emu_module})
+    from fake_cuda import FakeCudaDriver  # here: this file also runs as a script
+
+    drv = FakeCudaDriver({cg.ptx: cg.emu_module})
     monkeypatch.setattr(cuda, "_driver", lambda: drv)
     monkeypatch.setattr(cuda, "_status", None)
     monkeypatch.setattr(cuda, "_devices", {})

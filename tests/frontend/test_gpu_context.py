@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_cuda import FakeCudaDriver
 
 import mxc as mx
 from mxc.base import MXNetError
@@ -312,99 +313,13 @@ def test_module_fit_matches_cpu(ctx):
 # the real-device path (runtime.cuda.CudaDevice: pool, driver copies, launches) on a fake
 # driver whose memory is host memory and whose launches run the kernels in the emulator
 # --------------------------------------------------------------------------------------------
-class _FakeDriver:
-    class CUdevice_attribute:
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
-
-    def __init__(self) -> None:
-        self.emu: dict = {}           # ptx -> emulation GPUModule
-        self.mem: dict = {}
-        self.calls: dict = {}
-
-    def _count(self, name):
-        self.calls[name] = self.calls.get(name, 0) + 1
-        return (0,)
-
-    cuInit = lambda self, flags: (0,)
-    cuDeviceGetCount = lambda self: (0, 1)
-    cuDeviceGet = lambda self, i: (0, i)
-    cuDevicePrimaryCtxRetain = lambda self, d: (0, "ctx")
-    cuCtxSetCurrent = lambda self, c: (0,)
-    cuDeviceGetName = lambda self, n, d: (0, b"Fake GPU\0")
-    cuDeviceGetAttribute = lambda self, a, d: (0, 8 if a == 75 else 0)
-    cuStreamCreate = lambda self, f: (0, "stream")
-    cuGetErrorName = lambda self, e: (0, b"CUDA_ERROR_FAKE")
-    cuMemGetInfo = lambda self: (0, 1 << 30, 2 << 30)
-
-    def cuStreamSynchronize(self, stream):
-        return self._count("sync")
-
-    def cuMemAlloc(self, n):
-        a = np.full(n + 256, 0xFF, np.uint8)
-        p = a.ctypes.data + (-a.ctypes.data) % 256
-        self.mem[p] = a
-        return (0, p)
-
-    def cuMemFree(self, p):
-        self.mem.pop(int(p))
-        return (0,)
-
-    def cuMemcpyHtoD(self, dst, src, n):
-        import ctypes
-        ctypes.memmove(int(dst), int(src), n)
-        return self._count("htod")
-
-    def cuMemcpyDtoH(self, dst, src, n):
-        import ctypes
-        ctypes.memmove(int(dst), int(src), n)
-        return self._count("dtoh")
-
-    def cuMemcpyDtoDAsync(self, dst, src, n, stream):
-        import ctypes
-        assert stream == "stream"
-        ctypes.memmove(int(dst), int(src), n)
-        return self._count("dtod")
-
-    def cuMemsetD8(self, p, v, n):
-        import ctypes
-        ctypes.memset(int(p), v, n)
-        return self._count("memset")
-
-    def cuModuleLoadData(self, image):
-        from mxc.codegen.ptx_emu import EmuModule
-        text = image.rstrip(b"\0").decode()
-        return (0, (text, EmuModule(self.emu[text])))
-
-    def cuModuleGetFunction(self, module, name):
-        import re
-        text, em = module
-        name = name.decode()
-        m = re.search(r"\.entry " + re.escape(name) + r"\((.*?)\)", text, re.DOTALL)
-        body = text[m.end(): text.find("\n}\n", m.end())]
-        return (0, (em, name, m.group(1).count(".param"),
-                    "bar.sync" in body or "shfl.sync" in body))
-
-    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-        import ctypes
-
-        from mxc.codegen.ptx import Launch
-        em, name, n, sync = f
-        assert stream == "stream"
-        ptrs = (ctypes.c_void_p * n).from_address(params)
-        vals = [ctypes.c_uint64.from_address(ptrs[i]).value for i in range(n)]
-        em.launch(name, Launch(name, "", gx, bx, vals[1], sync=sync), vals[2:], vals[0],
-                  vals[1])
-        return self._count("launch")
-
-
 def test_cuda_device_path_on_a_fake_driver(monkeypatch):
     import gc
 
     from mxc.compiler import cuda_build
     from mxc.frontend import gpu_storage as gs
 
-    drv = _FakeDriver()
+    drv = FakeCudaDriver()
     real = cuda_build.compile_graph_cuda
 
     def compile_also_emulated(*a, **k):
