@@ -549,12 +549,16 @@ class NDArray:
         np.copyto(arr, v)
         return _wrap(arr, self._dt, self._ctx)
 
-    def __setitem__(self, key, value) -> None:
+    def _setitem_key(self, key):
+        """The indexing key of an assignment, after the checks every context shares."""
         if not self.writable:
             raise ValueError("Failed to assign to a readonly NDArray")
         if self._ag is not None:
             _autograd()._check_setitem(self)
-        key = _convert_key(key)
+        return _convert_key(key)
+
+    def __setitem__(self, key, value) -> None:
+        key = self._setitem_key(key)
         d = self._buf
         if isinstance(key, tuple) and len(key) == 0 and d.ndim > 0:
             key = Ellipsis
@@ -885,11 +889,7 @@ class _GpuNDArray(NDArray):
         return _gpu_from_host(v, self._dt, ctx)
 
     def __setitem__(self, key, value) -> None:
-        if not self.writable:
-            raise ValueError("Failed to assign to a readonly NDArray")
-        if self._ag is not None:
-            _autograd()._check_setitem(self)
-        key = _convert_key(key)
+        key = self._setitem_key(key)
         d = self._buf
         sdt = self._dt
         ctx = self._ctx

@@ -280,12 +280,17 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise ArtifactError(f"cannot read {mp}: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != "mxc-artifact":
         raise ArtifactError(f"{mp} is not mxc artifact metadata")
-    v = meta.get("format_version")
-    if not isinstance(v, int) or v > SUPPORTED_FORMAT_VERSION:
-        raise ArtifactError(f"{p}: artifact format version {v} is newer than this runtime "
-                            f"supports ({SUPPORTED_FORMAT_VERSION}); upgrade mxc "
-                            f"(the artifact was written by mxc {meta.get('mxc_version')})")
+    _check_version(meta.get("format_version"), SUPPORTED_FORMAT_VERSION,
+                   f"{p}: artifact format version", meta)
     return meta
+
+
+def _check_version(v, supported: int, what: str, meta: dict) -> None:
+    """A clear error when a file's format version is not one this runtime reads."""
+    if not isinstance(v, int) or v > supported:
+        raise ArtifactError(f"{what} {v} is newer than this runtime supports ({supported}); "
+                            f"upgrade mxc (the artifact was written by mxc "
+                            f"{meta.get('mxc_version')})")
 
 
 def load(path: str | os.PathLike, *, threads: bool = True, verify: bool = True,
@@ -383,11 +388,8 @@ def _load_cuda(p: Path, meta: dict, verify: bool, device) -> CudaArtifactModel:
         raise ArtifactError(f"{p / 'plan.json'} is corrupted: cannot parse it ({e})") from None
     if not isinstance(plan, dict) or plan.get("format") != "mxc-cuda-plan":
         raise ArtifactError(f"{p / 'plan.json'} is not an mxc CUDA launch plan")
-    v = plan.get("version")
-    if not isinstance(v, int) or v > SUPPORTED_CUDA_PLAN_VERSION:
-        raise ArtifactError(f"{p / 'plan.json'}: launch plan version {v} is newer than this "
-                            f"runtime supports ({SUPPORTED_CUDA_PLAN_VERSION}); upgrade mxc "
-                            f"(the artifact was written by mxc {meta.get('mxc_version')})")
+    _check_version(plan.get("version"), SUPPORTED_CUDA_PLAN_VERSION,
+                   f"{p / 'plan.json'}: launch plan version", meta)
     for key in ("inputs", "outputs", "kernels", "workspace", "weights"):
         if key not in plan:
             raise ArtifactError(f"{p / 'plan.json'} is corrupted: no '{key}'")
