@@ -74,6 +74,7 @@ from .irbuilder import If as _If
 from .irbuilder import fconst as _fconst
 from .irbuilder import ident as _ident
 from .irbuilder import mask_type as _mask_type
+from .irbuilder import transpose as _transpose
 
 __all__ = ["ISAS", "GemmKernel", "GemmSpec", "gemm_kernel", "host_isa", "pack_a_panels",
            "pack_b_panels", "prepack_cols", "prepack_order", "prepack_rows"]
@@ -1090,28 +1091,7 @@ class _Emitter:
         return f.render()
 
     def transpose(self, f: _Fn, rows: list[str]) -> list[str]:
-        """Transpose up to VL row vectors (missing rows are poison) into VL column vectors:
-        log2(VL) stages, each swapping the off-diagonal b x b blocks of row pairs (i, i+b)."""
-        VL, V = self.VL, self.V
-        r = list(rows) + ["poison"] * (VL - len(rows))
-        b = 1
-        while b < VL:
-            lo = [(lane if not lane & b else VL + lane - b) for lane in range(VL)]
-            hi = [(lane + b if not lane & b else VL + lane) for lane in range(VL)]
-            lo_m = "<" + ", ".join(f"i32 {x}" for x in lo) + ">"
-            hi_m = "<" + ", ".join(f"i32 {x}" for x in hi) + ">"
-            out = list(r)
-            for i in range(VL):
-                if i & b:
-                    continue
-                x, y = r[i], r[i + b]
-                if x == "poison" and y == "poison":
-                    continue
-                out[i] = f.op(f"shufflevector {V} {x}, {V} {y}, <{VL} x i32> {lo_m}")
-                out[i + b] = f.op(f"shufflevector {V} {x}, {V} {y}, <{VL} x i32> {hi_m}")
-            r = out
-            b *= 2
-        return r
+        return _transpose(f, rows, self.VL, self.V)
 
     # --- micro-kernel + epilogue ---
     def emit_kernel(self, direct: bool = False, unroll: int = 4) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import struct
 
-__all__ = ["FunctionBuilder", "If", "Loop", "fconst", "ident", "mask_type"]
+__all__ = ["FunctionBuilder", "If", "Loop", "fconst", "ident", "mask_type", "transpose"]
 
 
 def mask_type(ty: str) -> str:
@@ -29,6 +29,31 @@ def fconst(x: float, dtype: str) -> str:
 def ident(name: str) -> str:
     ok = name and all(c.isalnum() or c in "._$-" for c in name) and not name[0].isdigit()
     return f"@{name}" if ok else '@"' + name.replace("\\", "\\5C").replace('"', "\\22") + '"'
+
+
+def transpose(f: "FunctionBuilder", rows: list[str], VL: int, V: str) -> list[str]:
+    """Transpose up to VL row vectors of type ``V`` (missing rows are poison) into VL column
+    vectors: log2(VL) stages, each swapping the off-diagonal b x b blocks of row pairs
+    (i, i+b)."""
+    r = list(rows) + ["poison"] * (VL - len(rows))
+    b = 1
+    while b < VL:
+        lo = [(lane if not lane & b else VL + lane - b) for lane in range(VL)]
+        hi = [(lane + b if not lane & b else VL + lane) for lane in range(VL)]
+        lo_m = "<" + ", ".join(f"i32 {x}" for x in lo) + ">"
+        hi_m = "<" + ", ".join(f"i32 {x}" for x in hi) + ">"
+        out = list(r)
+        for i in range(VL):
+            if i & b:
+                continue
+            x, y = r[i], r[i + b]
+            if x == "poison" and y == "poison":
+                continue
+            out[i] = f.op(f"shufflevector {V} {x}, {V} {y}, <{VL} x i32> {lo_m}")
+            out[i + b] = f.op(f"shufflevector {V} {x}, {V} {y}, <{VL} x i32> {hi_m}")
+        r = out
+        b *= 2
+    return r
 
 
 class FunctionBuilder:
@@ -126,8 +151,10 @@ class FunctionBuilder:
                        "p")
 
     # --- structured control flow ---
-    def loop(self, start, end, step: int = 1):
-        return Loop(self, start, end, step)
+    def loop(self, start, end, step: int = 1, md: str | None = None):
+        """A counted loop; ``md`` names loop metadata (``!N``, defined by the caller at
+        module level) attached to its back edge, e.g. one that disables unrolling."""
+        return Loop(self, start, end, step, md)
 
     def if_(self, cond: str):
         return If(self, cond)
@@ -139,8 +166,8 @@ class FunctionBuilder:
 
 
 class Loop:
-    def __init__(self, f: FunctionBuilder, start, end, step: int):
-        self.f, self.start, self.end, self.step = f, start, end, step
+    def __init__(self, f: FunctionBuilder, start, end, step: int, md: str | None = None):
+        self.f, self.start, self.end, self.step, self.md = f, start, end, step, md
 
     def __enter__(self):
         f = self.f
@@ -162,7 +189,7 @@ class Loop:
         f = self.f
         nxt = f.op(f"add i64 {self.i}, {self.step}")
         f.ins(f"store i64 {nxt}, ptr {self.ctr}")
-        f.br(self.head)
+        f.ins(f"br label %{self.head}" + (f", !llvm.loop {self.md}" if self.md else ""))
         f.label(self.exit)
         return False
 

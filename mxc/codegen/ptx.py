@@ -818,7 +818,8 @@ def gemm_template(spec, bufs: list, cost: int = 0) -> K.TemplateKernel:
     the GPU renderer builds the tiled kernel from it (no CPU IR is generated)."""
     tiles = spec.batch * -(-spec.M // GEMM_BM) * -(-spec.N // GEMM_BN)
     kern = K.TemplateKernel("__K__", list(bufs), "", tiles, 0,
-                            cost=cost or 2 * spec.batch * spec.M * spec.N * spec.K, note="gemm")
+                            cost=cost or 2 * spec.batch * spec.M * spec.N * spec.K, note="gemm",
+                            writes=(2,))
     kern.gemm_spec = spec  # type: ignore[attr-defined]
     return kern
 

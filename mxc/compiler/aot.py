@@ -371,9 +371,9 @@ def _written_slots(cg) -> set:
     for lk in cg.kernels:
         k = lk.kernel
         if isinstance(k, K.TemplateKernel):
-            # GEMM templates (also with a fused epilogue) store into C only
-            idx = [2] if getattr(k, "gemm_spec", None) is not None else \
-                list(range(len(k.buffers)))
+            # GEMM / direct convolution templates (also with a fused epilogue) store into
+            # their output only
+            idx = list(k.writes) if k.writes is not None else list(range(len(k.buffers)))
         else:
             bufs = set()
             _stores(k.body, bufs)

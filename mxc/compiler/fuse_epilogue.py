@@ -103,11 +103,19 @@ def _pattern(body: K.Expr):
     return None
 
 
+def _template_spec(k):
+    """The spec of a template with an epilogue: a GEMM's ``GemmSpec`` or a direct
+    convolution's ``ConvSpec`` (both write buffer 2 and take the residual last), else None."""
+    return getattr(k, "gemm_spec", None) or getattr(k, "conv_spec", None)
+
+
 def _is_gemm_writer(lk: LoweredKernel, y: int, step: str) -> bool:
-    """A GEMM template writing y as its C, to which ``step`` can be appended: "add" to an
-    empty epilogue (one residual operand), "relu" to one without a relu."""
-    spec = getattr(lk.kernel, "gemm_spec", None)
-    if spec is None or spec.beta != 0.0 or len(lk.slots) < 3 or lk.slots[2] != y \
+    """A GEMM or direct convolution template writing y as its output (buffer 2), to which
+    ``step`` can be appended: "add" to an empty epilogue (one residual operand), "relu" to
+    one without a relu."""
+    spec = _template_spec(lk.kernel)
+    if spec is None or getattr(spec, "beta", 0.0) != 0.0 or len(lk.slots) < 3 or \
+            lk.slots[2] != y \
             or lk.slots.count(y) != 1:
         return False
     return not spec.epilogue if step == "add" else "relu" not in spec.epilogue
@@ -176,14 +184,17 @@ def _same(index: K.Expr, own: K.Expr) -> bool:
 
 
 def _refold(lk: LoweredKernel, y: int, so: int, r, step: str, node: str) -> LoweredKernel:
-    """The GEMM template ``lk`` rendered again with ``step`` appended to its epilogue,
-    writing slot ``so`` instead of ``y`` (and reading the residual slot ``r``)."""
+    """The GEMM / convolution template ``lk`` rendered again with ``step`` appended to its
+    epilogue, writing slot ``so`` instead of ``y`` (and reading the residual slot ``r``)."""
+    from ..codegen.conv_template import conv_kernel
     from ..codegen.gemm import gemm_kernel
     from ..codegen.targets import gemm_isa
 
     old = lk.kernel
-    spec = dataclasses.replace(old.gemm_spec, epilogue=old.gemm_spec.epilogue + (step,))
-    gk = gemm_kernel("__K__", spec, gemm_isa())
+    old_spec = _template_spec(old)
+    spec = dataclasses.replace(old_spec, epilogue=old_spec.epilogue + (step,))
+    is_conv = getattr(old, "gemm_spec", None) is None
+    gk = (conv_kernel if is_conv else gemm_kernel)("__K__", spec, gemm_isa())
     bufs = list(old.buffers)
     slots = [so if s == y else s for s in lk.slots]
     offs = list(getattr(old, "offsets", None) or [0] * len(bufs))
@@ -192,8 +203,9 @@ def _refold(lk: LoweredKernel, y: int, so: int, r, step: str, node: str) -> Lowe
         slots.append(r)
         offs.append(offs[2])
     kern = K.TemplateKernel("__K__", bufs, gk.ir, gk.n_tasks, gk.scratch_bytes, cost=gk.flops,
-                            note="gemm+" + "+".join(spec.epilogue))
-    kern.gemm_spec = spec  # type: ignore[attr-defined]
+                            note=("conv+" if is_conv else "gemm+") + "+".join(spec.epilogue),
+                            writes=(2,))
+    setattr(kern, "conv_spec" if is_conv else "gemm_spec", spec)
     kern.offsets = offs  # type: ignore[attr-defined]
     members = list(lk.members or [lk.node])
     if node not in members:

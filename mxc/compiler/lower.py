@@ -246,10 +246,57 @@ class LowerCtx:
         else:
             gk = gemm_kernel("__K__", spec, gemm_isa())  # the AOT target's, else the host's
             kern = K.TemplateKernel("__K__", bufs, gk.ir, gk.n_tasks, gk.scratch_bytes,
-                                    cost=gk.flops, note="gemm")
+                                    cost=gk.flops, note="gemm", writes=(2,))
         kern.gemm_spec = spec  # type: ignore[attr-defined]
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
+
+    def conv_direct(self, x: K.TensorRef, w: K.TensorRef, b: K.TensorRef | None,
+                    y: K.TensorRef, geometry: dict, epilogue: tuple = (),
+                    residual: K.TensorRef | None = None) -> bool:
+        """``y = conv(x, w) + b`` (+ epilogue) by the direct convolution template
+        (``codegen/conv_template.py``) when its weight can be stored prepacked -- the whole
+        of a packable constant parameter (``compile_graph(constants=...)``) -- and x, y and
+        the residual are contiguous NCHW views; returns False (nothing emitted) otherwise.
+        ``geometry``: the ``ConvSpec`` fields N, C, H, W, F, kh, ... Wo."""
+        from ..codegen.conv_template import ConvSpec, conv_kernel, plan_conv, weight_layout
+        from ..codegen.targets import gemm_isa
+
+        dt = y.dtype.name
+        if dt not in ("float32", "float64") or any(r.dtype != y.dtype for r in (x, w)) or \
+                (b is not None and b.dtype != y.dtype):
+            return False
+        g = geometry
+        want = {x: (g["N"], g["C"], g["H"], g["W"]), y: (g["N"], g["F"], g["Ho"], g["Wo"])}
+        if residual is not None:
+            want[residual] = want[y]
+        for ref, shape in want.items():
+            dense = K.TensorRef(ref.buf, shape, None, ref.offset)
+            if ref.size != dense.size or tuple(ref.strides) != tuple(dense.strides):
+                return False
+        slot = self._buf_slot.get(w.buf)
+        if slot not in self._slots.packable or w.offset != 0 or \
+                w.buf.size != g["F"] * g["C"] * g["kh"] * g["kw"] or \
+                (b is not None and tuple(b.strides) != (1,)):
+            return False
+        spec = ConvSpec(dtype=dt, bias=b is not None, epilogue=tuple(epilogue), **g)
+        isa = gemm_isa()
+        if plan_conv(spec, isa).panels * plan_conv(spec, isa).NR * 4 > 5 * spec.F:
+            return False    # most vector lanes would hold no output channel: the GEMM
+        layout = weight_layout(spec, isa)
+        if not self._claim(slot, layout, g["F"], layout[2], w.dtype.itemsize):
+            return False
+        ck = conv_kernel("__K__", spec, isa)
+        bufs = [x.buf, w.buf, y.buf] + ([b.buf] if b is not None else []) + \
+            ([residual.buf] if "add" in spec.epilogue else [])
+        offs = [x.offset, 0, y.offset] + ([b.offset] if b is not None else []) + \
+            ([residual.offset] if "add" in spec.epilogue else [])
+        kern = K.TemplateKernel("__K__", bufs, ck.ir, ck.n_tasks, ck.scratch_bytes,
+                                cost=ck.flops, note="conv", writes=(2,))
+        kern.conv_spec = spec  # type: ignore[attr-defined]
+        kern.offsets = offs  # type: ignore[attr-defined]
+        self.emit(kern)
+        return True
 
     def pool2d(self, x: K.TensorRef, y: K.TensorRef, **fields) -> None:
         """``y = Pooling(x)`` by the 2-D pooling template (``codegen/pool_template.py``):

@@ -170,10 +170,14 @@ class CompiledModel:
 
 def _packed(a: np.ndarray, layout: tuple) -> np.ndarray:
     """A parameter in the layout its program stores it in (``Program.slot_layouts``)."""
+    from ..codegen.conv_template import pack_weights
     from ..codegen.gemm import pack_a_panels, pack_b_panels
 
     kind = layout[0]
     a = np.ascontiguousarray(a)
+    if kind == "conv_direct" and a.size == layout[1] * layout[2]:
+        _, F, _, nr, (C, kh, kw, cb) = layout
+        return pack_weights(a.reshape(F, C, kh, kw), int(nr), int(cb))
     if kind == "gemm_a" and a.size == layout[1] * layout[2]:
         _, M, K, panel, *order = layout
         order = tuple(order[0]) if order and order[0] else None   # (channels, taps)

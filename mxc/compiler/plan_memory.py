@@ -91,9 +91,11 @@ def kernel_accesses(lowered: list, node_inplace: dict | None = None) -> list:
         slots = list(lk.slots)
         if isinstance(k, K.Kernel):
             reads, writes, safe = _analyze(k, slots)
-        elif getattr(k, "gemm_spec", None) is not None and len(slots) >= 3:
-            # the GEMM template writes C (buffer 2; read too when beta != 0), reads the rest
-            reads, writes, safe = frozenset(slots), frozenset([slots[2]]), frozenset()
+        elif getattr(k, "writes", None) is not None:
+            # a template that stores into some buffers only (GEMM and direct convolution:
+            # buffer 2, read too when a GEMM's beta != 0), reads the rest
+            reads, writes = frozenset(slots), frozenset(slots[i] for i in k.writes)
+            safe = frozenset()
         else:  # another template: every buffer may be read and written, nothing shares
             reads = writes = frozenset(slots)
             safe = frozenset()

@@ -252,6 +252,9 @@ class TemplateKernel:
     scratch_bytes: int = 0
     cost: int = 0
     note: str = ""
+    #: indices of the buffers the kernel stores into; None: any of them (the memory planner
+    #: and the artifact writer treat the others as read-only)
+    writes: tuple | None = None
 
 
 # ---------------------------------------------------------------------------------------------

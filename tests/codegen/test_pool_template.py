@@ -5,58 +5,14 @@ ranges run in any split and order on a garbage-filled scratch, NaN/inf propagati
 freestanding cross objects for AArch64 / ARMv7 / x86-64."""
 import ctypes
 
-import llvmlite.binding as llvm
 import numpy as np
 import pytest
+from template_harness import BEST, CROSS_TARGETS, OTHER_ISAS, cross_object, jit
 
-from mxc.codegen.gemm import host_isa
-from mxc.codegen.llvm_render import render_kernel_module
 from mxc.codegen.pool_template import PoolSpec, pool_kernel
-from mxc.ir import kernel as K
 from mxc.testing import reference
 
-llvm.initialize_native_target()
-llvm.initialize_native_asmprinter()
-
-_FT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
-_ENGINES = []   # keep the JIT engines (and so the machine code) alive
 RNG = np.random.default_rng(11)
-
-
-def _host_can(isa: str) -> bool:
-    feats = llvm.get_host_cpu_features()
-    if isa in ("generic", "neon"):
-        return True   # plain vector IR: correct on any host
-    if isa == "avx512":
-        return bool(feats.get("avx512f"))
-    return bool(feats.get("avx2")) and bool(feats.get("fma"))
-
-
-BEST = host_isa()
-OTHER_ISAS = [i for i in ("avx512", "avx2", "neon", "generic") if i != BEST and _host_can(i)]
-
-
-def _optimize(mod, tm):
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-
-
-def _jit(kernel):
-    """The kernel as the runtime gets it: one module through ``render_kernel_module``."""
-    tk = K.TemplateKernel("__K__", [], kernel.ir, kernel.n_tasks, kernel.scratch_bytes)
-    fname, text = render_kernel_module(tk)
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                      features=llvm.get_host_cpu_features().flatten(),
-                                      opt=3, jit=True)
-    mod = llvm.parse_assembly(text)
-    mod.verify()
-    _optimize(mod, tm)
-    ee = llvm.create_mcjit_compiler(mod, tm)
-    ee.finalize_object()
-    _ENGINES.append(ee)
-    return _FT(ee.get_function_address(fname))
 
 
 def _out_size(x, k, s, p, full):
@@ -71,7 +27,7 @@ def _run(x, k, s, p, pool_type, *, include_pad=True, full=False, isa=None, split
     spec = PoolSpec(N, C, H, W, OH, OW, k[0], k[1], s[0], s[1], p[0], p[1], pool_type,
                     include_pad, x.dtype.name)
     kern = pool_kernel("__K__", spec, isa or BEST)
-    fn = _jit(kern)
+    fn = jit(kern)
     x = np.ascontiguousarray(x)
     y = np.full((N, C, OH, OW), 12345.0, x.dtype)
     args = (ctypes.c_void_p * 2)(x.ctypes.data, y.ctypes.data)
@@ -191,24 +147,8 @@ def test_signed_zero_like_llvm_maximum():
 
 # --- cross builds -----------------------------------------------------------------------------
 
-def _undefined_symbols(obj: bytes) -> list:
-    """Undefined global symbols of an ELF object (its .symtab)."""
-    from mxc.runtime.elf import read_elf
-
-    return [n for n in read_elf(obj).undefined_symbols(dynamic=False) if n]
-
-
-@pytest.mark.parametrize("triple,cpu,features,isa", [
-    ("aarch64-linux-android", "", "", "neon"),
-    ("armv7a-linux-androideabi", "", "+neon,+vfp4", "neon"),
-    ("x86_64-unknown-linux-gnu", "x86-64-v4", "", "avx512"),
-    ("x86_64-unknown-linux-gnu", "x86-64-v3", "", "avx2"),
-])
+@pytest.mark.parametrize("triple,cpu,features,isa", CROSS_TARGETS)
 def test_cross_object_freestanding(triple, cpu, features, isa):
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    tm = llvm.Target.from_triple(triple).create_target_machine(cpu=cpu, features=features,
-                                                               opt=3, reloc="pic")
     specs = [PoolSpec(1, 64, 112, 112, 56, 56, 3, 3, 2, 2, 1, 1, "max", True, "float32"),
              PoolSpec(2, 3, 7, 9, 4, 5, 3, 2, 2, 2, 1, 1, "avg", False, "float64"),
              PoolSpec(1, 2, 9, 11, 9, 11, 3, 3, 1, 1, 1, 1, "sum", True, "float32"),
@@ -217,11 +157,4 @@ def test_cross_object_freestanding(triple, cpu, features, isa):
     decls = sorted({ln for kk in kernels for ln in kk.ir.splitlines() if ln.startswith("declare")})
     defs = ["\n".join(ln for ln in kk.ir.splitlines() if not ln.startswith("declare"))
             for kk in kernels]
-    mod = llvm.parse_assembly("\n".join(decls + defs))
-    mod.triple = triple
-    mod.data_layout = str(tm.target_data)
-    mod.verify()
-    _optimize(mod, tm)
-    obj = tm.emit_object(mod)
-    assert obj[:4] == b"\x7fELF"
-    assert [s for s in _undefined_symbols(obj) if s != "_GLOBAL_OFFSET_TABLE_"] == []
+    cross_object("\n".join(decls + defs), triple, cpu, features)

@@ -627,6 +627,8 @@ def conv_forward(ctx, gm: Geom, x, w, b, y, epilogue: tuple = (), residual=None)
         return
     if gm.depthwise:
         return _dw_forward(ctx, gm, x, w, b, y)
+    if _conv_direct(ctx, gm, x, w, b, y, tuple(epilogue), residual):
+        return
     G, Cg, Fg, F, C_, Yp, Xp = gm.G, gm.Cg, gm.Fg, gm.F, gm.C, gm.Yp, gm.Xp
     CgK = Cg * gm.Kp
     epi = dict(epilogue=tuple(epilogue))
@@ -657,6 +659,31 @@ def conv_forward(ctx, gm: Geom, x, w, b, y, epilogue: tuple = (), residual=None)
                    _view(col, (nb, CgK, Yp), (Yp, nb * Yp, 1), gi * CgK * nb * Yp), out,
                    bias=None if b is None else _view(b, (Fg,), None, gi * Fg),
                    bias_axis=None if b is None else "m", **res(out))
+
+
+def _conv_direct(ctx, gm: Geom, x, w, b, y, epilogue: tuple, residual) -> bool:
+    """The direct convolution template (``codegen/conv_template.py``) for a 1-D/2-D
+    convolution without groups whose weight the program stores prepacked (inference with
+    constant parameters: ``LowerCtx.conv_direct`` decides); 1x1 stride-1 layers stay plain
+    GEMMs. False: nothing emitted, take another path."""
+    if not ctx.cpu_templates or not hasattr(ctx, "conv_direct") or gm.G != 1 or \
+            gm.nd not in (1, 2) or gm.pointwise:
+        return False
+    if any(tuple(r.strides) != K.contiguous_strides(r.shape) for r in (x, y)):
+        return False
+
+    def two(t, one):
+        return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
+
+    (H, W), (kh, kw), (sh, sw), (dh, dw), (ph, pw), (Ho, Wo) = (
+        two(gm.X, 1), two(gm.k, 1), two(gm.s, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
+    geometry = dict(N=gm.N, C=gm.C, H=H, W=W, F=gm.F, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh,
+                    dw=dw, ph=ph, pw=pw, Ho=Ho, Wo=Wo)
+    x4, y4 = _view(x, (gm.N, gm.C, H, W)), _view(y, (gm.N, gm.F, Ho, Wo))
+    r4 = None if residual is None else _view(residual, y4.shape)
+    if r4 is not None and tuple(residual.strides) != K.contiguous_strides(residual.shape):
+        return False
+    return ctx.conv_direct(x4, w, b, y4, geometry, epilogue, r4)
 
 
 def fusable_epilogue(gm: Geom) -> bool:
