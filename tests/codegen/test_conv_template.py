@@ -158,8 +158,8 @@ def test_pack_weights_layout():
         for c0 in (0, 2, 4):
             cbs = min(cb, 5 - c0)
             for ky in range(3):
-                for c in range(c0, c0 + cbs):
-                    for kx in range(2):
+                for kx in range(2):
+                    for c in range(c0, c0 + cbs):
                         want = np.zeros(nr, np.float32)
                         f = np.arange(p * nr, min(20, (p + 1) * nr))
                         want[:len(f)] = w[f, c, ky, kx]
