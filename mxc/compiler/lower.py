@@ -50,6 +50,14 @@ class SlotTable:
         return len(self.nbytes) - 1
 
 
+#: Output pixels (N * Ho * Wo) per weight from which a convolution whose weights change
+#: between runs takes the direct template anyway, repacking them every run: packing moves
+#: each weight ~2x (8 bytes read + written per float32 at ~20 GB/s), the convolution does
+#: 2 * N*Ho*Wo FLOPs with it at ~400 GFLOP/s; from ~1000 pixels packing costs < 5 %, less
+#: than the implicit GEMM's own packing of its input.
+DIRECT_REPACK_MIN_PIXELS = 1024
+
+
 class LowerCtx:
     """What an op's ``lower`` sees: typed attrs, input/output views, kernel emitters."""
 
@@ -255,41 +263,48 @@ class LowerCtx:
                     y: K.TensorRef, geometry: dict, epilogue: tuple = (),
                     residual: K.TensorRef | None = None) -> bool:
         """``y = conv(x, w) + b`` (+ epilogue) by the direct convolution template
-        (``codegen/conv_template.py``) when its weight can be stored prepacked -- the whole
-        of a packable constant parameter (``compile_graph(constants=...)``) -- and x, y and
-        the residual are contiguous NCHW views; returns False (nothing emitted) otherwise.
-        ``geometry``: the ``ConvSpec`` fields N, C, H, W, F, kh, ... Wo."""
+        (``codegen/conv_template.py``) for contiguous NCHW x, y and residual; returns False
+        (nothing emitted) when it does not apply. The template reads its weights prepacked:
+        a packable constant parameter (``compile_graph(constants=...)``) is stored so at
+        bind time; other weights (training, executors) are repacked by a kernel on every
+        run, worth it when each weight serves at least ``DIRECT_REPACK_MIN_PIXELS`` output
+        pixels. ``geometry``: the ``ConvSpec`` fields N, C, H, W, F, kh, ... Wo."""
         from ..codegen.conv_template import ConvSpec, conv_kernel, plan_conv, weight_layout
         from ..codegen.targets import gemm_isa
 
         dt = y.dtype.name
         if dt not in ("float32", "float64") or any(r.dtype != y.dtype for r in (x, w)) or \
-                (b is not None and b.dtype != y.dtype):
+                (b is not None and (b.dtype != y.dtype or tuple(b.strides) != (1,))):
             return False
         g = geometry
-        want = {x: (g["N"], g["C"], g["H"], g["W"]), y: (g["N"], g["F"], g["Ho"], g["Wo"])}
+        want = {x: (g["N"], g["C"], g["H"], g["W"]), y: (g["N"], g["F"], g["Ho"], g["Wo"]),
+                w: (g["F"], g["C"], g["kh"], g["kw"])}
         if residual is not None:
             want[residual] = want[y]
         for ref, shape in want.items():
             dense = K.TensorRef(ref.buf, shape, None, ref.offset)
             if ref.size != dense.size or tuple(ref.strides) != tuple(dense.strides):
                 return False
-        slot = self._buf_slot.get(w.buf)
-        if slot not in self._slots.packable or w.offset != 0 or \
-                w.buf.size != g["F"] * g["C"] * g["kh"] * g["kw"] or \
-                (b is not None and tuple(b.strides) != (1,)):
-            return False
         spec = ConvSpec(dtype=dt, bias=b is not None, epilogue=tuple(epilogue), **g)
         isa = gemm_isa()
-        if plan_conv(spec, isa).panels * plan_conv(spec, isa).NR * 4 > 5 * spec.F:
+        plan = plan_conv(spec, isa)
+        if plan.panels * plan.NR * 4 > 5 * spec.F:
             return False    # most vector lanes would hold no output channel: the GEMM
+        slot = self._buf_slot.get(w.buf)
         layout = weight_layout(spec, isa)
-        if not self._claim(slot, layout, g["F"], layout[2], w.dtype.itemsize):
+        if slot in self._slots.packable and w.offset == 0 and \
+                w.buf.size == spec.F * spec.C * spec.kh * spec.kw and \
+                self._claim(slot, layout, spec.F, layout[2], w.dtype.itemsize):
+            wp = w
+        elif spec.N * spec.Ho * spec.Wo >= DIRECT_REPACK_MIN_PIXELS and \
+                spec.C % plan.CB == 0:
+            wp = self._repack_conv_weight(w, spec, plan)
+        else:
             return False
         ck = conv_kernel("__K__", spec, isa)
-        bufs = [x.buf, w.buf, y.buf] + ([b.buf] if b is not None else []) + \
+        bufs = [x.buf, wp.buf, y.buf] + ([b.buf] if b is not None else []) + \
             ([residual.buf] if "add" in spec.epilogue else [])
-        offs = [x.offset, 0, y.offset] + ([b.offset] if b is not None else []) + \
+        offs = [x.offset, wp.offset, y.offset] + ([b.offset] if b is not None else []) + \
             ([residual.offset] if "add" in spec.epilogue else [])
         kern = K.TemplateKernel("__K__", bufs, ck.ir, ck.n_tasks, ck.scratch_bytes,
                                 cost=ck.flops, note="conv", writes=(2,))
@@ -297,6 +312,22 @@ class LowerCtx:
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
         return True
+
+    def _repack_conv_weight(self, w: K.TensorRef, spec, plan) -> K.TensorRef:
+        """A temporary holding the (F, C, kh, kw) weight ``w`` in the direct convolution's
+        layout (``conv_template.pack_weights``: (panels, blocks, kh, kw, CB, NR), zero lanes
+        past F), written by a kernel every run."""
+        NR, F = plan.NR, spec.F
+        t = self.temp((plan.panels, plan.blocks, spec.kh, spec.kw, plan.CB, NR), w.dtype)
+
+        def fn(p, blk, ky, kx, c, lane):
+            oc = p * K.const(NR, "int64") + lane
+            ch = blk * K.const(plan.CB, "int64") + c
+            v = w[K.minimum(oc, K.const(F - 1, "int64")), ch, ky, kx]
+            return K.select(oc.lt(K.const(F, "int64")), v, K.const(0, w.dtype))
+
+        self.compute(t, fn, "conv_weight_pack")
+        return t
 
     def pool2d(self, x: K.TensorRef, y: K.TensorRef, **fields) -> None:
         """``y = Pooling(x)`` by the 2-D pooling template (``codegen/pool_template.py``):

@@ -114,6 +114,44 @@ def test_conv_grad(shape, attrs):
     check_grad("Convolution", conv_inputs(shape, attrs, "float64"), attrs)
 
 
+# Convolutions the direct template takes (codegen/conv_template.py) when their weights are
+# repacked every run: forced here for small shapes (DIRECT_REPACK_MIN_PIXELS = 1); stride-1
+# "same" ones also run their data gradient through it (flipped weights)
+DIRECT_CASES = [
+    ((2, 16, 9, 8), conv_attrs((3, 3), pad=(1, 1), F=16)),
+    ((1, 5, 11, 13), conv_attrs((3, 3), stride=(2, 2), pad=(1, 1), F=13)),
+    ((2, 14, 9, 10), conv_attrs((5, 3), pad=(2, 2), dilate=(1, 2), F=14, no_bias=True)),
+    ((2, 3, 17), conv_attrs((3,), pad=(1,), F=16)),
+    ((1, 4, 7, 6), conv_attrs((1, 1), stride=(2, 2), F=16, no_bias=True)),
+    ((1, 2, 3, 2), conv_attrs((3, 3), pad=(2, 3), F=16)),       # rows of padding only
+]
+
+
+@pytest.mark.parametrize("shape,attrs", DIRECT_CASES)
+def test_conv_direct_template(monkeypatch, shape, attrs):
+    import mxc.compiler.lower as lower_mod
+
+    monkeypatch.setattr(lower_mod, "DIRECT_REPACK_MIN_PIXELS", 1)
+    taken = []
+    real = conv_mod._conv_direct
+    monkeypatch.setattr(conv_mod, "_conv_direct",
+                        lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
+    ins = conv_inputs(shape, attrs)
+    got = check_forward("Convolution", ins, attrs, rtol=1e-4, atol=1e-4)
+    nd = len(attrs["kernel"])
+    want = naive_conv(ins[0], ins[1], None if attrs["no_bias"] else ins[2],
+                      attrs.get("stride", (1,) * nd), attrs.get("pad", (0,) * nd),
+                      attrs.get("dilate", (1,) * nd), attrs["num_group"])
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+    assert taken and all(taken)
+    taken.clear()
+    check_grad("Convolution", conv_inputs(shape, attrs, "float64"), attrs)
+    # the forward; the data gradient of a "same" one when x has enough channels
+    assert taken[0] and (all(taken) if shape[1] >= 13 else len(taken) >= 1)
+    if shape[1] >= 13:
+        assert len(taken) == 2
+
+
 def test_conv_float64_float16():
     a = conv_attrs((3, 3), pad=(1, 1), stride=(2, 2), F=5)
     check_forward("Convolution", conv_inputs((2, 3, 9, 10), a, "float64"), a, rtol=1e-10,

@@ -669,7 +669,7 @@ def _conv_direct(ctx, gm: Geom, x, w, b, y, epilogue: tuple, residual) -> bool:
     if not ctx.cpu_templates or not hasattr(ctx, "conv_direct") or gm.G != 1 or \
             gm.nd not in (1, 2) or gm.pointwise:
         return False
-    if any(tuple(r.strides) != K.contiguous_strides(r.shape) for r in (x, y)):
+    if any(tuple(r.strides) != K.contiguous_strides(r.shape) for r in (x, y, w)):
         return False
 
     def two(t, one):
@@ -683,7 +683,7 @@ def _conv_direct(ctx, gm: Geom, x, w, b, y, epilogue: tuple, residual) -> bool:
     r4 = None if residual is None else _view(residual, y4.shape)
     if r4 is not None and tuple(residual.strides) != K.contiguous_strides(residual.shape):
         return False
-    return ctx.conv_direct(x4, w, b, y4, geometry, epilogue, r4)
+    return ctx.conv_direct(x4, _view(w, (gm.F, gm.C, kh, kw)), b, y4, geometry, epilogue, r4)
 
 
 def fusable_epilogue(gm: Geom) -> bool:
@@ -703,6 +703,11 @@ def _conv_same_backward_data(ctx, gm: Geom, im: Implicit, dy, w, dx, bias) -> No
     w5 = _view(w, (G, Fg, Cg, kh, kw))
     ctx.compute(wt, lambda g, c, f, ky, kx: w5[g, f, c, C(kh - 1, I64) - idx(ky),
                                                 C(kw - 1, I64) - idx(kx)], "conv_wflip")
+    if G == 1:   # the direct template, as for a forward convolution of dy
+        dual = Geom(gm.N, gm.F, gm.C, 1, gm.Y, gm.X, gm.k, gm.s, gm.d, gm.p)
+        if _conv_direct(ctx, dual, dy, _view(wt, (gm.C, gm.F) + tuple(gm.k)), bias, dx, (),
+                        None):
+            return
     Kg = Fg * kh * kw
     for gi in range(G):
         ctx.gemm(_view(wt, (Cg, Kg), None, gi * Cg * Kg),
