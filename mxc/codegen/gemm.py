@@ -59,9 +59,14 @@ Tuning knobs (``gemm_kernel(_params=...)``; tests and benchmarks): ``mr``/``nv``
 ``imr`` (swapped panel height), ``no_tap_skip``, ``no_dot``, ``no_direct``, ``a_prefetch``,
 ``b_prefetch``.
 
-Known next steps: share one packed B block between threads (today every task packs its own
-B columns, ~K*TN element moves per task); masked-store N edges instead of the scalar edge
-path; software prefetch for the direct-B stream.
+Convolutions with prepacked (or per-run repacked) weights take the direct convolution
+template (``conv_template.py``) instead; this template serves the rest (grouped, few output
+channels, gradients) and every matrix product.
+
+Known next steps: masked-store N edges instead of the scalar edge path; software prefetch for
+the direct-B stream. Sharing one packed B block between threads (every task packs its own B
+columns) would need a barrier inside a call; its ceiling measured 3-6 % on sgemm
+(docs/performance.md).
 """
 from __future__ import annotations
 
