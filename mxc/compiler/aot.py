@@ -112,7 +112,7 @@ def compile(symbol, arg_params: dict | None = None, aux_params: dict | None = No
             types: dict | None = None, cpu: str | None = None, features: str | None = None,
             gemm_isa: str | None = None, static_lib: bool = True, fusion: bool | None = None,
             plan_memory: bool = True, keep_ir: bool = False, emulator: bool = True,
-            fast_math: bool = False) -> Artifact:
+            fast_math: bool = False, fold: bool = True) -> Artifact:
     """Compile a model into an artifact directory (``out_dir``; a new temporary directory
     when not given) for ``target`` (a preset name, see ``codegen.targets``).
 
@@ -124,10 +124,20 @@ def compile(symbol, arg_params: dict | None = None, aux_params: dict | None = No
     GPU targets (``cuda-sm80``, ``cuda-sm90``) write PTX + launch plan + weights instead of a
     library; for them ``emulator`` (default True) also writes the CPU emulation of the
     kernels (``model.emu.ll``) and ``fast_math`` uses the approximate ex2/lg2/tanh
-    instructions. ``cpu``/``features``/``gemm_isa``/``static_lib`` are CPU-only.
+    instructions. ``cpu``/``features``/``gemm_isa``/``static_lib`` are CPU-only. ``fold``
+    (default True) folds inference BatchNorm and parameter-only subgraphs into the weights
+    (``fold_constants``, as ``CompiledModel``); CPU artifacts store convolution and
+    FullyConnected weights in their kernels' prepacked layouts.
     """
     t0 = time.perf_counter()
     graph, params = _model(symbol, arg_params, aux_params)
+    if fold:   # an artifact's parameters are fixed: BatchNorm into the weights, as
+        # CompiledModel does (resnet18_v1: 20 convolutions with their BatchNorm, residual add
+        # and ReLU as 20 kernels instead of 20 + 16 elementwise passes)
+        from .fold_constants import fold_constants
+
+        used = {v.name for v in graph.variables()}
+        graph, params = fold_constants(graph, {k: a for k, a in params.items() if k in used})
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix or ""):
         raise MXNetError(f"prefix {prefix!r} is not a C identifier")
     sm = cuda_sm(target)
@@ -141,7 +151,7 @@ def compile(symbol, arg_params: dict | None = None, aux_params: dict | None = No
                              fast_math=fast_math, t0=t0)
     tgt = T.resolve(target, cpu=cpu, features=features, gemm_isa=gemm_isa)
     plan = _plan(graph, params, dict(shapes or {}), dict(types or {}), tgt, fusion,
-                 plan_memory)
+                 plan_memory, prepack=True)
     t1 = time.perf_counter()
     meta = _metadata(plan, tgt, prefix)
     ir_text = _module_ir(plan, tgt, prefix, meta)
@@ -260,8 +270,12 @@ class _Plan:
 
 
 def _plan(graph: Graph, params: dict, shapes: dict, in_types: dict, tgt: T.Target,
-          fusion, plan_memory) -> _Plan:
+          fusion, plan_memory, prepack: bool = False) -> _Plan:
+    """``prepack``: the parameters are constants of the program, so convolution and
+    FullyConnected weights may be stored in their kernels' prepacked layouts (CPU artifacts;
+    the GPU lowering packs nothing)."""
     from .build import compile_graph
+    from .model import pack_parameter
 
     var_names = [v.name for v in graph.variables()]
     inputs = [n for n in var_names if n not in params]
@@ -293,7 +307,9 @@ def _plan(graph: Graph, params: dict, shapes: dict, in_types: dict, tgt: T.Targe
         raise CompileError("cross builds from a big-endian host are not supported")
     with T.using(tgt):
         cg = compile_graph(graph, arg_shapes, arg_types, fusion=fusion,
-                           plan_memory=plan_memory, codegen=False)
+                           plan_memory=plan_memory, codegen=False,
+                           constants=tuple(n for n in var_names if n in params)
+                           if prepack else ())
     prog = cg.program
     slots = prog.slots
     place: dict = {}
@@ -308,6 +324,8 @@ def _plan(graph: Graph, params: dict, shapes: dict, in_types: dict, tgt: T.Targe
         if n in params:
             s = cg.var_slots[n]
             a = np.ascontiguousarray(params[n], dtype=as_dtype(arg_types[n]).np)
+            if s in prog.slot_layouts:
+                a = pack_parameter(a, prog.slot_layouts[s])
             const_slot[s] = len(consts)
             consts.append((n, a.tobytes()))
     names = _output_names(graph)

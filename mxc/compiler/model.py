@@ -126,7 +126,7 @@ class CompiledModel:
                 # stored prepacked for its GEMM; the plain array is dropped at once, so the
                 # process never holds every weight in both layouts
                 del a
-                bound[slot] = _packed(params.pop(n), layouts[slot]).reshape(-1).view(np.uint8)
+                bound[slot] = pack_parameter(params.pop(n), layouts[slot]).reshape(-1).view(np.uint8)
             elif a is not None and id(a) not in callers and a.flags.owndata and \
                     a.flags.c_contiguous and a.flags.aligned and a.flags.writeable and \
                     a.nbytes == prog.slots[slot].nbytes and \
@@ -168,8 +168,9 @@ class CompiledModel:
         self.compiled.program.run("forward")
 
 
-def _packed(a: np.ndarray, layout: tuple) -> np.ndarray:
-    """A parameter in the layout its program stores it in (``Program.slot_layouts``)."""
+def pack_parameter(a: np.ndarray, layout: tuple) -> np.ndarray:
+    """A parameter in the layout its program stores it in (``Program.slot_layouts``):
+    ``CompiledModel`` binds it so, artifacts embed it so."""
     from ..codegen.conv_template import pack_weights
     from ..codegen.gemm import pack_a_panels, pack_b_panels
 

@@ -200,7 +200,10 @@ def test_resnet18_v1_host_artifact(build, driver, tmp_path):
     np.testing.assert_allclose(m(x)[0], want, **tol("resnet18_v1"))
     meta = m.metadata
     assert meta["weights_bytes"] > 40e6
-    assert meta["memory"]["arena_bytes"] < meta["memory"]["naive_bytes"] / 3
+    # BatchNorm folded: 23 kernels, their temporaries shared down to ~0.37x of one buffer each
+    assert meta["memory"]["arena_bytes"] < meta["memory"]["naive_bytes"] / 2.5
+    kinds = [k["kind"] for k in meta["kernels"]]
+    assert sum(k.startswith("conv") for k in kinds) == 20 and len(kinds) == 23
     y = run_driver([str(driver("cc"))], d / "libmodel.so", x, tmp_path, "--threads", "2")
     np.testing.assert_allclose(y, want, **tol("resnet18_v1"))
 
