@@ -75,15 +75,31 @@ class ConvSpec:
     dtype: str = "float32"
     bias: bool = False
     epilogue: tuple = ()    # steps after the bias: "add" (the residual), "relu"
+    # element strides (n, c, h, w) of y and the residual; None: contiguous. A transposed
+    # convolution's output phases are written in place this way (pixel stride = its stride)
+    y_strides: tuple | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"ConvSpec.dtype {self.dtype!r}: float32 or float64")
         if any(e not in ("add", "relu") for e in self.epilogue):
             raise ValueError(f"ConvSpec.epilogue {self.epilogue}: steps are 'add' and 'relu'")
+        # pads may be negative: the output window then starts inside the input (the phases
+        # of a transposed convolution)
         if min(self.N, self.C, self.H, self.W, self.F, self.kh, self.kw, self.sh, self.sw,
-               self.dh, self.dw, self.Ho, self.Wo) < 1 or min(self.ph, self.pw) < 0:
+               self.dh, self.dw, self.Ho, self.Wo) < 1:
             raise ValueError(f"ConvSpec {self}: sizes must be positive")
+        if self.y_strides is not None:
+            ys = tuple(int(v) for v in self.y_strides)
+            if len(ys) != 4 or min(ys) < 1:
+                raise ValueError(f"ConvSpec.y_strides {self.y_strides}: 4 positive strides")
+            dense = (self.F * self.Ho * self.Wo, self.Ho * self.Wo, self.Wo, 1)
+            object.__setattr__(self, "y_strides", None if ys == dense else ys)
+
+    @property
+    def ys(self) -> tuple:
+        """Element strides (n, c, h, w) of y."""
+        return self.y_strides or (self.F * self.Ho * self.Wo, self.Ho * self.Wo, self.Wo, 1)
 
 
 @dataclass(frozen=True)
@@ -331,7 +347,7 @@ class _Emitter:
                             f"ptr %res, i64 %ocleft) noinline {_FN_ATTRS}")
         acc = [[f.op(f"load {V}, ptr {f.gep(T, '%acc', i * p.NR + v * VL)}, align {es}")
                 for v in range(p.NV)] for i in range(r)]
-        self.emit_store(f, acc, r, self.spec.Ho * self.spec.Wo, self.spec.F % p.NR != 0)
+        self.emit_store(f, acc, r, self.spec.F % p.NR != 0)
         f.ins("ret void")
         return f.render()
 
@@ -349,17 +365,18 @@ class _Emitter:
         lv = f.op(f"shufflevector {vi} {lv}, {vi} poison, <{n} x i32> zeroinitializer")
         return f.op(f"icmp slt {vi} {lanes}, {lv}")
 
-    def emit_store(self, f: FunctionBuilder, acc, r: int, HoWo: int, ragged: bool) -> None:
+    def emit_store(self, f: FunctionBuilder, acc, r: int, ragged: bool) -> None:
         """Transpose each channel vector's r pixel rows into one r-pixel run per channel,
         parked in a tile buffer; then one loop over the channels applies the epilogue and
         stores each run (a masked store of the next power of two): one loop body, not NR
-        unrolled copies, so the IR -- and the compile time -- stays small."""
+        unrolled copies, so the IR -- and the compile time -- stays small. With a pixel
+        stride ps > 1 a run is spread over P*ps lanes and stored under a mask that leaves
+        the lanes between the pixels untouched."""
         s, T, es, VL, NR = self.spec, self.T, self.es, self.VL, self.p.NR
         P = 1 << (r - 1).bit_length()
-        VM, ld, st = self.masked(P)
-        mask = "<" + ", ".join(f"i1 {'true' if i < r else 'false'}" for i in range(P)) + ">"
+        VM = f"<{P} x {T}>"
         pick = "<" + ", ".join(f"i32 {i}" for i in range(P)) + ">"
-        full = P == r
+        run_load, run_store = self.run_access(r, P)
         buf = f"%tile{r}"
         f.allocas.append(f"  {buf} = alloca [{NR * P} x {T}], align 64")
         for v in range(self.p.NV):
@@ -371,28 +388,51 @@ class _Emitter:
         channels = f.smin("%ocleft", NR) if ragged else NR
         with f.loop(0, channels) as oc:
             x = f.op(f"load {VM}, ptr {f.gep(T, buf, f.mul(oc, P), True)}, align {es}")
-            off = f.mul(oc, HoWo)
+            off = f.mul(oc, s.ys[1])
             for step in s.epilogue:
                 if step == "add":
-                    src = f.gep(T, "%res", off)
-                    rv = f.op(f"load {VM}, ptr {src}, align {es}") if full else \
-                        f.op(f"call {VM} {ld}(ptr {src}, i32 {es}, <{P} x i1> {mask}, "
-                             f"{VM} zeroinitializer)")
-                    x = f.op(f"fadd {_FM} {VM} {x}, {rv}")
+                    x = f.op(f"fadd {_FM} {VM} {x}, {run_load(f, f.gep(T, '%res', off))}")
                 else:   # relu: max(x, 0), NaN -> 0
                     c = f.op(f"fcmp ogt {VM} {x}, zeroinitializer")
                     x = f.op(f"select <{P} x i1> {c}, {VM} {x}, {VM} zeroinitializer")
-            dst = f.gep(T, "%y", off)
+            run_store(f, x, f.gep(T, "%y", off))
+
+    def run_access(self, r: int, P: int):
+        """(load(f, ptr), store(f, value, ptr)) of an r-pixel run (a <P x T> value, lanes
+        past r unused) at the output's pixel stride."""
+        T, es = self.T, self.es
+        ps = self.spec.ys[3]
+        L = P * ps
+        VM, ld, st = self.masked(L)
+        VP = f"<{P} x {T}>"
+        mask = "<" + ", ".join(f"i1 {'true' if i % ps == 0 and i // ps < r else 'false'}"
+                               for i in range(L)) + ">"
+        full = L == r
+        spread = "<" + ", ".join(f"i32 {i // ps}" if i % ps == 0 else "i32 poison"
+                                 for i in range(L)) + ">"
+        gather = "<" + ", ".join(f"i32 {i * ps}" for i in range(P)) + ">"
+
+        def load(f, src):
+            v = f.op(f"load {VM}, ptr {src}, align {es}") if full else \
+                f.op(f"call {VM} {ld}(ptr {src}, i32 {es}, <{L} x i1> {mask}, "
+                     f"{VM} zeroinitializer)")
+            return v if ps == 1 else \
+                f.op(f"shufflevector {VM} {v}, {VM} poison, <{P} x i32> {gather}")
+
+        def store(f, x, dst):
+            if ps > 1:
+                x = f.op(f"shufflevector {VP} {x}, {VP} poison, <{L} x i32> {spread}")
             if full:
                 f.ins(f"store {VM} {x}, ptr {dst}, align {es}")
             else:
-                f.ins(f"call void {st}({VM} {x}, ptr {dst}, i32 {es}, <{P} x i1> {mask})")
+                f.ins(f"call void {st}({VM} {x}, ptr {dst}, i32 {es}, <{L} x i1> {mask})")
+        return load, store
 
     # --- the task entry ---
     def emit_entry(self) -> str:
         s, p, T = self.spec, self.p, self.T
         NR = p.NR
-        HW, HoWo = s.H * s.W, s.Ho * s.Wo
+        HW = s.H * s.W
         f = FunctionBuilder(f"define void {ident(self.name)}(i64 %task_begin, i64 %task_end, "
                             f"ptr %args, ptr %scratch) {_FN_ATTRS}")
         names = ["x", "w", "y"] + (["bias"] if s.bias else []) + \
@@ -424,8 +464,8 @@ class _Emitter:
                     klo, khi = self.row_taps(f, iy0)
                     xr = f.gep(T, ptr["x"], f.sub(f.add(f.add(f.mul(n, s.C * HW), f.mul(c0, HW)),
                                                          f.mul(iy0, s.W)), s.pw))
-                    yoff = f.add(f.add(f.mul(n, s.F * HoWo), f.mul(oc0, HoWo)),
-                                 f.mul(oy, s.Wo))
+                    yoff = f.add(f.add(f.mul(n, s.ys[0]), f.mul(oc0, s.ys[1])),
+                                 f.mul(oy, s.ys[2]))
                     yr = f.gep(T, ptr["y"], yoff)
                     rr = f.gep(T, ptr["res"], yoff) if "add" in s.epilogue else "null"
                     accr = f.gep(T, "%scratch", f.mul(f.sub(row, row0), s.Wo * NR)) \
@@ -433,7 +473,7 @@ class _Emitter:
                     for gi, (j0, j1, x0, r, _) in enumerate(p.groups):
                         def call(j, gi=gi, j0=j0, x0=x0, r=r):
                             col = f.add(x0, f.mul(f.sub(j, j0), r))
-                            xo, yo = f.mul(col, s.sw), col
+                            xo, yo = f.mul(col, s.sw), f.mul(col, s.ys[3])
                             ao = f.mul(col, NR)
                             f.ins(f"call void {self.sym(f't{gi}')}(ptr {f.gep(T, xr, xo)}, "
                                   f"ptr {wb}, ptr {f.gep(T, yr, yo)}, ptr {bias}, "

@@ -259,16 +259,24 @@ class LowerCtx:
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
 
+    @property
+    def direct_repack_min_pixels(self) -> int:
+        """See ``DIRECT_REPACK_MIN_PIXELS``."""
+        return DIRECT_REPACK_MIN_PIXELS
+
     def conv_direct(self, x: K.TensorRef, w: K.TensorRef, b: K.TensorRef | None,
                     y: K.TensorRef, geometry: dict, epilogue: tuple = (),
-                    residual: K.TensorRef | None = None) -> bool:
+                    residual: K.TensorRef | None = None, *, dry_run: bool = False,
+                    repack: bool = False) -> bool:
         """``y = conv(x, w) + b`` (+ epilogue) by the direct convolution template
-        (``codegen/conv_template.py``) for contiguous NCHW x, y and residual; returns False
-        (nothing emitted) when it does not apply. The template reads its weights prepacked:
-        a packable constant parameter (``compile_graph(constants=...)``) is stored so at
-        bind time; other weights (training, executors) are repacked by a kernel on every
-        run, worth it when each weight serves at least ``DIRECT_REPACK_MIN_PIXELS`` output
-        pixels. ``geometry``: the ``ConvSpec`` fields N, C, H, W, F, kh, ... Wo."""
+        (``codegen/conv_template.py``) for contiguous NCHW x and w; y (and the residual,
+        laid out like y) may have any positive strides. Returns False (nothing emitted) when
+        it does not apply. The template reads its weights prepacked: a packable constant
+        parameter (``compile_graph(constants=...)``) is stored so at bind time; other
+        weights (training, executors) are repacked by a kernel on every run, worth it when
+        each weight serves at least ``DIRECT_REPACK_MIN_PIXELS`` output pixels, or when the
+        caller says so (``repack``: it computed the weights itself). ``dry_run``: only
+        answer. ``geometry``: the ``ConvSpec`` fields N, C, H, W, F, kh, ... Wo."""
         from ..codegen.conv_template import ConvSpec, conv_kernel, plan_conv, weight_layout
         from ..codegen.targets import gemm_isa
 
@@ -277,30 +285,36 @@ class LowerCtx:
                 (b is not None and (b.dtype != y.dtype or tuple(b.strides) != (1,))):
             return False
         g = geometry
-        want = {x: (g["N"], g["C"], g["H"], g["W"]), y: (g["N"], g["F"], g["Ho"], g["Wo"]),
-                w: (g["F"], g["C"], g["kh"], g["kw"])}
-        if residual is not None:
-            want[residual] = want[y]
+        want = {x: (g["N"], g["C"], g["H"], g["W"]), w: (g["F"], g["C"], g["kh"], g["kw"])}
         for ref, shape in want.items():
             dense = K.TensorRef(ref.buf, shape, None, ref.offset)
             if ref.size != dense.size or tuple(ref.strides) != tuple(dense.strides):
                 return False
-        spec = ConvSpec(dtype=dt, bias=b is not None, epilogue=tuple(epilogue), **g)
+        if tuple(y.shape) != (g["N"], g["F"], g["Ho"], g["Wo"]) or min(y.strides) < 1 or \
+                (residual is not None and (tuple(residual.shape) != tuple(y.shape) or
+                                           tuple(residual.strides) != tuple(y.strides))):
+            return False
+        spec = ConvSpec(dtype=dt, bias=b is not None, epilogue=tuple(epilogue),
+                        y_strides=tuple(y.strides), **g)
         isa = gemm_isa()
         plan = plan_conv(spec, isa)
         if plan.panels * plan.NR * 4 > 5 * spec.F:
             return False    # most vector lanes would hold no output channel: the GEMM
         slot = self._buf_slot.get(w.buf)
         layout = weight_layout(spec, isa)
-        if slot in self._slots.packable and w.offset == 0 and \
-                w.buf.size == spec.F * spec.C * spec.kh * spec.kw and \
-                self._claim(slot, layout, spec.F, layout[2], w.dtype.itemsize):
-            wp = w
-        elif spec.N * spec.Ho * spec.Wo >= DIRECT_REPACK_MIN_PIXELS and \
-                spec.C % plan.CB == 0:
-            wp = self._repack_conv_weight(w, spec, plan)
-        else:
+        constant = slot in self._slots.packable and w.offset == 0 and \
+            w.buf.size == spec.F * spec.C * spec.kh * spec.kw and \
+            self._slots.layouts.get(slot, layout) == layout
+        if not constant and (spec.C % plan.CB or not (
+                repack or spec.N * spec.Ho * spec.Wo >= DIRECT_REPACK_MIN_PIXELS)):
             return False
+        if dry_run:
+            return True
+        if constant:
+            self._claim(slot, layout, spec.F, layout[2], w.dtype.itemsize)
+            wp = w
+        else:
+            wp = self._repack_conv_weight(w, spec, plan)
         ck = conv_kernel("__K__", spec, isa)
         bufs = [x.buf, wp.buf, y.buf] + ([b.buf] if b is not None else []) + \
             ([residual.buf] if "add" in spec.epilogue else [])

@@ -168,6 +168,35 @@ def test_pack_weights_layout():
     assert pos == got.size
 
 
+@pytest.mark.parametrize("isa", [BEST] + OTHER_ISAS)
+def test_strided_output_and_negative_pad(isa):
+    # y written in place into every 2nd row and 3rd column of a bigger buffer (a transposed
+    # convolution's phase), elements between untouched; pad -1 starts the window inside x
+    N, C, H, W, F = 2, 5, 9, 10, 20
+    x = RNG.standard_normal((N, C, H, W)).astype("float32")
+    w = RNG.standard_normal((F, C, 3, 3)).astype("float32")
+    b = RNG.standard_normal(F).astype("float32")
+    Ho, Wo = 5, 8
+    Hb, Wb = 2 * Ho + 1, 3 * Wo
+    spec = ConvSpec(N, C, H, W, F, 3, 3, 1, 1, 1, 1, -1, 1, Ho, Wo, "float32", True,
+                    ("add", "relu"), y_strides=(F * Hb * Wb, Hb * Wb, 2 * Wb, 3))
+    plan = plan_conv(spec, isa)
+    kern = conv_kernel("__K__", spec, isa)
+    big = np.full((N, F, Hb, Wb), 7.0, np.float32)
+    res = RNG.standard_normal((N, F, Hb, Wb)).astype("float32")
+    wp = pack_weights(w, plan.NR, plan.CB)
+    ptrs = [x.ctypes.data, wp.ctypes.data, big.ctypes.data + Wb * 4, b.ctypes.data,
+            res.ctypes.data + Wb * 4]
+    args = (ctypes.c_void_p * 5)(*ptrs)
+    jit(kern)(0, kern.n_tasks, ctypes.addressof(args), 0)
+    want = _want(np.ascontiguousarray(x[:, :, 1:]), w, b, (3, 3), (1, 1), (1, 1), (0, 1))
+    want = np.maximum(want[:, :, :Ho, :Wo] + res[:, :, 1::2, ::3], 0)
+    np.testing.assert_allclose(big[:, :, 1::2, ::3], want, rtol=2e-5, atol=2e-5)
+    untouched = np.ones(big.shape, bool)
+    untouched[:, :, 1::2, ::3] = False
+    assert (big[untouched] == 7.0).all()
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_nan_and_inf_propagate():
     x = RNG.standard_normal((1, 3, 6, 8)).astype("float32")

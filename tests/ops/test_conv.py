@@ -124,6 +124,9 @@ DIRECT_CASES = [
     ((2, 3, 17), conv_attrs((3,), pad=(1,), F=16)),
     ((1, 4, 7, 6), conv_attrs((1, 1), stride=(2, 2), F=16, no_bias=True)),
     ((1, 2, 3, 2), conv_attrs((3, 3), pad=(2, 3), F=16)),       # rows of padding only
+    # strided: the data gradient runs as stride-1 phases (x has >= 13 channels)
+    ((2, 16, 9, 11), conv_attrs((3, 3), stride=(2, 2), pad=(1, 1), F=16)),
+    ((1, 14, 8, 7), conv_attrs((1, 1), stride=(2, 2), F=16, no_bias=True)),
 ]
 
 
@@ -133,9 +136,10 @@ def test_conv_direct_template(monkeypatch, shape, attrs):
 
     monkeypatch.setattr(lower_mod, "DIRECT_REPACK_MIN_PIXELS", 1)
     taken = []
-    real = conv_mod._conv_direct
-    monkeypatch.setattr(conv_mod, "_conv_direct",
-                        lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
+    for fn in ("_conv_direct", "_conv_transpose_phases"):
+        real = getattr(conv_mod, fn)
+        monkeypatch.setattr(conv_mod, fn, lambda *a, real=real, fn=fn, **k:
+                            taken.append((fn, real(*a, **k))) or taken[-1][1])
     ins = conv_inputs(shape, attrs)
     got = check_forward("Convolution", ins, attrs, rtol=1e-4, atol=1e-4)
     nd = len(attrs["kernel"])
@@ -143,13 +147,13 @@ def test_conv_direct_template(monkeypatch, shape, attrs):
                       attrs.get("stride", (1,) * nd), attrs.get("pad", (0,) * nd),
                       attrs.get("dilate", (1,) * nd), attrs["num_group"])
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
-    assert taken and all(taken)
+    assert taken == [("_conv_direct", True)]
     taken.clear()
     check_grad("Convolution", conv_inputs(shape, attrs, "float64"), attrs)
-    # the forward; the data gradient of a "same" one when x has enough channels
-    assert taken[0] and (all(taken) if shape[1] >= 13 else len(taken) >= 1)
-    if shape[1] >= 13:
-        assert len(taken) == 2
+    # the forward; the data gradient ("same": one direct convolution of dy, strided: its
+    # phases) when x has enough channels to fill the vector lanes
+    assert taken[0] == ("_conv_direct", True)
+    assert any(ok for _, ok in taken[1:]) == (shape[1] >= 13)
 
 
 def test_conv_float64_float16():
@@ -250,6 +254,22 @@ DECONV_CASES = [
 ]
 
 
+# strided Deconvolutions the direct template takes phase by phase (forced on small shapes)
+DECONV_DIRECT_CASES = [
+    ((2, 16, 7, 9), {"kernel": (4, 4), "num_filter": 16, "stride": (2, 2), "pad": (1, 1)}),
+    ((1, 13, 5, 6), {"kernel": (3, 3), "num_filter": 14, "stride": (2, 2), "pad": (1, 1),
+                     "adj": (1, 1), "no_bias": False}),
+    ((2, 16, 4, 5), {"kernel": (1, 1), "num_filter": 16, "stride": (2, 2), "adj": (1, 1),
+                     "no_bias": False}),                   # phases no tap reaches: the bias
+    ((1, 20, 6, 7), {"kernel": (5, 3), "num_filter": 16, "stride": (3, 2), "pad": (2, 0),
+                     "adj": (0, 1)}),
+    ((1, 16, 9), {"kernel": (3,), "num_filter": 16, "stride": (2,), "pad": (1,),
+                  "no_bias": False}),                                             # 1-D
+    ((1, 16, 3, 4), {"kernel": (2, 2), "num_filter": 16, "stride": (2, 2), "pad": (1, 1)}),
+    #                                                      negative phase pads (window inside dy)
+]
+
+
 def deconv_inputs(shape, a, dtype="float32"):
     G = a.get("num_group", 1)
     x = rnd(*shape, dtype=dtype)
@@ -270,6 +290,27 @@ def test_deconv_forward(shape, attrs):
                         attrs.get("dilate", (1,) * nd), attrs.get("adj", (0,) * nd),
                         attrs.get("num_group", 1))
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,attrs", DECONV_DIRECT_CASES)
+def test_deconv_direct_phases(monkeypatch, shape, attrs):
+    import mxc.compiler.lower as lower_mod
+
+    monkeypatch.setattr(lower_mod, "DIRECT_REPACK_MIN_PIXELS", 1)
+    taken = []
+    real = conv_mod._conv_transpose_phases
+    monkeypatch.setattr(conv_mod, "_conv_transpose_phases",
+                        lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
+    ins = deconv_inputs(shape, attrs)
+    got = check_forward("Deconvolution", ins, attrs, rtol=1e-4, atol=1e-4)
+    nd = len(attrs["kernel"])
+    want = naive_deconv(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
+                        attrs.get("stride", (1,) * nd), attrs.get("pad", (0,) * nd),
+                        attrs.get("dilate", (1,) * nd), attrs.get("adj", (0,) * nd),
+                        attrs.get("num_group", 1))
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+    assert taken == [True]
+    check_grad("Deconvolution", deconv_inputs(shape, attrs, "float64"), attrs)
 
 
 @pytest.mark.parametrize("shape,attrs", [

@@ -717,6 +717,67 @@ def _conv_same_backward_data(ctx, gm: Geom, im: Implicit, dy, w, dx, bias) -> No
                  bias_axis=None if bias is None else "m", **im.same_gemm(Fg))
 
 
+def _conv_transpose_phases(ctx, gm: Geom, dy, w, dx, bias) -> bool:
+    """dx = conv^T(dy, w) (+ bias[c]) of a strided convolution -- its data gradient, or a
+    strided Deconvolution -- by the direct convolution template. Along each spatial axis,
+    output position i takes only the taps t = r + j*s of its phase r = (i + p) mod s, from
+    dy[q - j] where i = q*s + r - p; so each of the s_y*s_x phases of dx is a stride-1
+    convolution of dy with the flipped sub-kernel w[.., r + (J-1-j)*s] (input and output
+    channels swapped), written straight into the phase's strided positions of dx (its pad
+    J-1-q0 may be negative: the window starts inside dy). Phases no tap reaches get the
+    bias (or 0). No col buffer, no col2im scatter. Groups 1, dilation 1, 1-D/2-D, and
+    every phase taking the template (all or nothing); False: nothing emitted."""
+    if not ctx.cpu_templates or not hasattr(ctx, "conv_direct") or gm.G != 1 or \
+            gm.nd not in (1, 2) or any(v != 1 for v in gm.d) or all(v == 1 for v in gm.s):
+        return False
+    if any(tuple(r.strides) != K.contiguous_strides(r.shape) for r in (dy, w, dx)):
+        return False
+
+    def two(t, one):
+        return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
+
+    N, C_, F = gm.N, gm.C, gm.F
+    (H, W), (Ho, Wo), (kh, kw), (sh, sw), (ph, pw) = (
+        two(gm.X, 1), two(gm.Y, 1), two(gm.k, 1), two(gm.s, 1), two(gm.p, 0))
+    if N * H * W < ctx.direct_repack_min_pixels:
+        return False
+
+    def phase(r, k, st, p, X):   # (taps J, first q, count) of phase r along one axis
+        q0 = -(-(p - r) // st)
+        return max(0, -(-(k - r) // st)), q0, max(0, (X - 1 + p - r) // st - q0 + 1)
+
+    dy4, w4 = _view(dy, (N, F, Ho, Wo)), _view(w, (F, C_, kh, kw))
+    phases = []
+    for ry in range(sh):
+        Jy, qy, Qy = phase(ry, kh, sh, ph, H)
+        for rx in range(sw):
+            Jx, qx, Qx = phase(rx, kw, sw, pw, W)
+            if not (Qy and Qx):
+                continue
+            view = K.TensorRef(dx.buf, (N, C_, Qy, Qx), (C_ * H * W, H * W, sh * W, sw),
+                               dx.offset + (qy * sh + ry - ph) * W + qx * sw + rx - pw)
+            geometry = dict(N=N, C=F, H=Ho, W=Wo, F=C_, kh=max(Jy, 1), kw=max(Jx, 1), sh=1,
+                            sw=1, dh=1, dw=1, ph=Jy - 1 - qy, pw=Jx - 1 - qx, Ho=Qy, Wo=Qx)
+            phases.append((ry, rx, Jy * Jx > 0, view, geometry))
+    for _, _, taps, view, g in phases:
+        probe = K.TensorRef(w.buf, (C_, F, g["kh"], g["kw"]))
+        if taps and not ctx.conv_direct(dy4, probe, bias, view, g, dry_run=True, repack=True):
+            return False
+    for ry, rx, taps, view, g in phases:
+        if not taps:        # no tap reaches these positions
+            ctx.compute(view, lambda n, c, i, j: bias[c] if bias is not None
+                        else C(0, dx.dtype), "deconv_bias" if bias is not None else "zero")
+            continue
+        Jy, Jx = g["kh"], g["kw"]
+        wt = ctx.temp((C_, F, Jy, Jx), w.dtype)
+        ctx.compute(wt, lambda c, f, a, b_, ry=ry, rx=rx, Jy=Jy, Jx=Jx:
+                    w4[f, c, (C(Jy - 1, I64) - idx(a)) * sh + ry,
+                       (C(Jx - 1, I64) - idx(b_)) * sw + rx], "conv_wphase")
+        if not ctx.conv_direct(dy4, wt, bias, view, g, repack=True):
+            raise OpError(f"Convolution: transposed phase {g} was accepted, then refused")
+    return True
+
+
 def conv_backward_data(ctx, gm: Geom, dy, w, dx, bias=None) -> None:
     """dx = conv^T(dy, w) (+ bias[c] per input channel: Deconvolution's bias)."""
     if dx.size == 0:
@@ -743,6 +804,8 @@ def conv_backward_data(ctx, gm: Geom, dy, w, dx, bias=None) -> None:
     im = implicit_geometry(gm) if ctx.cpu_templates else None
     if im is not None and im.same:
         return _conv_same_backward_data(ctx, gm, im, dy, w, dx, bias)
+    if _conv_transpose_phases(ctx, gm, dy, w, dx, bias):
+        return
     nb = gm.chunk()
     col = ctx.temp((C_ * gm.Kp * nb * Yp,), dy.dtype)
     for n0 in range(0, gm.N, nb):
