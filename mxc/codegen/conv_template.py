@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .gemm import _DTYPES, _FM, _FN_ATTRS, _ISA_TABLE
-from .irbuilder import FunctionBuilder, ident, transpose
+from .irbuilder import FunctionBuilder, VectorFMA, ident, transpose
 
 __all__ = ["ConvKernel", "ConvSpec", "conv_kernel", "pack_weights", "plan_conv",
            "weight_layout"]
@@ -215,27 +215,11 @@ class _Emitter:
         self.decls: set[str] = set()
         self.md: list[str] = []     # loop metadata; !0 is "do not unroll"
         self.stores: set[int] = set()   # tile widths whose store function is needed
-        self.fma_kind = _ISA_TABLE[isa].fma
-        vt = f"v{self.VL}f{self.es * 8}"
-        if self.fma_kind in ("fma", "fmuladd"):
-            self.fma_fn = f"@llvm.{self.fma_kind}.{vt}"
-            self.decls.add(f"declare {self.V} {self.fma_fn}({self.V}, {self.V}, {self.V})")
+        vec = VectorFMA(self.T, self.VL, self.es, _ISA_TABLE[isa].fma, self.decls, _FM)
+        self.splat, self.vfma = vec.splat, vec.fma
 
     def sym(self, suffix: str) -> str:
         return ident(f"{self.name}.{suffix}")
-
-    def splat(self, f: FunctionBuilder, s: str, ty: str = "") -> str:
-        V = ty or self.V
-        n = int(V[1:].split(" x ")[0])
-        v = f.op(f"insertelement {V} poison, {self.T} {s}, i64 0")
-        return f.op(f"shufflevector {V} {v}, {V} poison, <{n} x i32> zeroinitializer")
-
-    def vfma(self, f: FunctionBuilder, a: str, b: str, c: str) -> str:
-        if self.fma_kind == "muladd":
-            m = f.op(f"fmul {_FM} {self.V} {a}, {b}")
-            return f.op(f"fadd {_FM} {self.V} {m}, {c}")
-        return f.op(f"call {_FM} {self.V} {self.fma_fn}({self.V} {a}, {self.V} {b}, "
-                    f"{self.V} {c})")
 
     def masked(self, n: int) -> tuple[str, str, str]:
         """(vector type, masked load, masked store) intrinsics for n-lane vectors."""

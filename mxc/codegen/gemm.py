@@ -76,6 +76,7 @@ from dataclasses import dataclass
 
 from .irbuilder import FunctionBuilder as _Fn
 from .irbuilder import If as _If
+from .irbuilder import VectorFMA as _VectorFMA
 from .irbuilder import fconst as _fconst
 from .irbuilder import ident as _ident
 from .irbuilder import mask_type as _mask_type
@@ -667,10 +668,8 @@ class _Emitter:
             if plan.b_panel and plan.a_implicit else 0
         if self.a_prefetch or self.b_prefetch:
             self.decls.add("declare void @llvm.prefetch.p0(ptr, i32, i32, i32)")
-        vt = f"v{self.VL}f{self.es * 8}"
-        if self.fma_kind in ("fma", "fmuladd"):
-            self.fma_fn = f"@llvm.{self.fma_kind}.{vt}"
-            self.decls.add(f"declare {self.V} {self.fma_fn}({self.V}, {self.V}, {self.V})")
+        vec = _VectorFMA(self.T, self.VL, self.es, self.fma_kind, self.decls, _FM)
+        self.splat, self.vfma = vec.splat, vec.fma
 
     def sym(self, suffix: str) -> str:
         return _ident(f"{self.name}.{suffix}")
@@ -679,18 +678,6 @@ class _Emitter:
     def splat_const(self, x: float) -> str:
         c = _fconst(x, self.spec.dtype)
         return "<" + ", ".join(f"{self.T} {c}" for _ in range(self.VL)) + ">"
-
-    def splat(self, f: _Fn, s: str) -> str:
-        v = f.op(f"insertelement {self.V} poison, {self.T} {s}, i64 0")
-        return f.op(f"shufflevector {self.V} {v}, {self.V} poison, "
-                    f"<{self.VL} x i32> zeroinitializer")
-
-    def vfma(self, f: _Fn, a: str, b: str, c: str) -> str:
-        if self.fma_kind == "muladd":
-            m = f.op(f"fmul {_FM} {self.V} {a}, {b}")
-            return f.op(f"fadd {_FM} {self.V} {m}, {c}")
-        return f.op(f"call {_FM} {self.V} {self.fma_fn}({self.V} {a}, {self.V} {b}, "
-                    f"{self.V} {c})")
 
     # --- packing ---
     def emit_pack(self, which: str) -> str:

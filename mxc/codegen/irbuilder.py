@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 import struct
 
-__all__ = ["FunctionBuilder", "If", "Loop", "fconst", "ident", "mask_type", "transpose"]
+__all__ = ["FunctionBuilder", "If", "Loop", "VectorFMA", "fconst", "ident", "mask_type",
+           "transpose"]
 
 
 def mask_type(ty: str) -> str:
@@ -31,7 +32,7 @@ def ident(name: str) -> str:
     return f"@{name}" if ok else '@"' + name.replace("\\", "\\5C").replace('"', "\\22") + '"'
 
 
-def transpose(f: "FunctionBuilder", rows: list[str], VL: int, V: str) -> list[str]:
+def transpose(f: FunctionBuilder, rows: list[str], VL: int, V: str) -> list[str]:
     """Transpose up to VL row vectors of type ``V`` (missing rows are poison) into VL column
     vectors: log2(VL) stages, each swapping the off-diagonal b x b blocks of row pairs
     (i, i+b)."""
@@ -54,6 +55,32 @@ def transpose(f: "FunctionBuilder", rows: list[str], VL: int, V: str) -> list[st
         r = out
         b *= 2
     return r
+
+
+class VectorFMA:
+    """A template's vector type ``<VL x T>``: splats and the multiply-add of its ISA --
+    ``llvm.fma`` / ``llvm.fmuladd`` (declared into ``decls``) or, for "muladd", fmul + fadd
+    that LLVM may contract -- every float op carrying the fast-math ``flags``."""
+
+    def __init__(self, T: str, VL: int, es: int, kind: str, decls: set, flags: str):
+        self.T, self.VL, self.kind, self.flags = T, VL, kind, flags
+        self.V = f"<{VL} x {T}>"
+        if kind in ("fma", "fmuladd"):
+            self.fn = f"@llvm.{kind}.v{VL}f{es * 8}"
+            decls.add(f"declare {self.V} {self.fn}({self.V}, {self.V}, {self.V})")
+
+    def splat(self, f: FunctionBuilder, s: str) -> str:
+        v = f.op(f"insertelement {self.V} poison, {self.T} {s}, i64 0")
+        return f.op(f"shufflevector {self.V} {v}, {self.V} poison, "
+                    f"<{self.VL} x i32> zeroinitializer")
+
+    def fma(self, f: FunctionBuilder, a: str, b: str, c: str) -> str:
+        """a * b + c."""
+        if self.kind == "muladd":
+            m = f.op(f"fmul {self.flags} {self.V} {a}, {b}")
+            return f.op(f"fadd {self.flags} {self.V} {m}, {c}")
+        return f.op(f"call {self.flags} {self.V} {self.fn}({self.V} {a}, {self.V} {b}, "
+                    f"{self.V} {c})")
 
 
 class FunctionBuilder:

@@ -39,7 +39,7 @@ def optimize(mod, tm) -> None:
 
 def jit(kernel):
     """The kernel as the runtime gets it: one module through ``render_kernel_module``."""
-    tk = K.TemplateKernel("__K__", [], kernel.ir, kernel.n_tasks, kernel.scratch_bytes)
+    tk = K.TemplateKernel(kernel.name, [], kernel.ir, kernel.n_tasks, kernel.scratch_bytes)
     fname, text = render_kernel_module(tk)
     target = llvm.Target.from_triple(llvm.get_process_triple())
     tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),

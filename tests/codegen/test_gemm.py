@@ -8,14 +8,12 @@ import random
 
 import numpy as np
 import pytest
-
-llvm = pytest.importorskip("llvmlite.binding")
+from template_harness import BEST, CROSS_TARGETS, cross_object, host_can, jit
 
 from mxc.codegen.gemm import (
     GemmSpec,
     _plan,
     gemm_kernel,
-    host_isa,
     pack_a_panels,
     pack_b_panels,
     prepack_cols,
@@ -23,51 +21,7 @@ from mxc.codegen.gemm import (
     prepack_rows,
 )
 
-llvm.initialize_native_target()
-llvm.initialize_native_asmprinter()
-
-_FT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
-_ENGINES = []   # keep the JIT engines (and so the machine code) alive
-
-
-def _host_tm():
-    # a fresh one per engine: an MCJIT engine takes ownership of its target machine
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                        features=llvm.get_host_cpu_features().flatten(),
-                                        opt=3, jit=True)
-
-
-def _optimize(mod, tm):
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-
-
-def _jit(kernel):
-    tm = _host_tm()
-    mod = llvm.parse_assembly(kernel.ir)
-    mod.verify()
-    _optimize(mod, tm)
-    ee = llvm.create_mcjit_compiler(mod, tm)
-    ee.finalize_object()
-    _ENGINES.append(ee)
-    return _FT(ee.get_function_address(kernel.name))
-
-
-def _host_can(isa: str) -> bool:
-    feats = llvm.get_host_cpu_features()
-    if isa in ("generic", "neon"):
-        return True   # plain vector IR (fmuladd, 4 lanes): correct on any host, if not fast
-    if isa == "avx512":
-        return bool(feats.get("avx512f"))
-    if isa == "avx2":
-        return bool(feats.get("avx2")) and bool(feats.get("fma"))
-    return host_isa() == isa
-
-
-ISAS_HERE = [i for i in ("avx512", "avx2", "neon", "generic") if _host_can(i)]
-BEST = host_isa()
+ISAS_HERE = [i for i in ("avx512", "avx2", "neon", "generic") if host_can(i)]
 
 
 class _Scratch:
@@ -113,7 +67,7 @@ def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=
                     else bias_arr.shape[1], epilogue=epilogue)
     R = _stored(rng.uniform(-1, 1, (batch, M, N)).astype(dt), (0, 2, 1) if tc else (0, 1, 2))
     kern = gemm_kernel("gemm_test", spec, isa, _params=params)
-    fn = _jit(kern)
+    fn = jit(kern)
     ptrs = [A.ctypes.data, B.ctypes.data, C.ctypes.data]
     if bias:
         ptrs.append(bias_arr.ctypes.data)
@@ -266,7 +220,7 @@ def _conv_gemm(N, C, F, H, W, k, pad, dil=1, *, epilogue=(), bias=True, params=N
     if swapped is not None:   # the orientation the test is about
         assert _plan(spec, isa, params).a_implicit == swapped
     kern = gemm_kernel("conv_test", spec, isa, _params=params)
-    fn = _jit(kern)
+    fn = jit(kern)
     xp = np.ascontiguousarray(xp)
     ptrs = [wa.ctypes.data, xp.ctypes.data, y.ctypes.data] + ([b.ctypes.data] if bias else [])
     if "add" in epilogue:
@@ -403,7 +357,7 @@ def _conv_weight_grad(C, F, H, W, k, pad, dil=1, *, beta=0.0, params=None, isa=N
     ptrs = [dy.ctypes.data, x.ctypes.data, dw.ctypes.data]
     args = (ctypes.c_void_p * 3)(*ptrs)
     scratch = _Scratch(kern.scratch_bytes)
-    _jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+    jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
     tol = (3e-6 if dtype == "float32" else 1e-13) * (HW + 4)
     np.testing.assert_allclose(dw, ref, rtol=0, atol=tol)
 
@@ -445,7 +399,7 @@ def test_prepacked_a(M, N, K, batch):
         ptrs = [Ap.ctypes.data, B.ctypes.data, C.ctypes.data, bias.ctypes.data, R.ctypes.data]
         args = (ctypes.c_void_p * len(ptrs))(*ptrs)
         scratch = _Scratch(kern.scratch_bytes)
-        _jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+        jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
         ref = np.maximum(np.matmul(A.astype(np.float64), B) + bias[:, None] + R, 0)
         np.testing.assert_allclose(C, ref, rtol=0, atol=3e-6 * (K + 4), err_msg=isa)
     with pytest.raises(ValueError, match="panels of"):
@@ -474,7 +428,7 @@ def test_prepacked_b(M, N, K, batch):
         ptrs = [X.ctypes.data, Bp.ctypes.data, C.ctypes.data, bias.ctypes.data]
         args = (ctypes.c_void_p * len(ptrs))(*ptrs)
         scratch = _Scratch(kern.scratch_bytes)
-        _jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
+        jit(kern)(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
         ref = np.maximum(np.matmul(X.astype(np.float64), Wt.T) + bias, 0)
         np.testing.assert_allclose(C, ref, rtol=0, atol=3e-6 * (K + 4), err_msg=isa)
 
@@ -486,7 +440,7 @@ def test_zero_sizes():
     for M, N in ((0, 9), (5, 0)):
         spec = GemmSpec(1, M, N, 4, "float32", (0, 4, 1), (0, max(N, 1), 1), (0, max(N, 1), 1))
         kern = gemm_kernel("gemm_empty", spec, BEST)
-        fn = _jit(kern)
+        fn = jit(kern)
         fn(0, kern.n_tasks, None, None)   # touches nothing
 
 
@@ -532,23 +486,8 @@ def test_skinny_split_over_n():
 
 # --- cross builds -----------------------------------------------------------------------------
 
-def _undefined_symbols(obj: bytes) -> list:
-    """Undefined global symbols of an ELF object (its .symtab)."""
-    from mxc.runtime.elf import read_elf
-
-    return [n for n in read_elf(obj).undefined_symbols(dynamic=False) if n]
-
-
-@pytest.mark.parametrize("triple,cpu,features,isa", [
-    ("aarch64-linux-android", "", "", "neon"),
-    ("armv7a-linux-androideabi", "", "+neon,+vfp4", "neon"),
-    ("x86_64-unknown-linux-gnu", "x86-64-v4", "", "avx512"),
-])
+@pytest.mark.parametrize("triple,cpu,features,isa", CROSS_TARGETS)
 def test_cross_object_freestanding(triple, cpu, features, isa):
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    tm = llvm.Target.from_triple(triple).create_target_machine(cpu=cpu, features=features,
-                                                               opt=3, reloc="pic")
     bodies = []
     # packed, transposed-B packed, direct-B, dot-product and K == 0 schedules
     cases = [(37, "float32", False, "n", 300), (37, "float32", True, None, 300),
@@ -563,12 +502,4 @@ def test_cross_object_freestanding(triple, cpu, features, isa):
     decls = sorted({ln for b in bodies for ln in b.splitlines() if ln.startswith("declare ")})
     defs = [("\n".join(ln for ln in b.splitlines() if not ln.startswith("declare "))) for b in
             bodies]
-    mod = llvm.parse_assembly("\n".join(decls + defs))
-    mod.triple = triple
-    mod.data_layout = str(tm.target_data)
-    mod.verify()
-    _optimize(mod, tm)
-    obj = tm.emit_object(mod)
-    assert obj[:4] == b"\x7fELF"
-    # the GOT symbol is defined by the linker itself; anything else would need a library
-    assert [s for s in _undefined_symbols(obj) if s != "_GLOBAL_OFFSET_TABLE_"] == []
+    cross_object("\n".join(decls + defs), triple, cpu, features)

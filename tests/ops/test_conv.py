@@ -82,8 +82,8 @@ def conv_inputs(shape, a, dtype="float32"):
     return ins
 
 
-@pytest.mark.parametrize("shape,attrs", CONV_CASES)
-def test_conv_forward(shape, attrs):
+def _conv_forward_matches(shape, attrs) -> None:
+    """mxc against the op's numpy reference and against the loop-level oracle."""
     ins = conv_inputs(shape, attrs)
     got = check_forward("Convolution", ins, attrs, rtol=1e-4, atol=1e-4)
     nd = len(attrs["kernel"])
@@ -91,6 +91,11 @@ def test_conv_forward(shape, attrs):
                       attrs.get("stride", (1,) * nd), attrs.get("pad", (0,) * nd),
                       attrs.get("dilate", (1,) * nd), attrs["num_group"])
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,attrs", CONV_CASES)
+def test_conv_forward(shape, attrs):
+    _conv_forward_matches(shape, attrs)
 
 
 GRAD_CASES = [
@@ -140,13 +145,7 @@ def test_conv_direct_template(monkeypatch, shape, attrs):
         real = getattr(conv_mod, fn)
         monkeypatch.setattr(conv_mod, fn, lambda *a, real=real, fn=fn, **k:
                             taken.append((fn, real(*a, **k))) or taken[-1][1])
-    ins = conv_inputs(shape, attrs)
-    got = check_forward("Convolution", ins, attrs, rtol=1e-4, atol=1e-4)
-    nd = len(attrs["kernel"])
-    want = naive_conv(ins[0], ins[1], None if attrs["no_bias"] else ins[2],
-                      attrs.get("stride", (1,) * nd), attrs.get("pad", (0,) * nd),
-                      attrs.get("dilate", (1,) * nd), attrs["num_group"])
-    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+    _conv_forward_matches(shape, attrs)
     assert taken == [("_conv_direct", True)]
     taken.clear()
     check_grad("Convolution", conv_inputs(shape, attrs, "float64"), attrs)
@@ -280,8 +279,8 @@ def deconv_inputs(shape, a, dtype="float32"):
     return ins
 
 
-@pytest.mark.parametrize("shape,attrs", DECONV_CASES)
-def test_deconv_forward(shape, attrs):
+def _deconv_forward_matches(shape, attrs) -> None:
+    """mxc against the op's numpy reference and against the loop-level oracle."""
     ins = deconv_inputs(shape, attrs)
     got = check_forward("Deconvolution", ins, attrs, rtol=1e-4, atol=1e-4)
     nd = len(attrs["kernel"])
@@ -290,6 +289,11 @@ def test_deconv_forward(shape, attrs):
                         attrs.get("dilate", (1,) * nd), attrs.get("adj", (0,) * nd),
                         attrs.get("num_group", 1))
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,attrs", DECONV_CASES)
+def test_deconv_forward(shape, attrs):
+    _deconv_forward_matches(shape, attrs)
 
 
 @pytest.mark.parametrize("shape,attrs", DECONV_DIRECT_CASES)
@@ -301,14 +305,7 @@ def test_deconv_direct_phases(monkeypatch, shape, attrs):
     real = conv_mod._conv_transpose_phases
     monkeypatch.setattr(conv_mod, "_conv_transpose_phases",
                         lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
-    ins = deconv_inputs(shape, attrs)
-    got = check_forward("Deconvolution", ins, attrs, rtol=1e-4, atol=1e-4)
-    nd = len(attrs["kernel"])
-    want = naive_deconv(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
-                        attrs.get("stride", (1,) * nd), attrs.get("pad", (0,) * nd),
-                        attrs.get("dilate", (1,) * nd), attrs.get("adj", (0,) * nd),
-                        attrs.get("num_group", 1))
-    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+    _deconv_forward_matches(shape, attrs)
     assert taken == [True]
     check_grad("Deconvolution", deconv_inputs(shape, attrs, "float64"), attrs)
 
