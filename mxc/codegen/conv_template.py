@@ -103,22 +103,45 @@ class ConvSpec:
 
 
 @dataclass(frozen=True)
+class PanelTiles:
+    """The register tile of one kind of panel and how it covers an output row."""
+
+    NV: int             # vectors of output channels per tile
+    MR: int             # output pixels per tile (the last tiles of a row may be one shorter)
+    tiles: int          # tiles per output row
+    groups: tuple       # ((j0, j1, x0, r, invalid taps), ...): runs of tiles of one class,
+    #                     the first at output column x0, each r pixels wide
+
+
+@dataclass(frozen=True)
 class ConvPlan:
     VL: int             # vector lanes
-    NV: int             # vectors of output channels per tile
-    MR: int             # output pixels per tile (the last tile of a row may be shorter)
-    tiles: int          # tiles per output row
     CB: int             # input channels per block
     blocks: int         # channel blocks
     RC: int             # output rows per task
     chunks: int         # row chunks (tasks = panels x chunks)
-    panels: int         # panels of NR output channels
-    groups: tuple       # ((j0, j1, x0, r, invalid taps), ...): runs of tiles of one class,
-    #                     the first at output column x0, each r pixels wide
+    panels: int         # panels of output channels: full ones of NR, then the last
+    full: PanelTiles    # every panel but the last
+    last: PanelTiles    # the last panel: as many vectors as its channels need (80 channels
+    #                     on AVX-512 = one 64-channel panel + one of 16, not 2 x 64)
+
+    NV = property(lambda self: self.full.NV)
+    MR = property(lambda self: self.full.MR)
+    tiles = property(lambda self: self.full.tiles)
+    groups = property(lambda self: self.full.groups)
 
     @property
     def NR(self) -> int:
-        return self.NV * self.VL
+        return self.full.NV * self.VL
+
+    @property
+    def NR_last(self) -> int:
+        return self.last.NV * self.VL
+
+    @property
+    def lanes(self) -> int:
+        """Output channels the packed weights hold (F rounded up to vectors)."""
+        return (self.panels - 1) * self.NR + self.NR_last
 
     @property
     def n_tasks(self) -> int:
@@ -144,15 +167,9 @@ def plan_conv(spec: ConvSpec, isa: str, params: dict | None = None) -> ConvPlan:
     es = _DTYPES[spec.dtype][1]
     VL = tab.vbytes // es
     NV = int(params.get("nv", min(4 if tab.nregs >= 32 else 2, -(-spec.F // VL))))
-    # MR x NV accumulators + NV weight vectors in the register file; 16-register ISAs keep
-    # one spare (the address arithmetic must not spill an accumulator)
-    # MR x NV accumulators + NV weight vectors + the broadcast pixel in the register file
-    top = min(VL, (tab.nregs - NV - 1) // NV)
-    top = max(1, int(params.get("mr", top)))
-    tiles = -(-spec.Wo // top)
-    MR = -(-spec.Wo // tiles)     # balanced: 56 -> 6 x 6 + 4 x 5, 10 -> 2 x 5
-    long = spec.Wo - tiles * (MR - 1)            # tiles of MR pixels, then MR - 1
     NR = NV * VL
+    panels = -(-spec.F // NR)
+    nv_last = -(-(spec.F - (panels - 1) * NR) // VL)
     per_c = spec.kh * spec.kw * NR * es
     CB = spec.C if spec.C * per_c <= _SLAB_BYTES else max(1, _SLAB_BYTES // per_c)
     if CB < spec.C:     # prefer a divisor of C close to the budget (no ragged last block)
@@ -160,7 +177,6 @@ def plan_conv(spec: ConvSpec, isa: str, params: dict | None = None) -> ConvPlan:
         CB = div if 2 * div >= CB else CB
     CB = min(int(params.get("cb", CB)), spec.C)
     blocks = -(-spec.C // CB)
-    panels = -(-spec.F // NR)
     rows = spec.N * spec.Ho
     chunks = -(-_MIN_TASKS // panels)
     if blocks > 1:
@@ -168,6 +184,21 @@ def plan_conv(spec: ConvSpec, isa: str, params: dict | None = None) -> ConvPlan:
         chunks = max(chunks, -(-rows * row_bytes // _ACC_BYTES))
     RC = int(params.get("rc", -(-rows // min(rows, chunks))))
     chunks = -(-rows // RC)
+    full = _panel_tiles(spec, VL, NV, tab.nregs, params.get("mr"))
+    last = full if nv_last == NV else _panel_tiles(spec, VL, nv_last, tab.nregs, None)
+    return ConvPlan(VL=VL, CB=CB, blocks=blocks, RC=RC, chunks=chunks, panels=panels,
+                    full=full, last=last)
+
+
+def _panel_tiles(spec: ConvSpec, VL: int, NV: int, nregs: int, mr) -> PanelTiles:
+    """MR x NV accumulators + NV weight vectors + the broadcast pixel fill the register file;
+    a row's tiles balanced (56 -> 6 x 6 + 4 x 5, 10 -> 2 x 5) and classified by the padding
+    taps of their pixels."""
+    top = min(VL, (nregs - NV - 1) // NV)
+    top = max(1, int(mr if mr is not None else top))
+    tiles = -(-spec.Wo // top)
+    MR = -(-spec.Wo // tiles)
+    long = spec.Wo - tiles * (MR - 1)            # tiles of MR pixels, then MR - 1
     groups: list = []
     x0 = 0
     for j in range(tiles):
@@ -179,30 +210,31 @@ def plan_conv(spec: ConvSpec, isa: str, params: dict | None = None) -> ConvPlan:
         else:
             groups.append((j, j + 1, x0, r, bad))
         x0 += r
-    return ConvPlan(VL=VL, NV=NV, MR=MR, tiles=tiles, CB=CB, blocks=blocks, RC=RC,
-                    chunks=chunks, panels=panels, groups=tuple(groups))
+    return PanelTiles(NV=NV, MR=MR, tiles=tiles, groups=tuple(groups))
 
 
 def weight_layout(spec: ConvSpec, isa: str) -> tuple:
     """The prepacked weight layout a program records for the slot (``Program.slot_layouts``):
-    ("conv_direct", F, C*kh*kw, NR, (C, kh, kw, CB))."""
+    ("conv_direct", F, C*kh*kw, NR, (C, kh, kw, CB, NR_last)); the packed weight holds
+    ``plan.lanes`` x C*kh*kw elements."""
     p = plan_conv(spec, isa)
     return ("conv_direct", spec.F, spec.C * spec.kh * spec.kw, p.NR,
-            (spec.C, spec.kh, spec.kw, p.CB))
+            (spec.C, spec.kh, spec.kw, p.CB, p.NR_last))
 
 
-def pack_weights(w, nr: int, cb: int):
+def pack_weights(w, nr: int, cb: int, nr_last: int | None = None):
     """An (F, C, kh, kw) weight in the template's layout (bind time): panels of ``nr``
-    output channels (zero past F), each cut into blocks of ``cb`` channels stored as
-    (kh, kw, cbs, nr)."""
+    output channels, the last one ``nr_last`` wide (default ``nr``; zero past F), each cut
+    into blocks of ``cb`` channels stored as (kh, kw, cbs, width)."""
     import numpy as np
 
     F, C, kh, kw = w.shape
     panels = -(-F // nr)
-    wp = np.zeros((panels * nr, C, kh, kw), w.dtype)
+    nr_last = nr if nr_last is None else nr_last
+    wp = np.zeros(((panels - 1) * nr + nr_last, C, kh, kw), w.dtype)
     wp[:F] = w
-    parts = [wp[p * nr:(p + 1) * nr, c0:c0 + cb].transpose(2, 3, 1, 0).ravel()
-             for p in range(panels) for c0 in range(0, C, cb)]
+    parts = [wp[p * nr:p * nr + (nr if p < panels - 1 else nr_last), c0:c0 + cb]
+             .transpose(2, 3, 1, 0).ravel() for p in range(panels) for c0 in range(0, C, cb)]
     return np.concatenate(parts) if parts else np.zeros(0, w.dtype)
 
 
@@ -214,7 +246,14 @@ class _Emitter:
         self.V = f"<{self.VL} x {self.T}>"
         self.decls: set[str] = set()
         self.md: list[str] = []     # loop metadata; !0 is "do not unroll"
-        self.stores: set[int] = set()   # tile widths whose store function is needed
+        self.stores: set = set()    # (panel kind, tile width) whose store function is needed
+        # panel kinds: "f" (full panels, also the last one when it is as wide), "l" (a
+        # narrower last panel); each with its tiles and whether its channels can run out
+        F, NR, last = spec.F, plan.NR, plan.last
+        narrow = last.NV != plan.full.NV
+        self.kinds = {"f": (plan.full, not narrow and F % NR != 0)}
+        if narrow:
+            self.kinds["l"] = (last, F - (plan.panels - 1) * NR != plan.NR_last)
         vec = VectorFMA(self.T, self.VL, self.es, _ISA_TABLE[isa].fma, self.decls, _FM)
         self.splat, self.vfma = vec.splat, vec.fma
 
@@ -230,7 +269,7 @@ class _Emitter:
         return VM, ld, st
 
     # --- the tile function of one class of tile positions ---
-    def emit_tile(self, idx: int, r: int, bad: frozenset) -> str:
+    def emit_tile(self, kind: str, idx: int, r: int, bad: frozenset) -> str:
         """``tile(x, w, y, bias, res, acc, klo, khi, cbs, first, last, ocleft)``: one tile
         of ``r`` pixels whose taps ``bad`` (pixel, kx) fall in the padding columns. ``x``
         points at the tile's input origin (channel c0, row oy*sh - ph, column x0*sw - pw:
@@ -240,13 +279,15 @@ class _Emitter:
         made loop strength reduction take over half of the compile time (0.67 -> 0.15 s for
         a resnet stage-1 kernel), for no speed."""
         s, p, T, V, es, VL = self.spec, self.p, self.T, self.V, self.es, self.VL
-        NV, NR = p.NV, p.NR
+        tiles, ragged = self.kinds[kind]
+        NV = tiles.NV
+        NR = NV * VL
         HW = s.H * s.W
-        f = FunctionBuilder(f"define internal void {self.sym(f't{idx}')}(ptr %x, ptr %w, "
-                            "ptr %y, ptr %bias, ptr %res, ptr %acc, i64 %klo, i64 %khi, "
-                            f"i64 %cbs, i1 %first, i1 %last, i64 %ocleft) noinline {_FN_ATTRS}")
+        f = FunctionBuilder(f"define internal void {self.sym(f't{kind}{idx}')}(ptr %x, "
+                            "ptr %w, ptr %y, ptr %bias, ptr %res, ptr %acc, i64 %klo, "
+                            "i64 %khi, i64 %cbs, i1 %first, i1 %last, i64 %ocleft) noinline "
+                            f"{_FN_ATTRS}")
         slots = [[f.alloca(V) for _ in range(NV)] for _ in range(r)]
-        ragged = s.F % NR != 0
         init = []
         for v in range(NV):
             if not s.bias:
@@ -316,22 +357,25 @@ class _Emitter:
             for v in range(NV):
                 a = f.op(f"load {V}, ptr {slots[i][v]}")
                 f.ins(f"store {V} {a}, ptr {f.gep(T, out, i * NR + v * VL)}, align {es}")
-        self.stores.add(r)
+        self.stores.add((kind, r))
         with f.if_("%last"):
-            f.ins(f"call void {self.sym(f's{r}')}(ptr {out}, ptr %y, ptr %res, i64 %ocleft)")
+            f.ins(f"call void {self.sym(f's{kind}{r}')}(ptr {out}, ptr %y, ptr %res, "
+                  "i64 %ocleft)")
         f.ins("ret void")
         return f.render()
 
-    def emit_store_fn(self, r: int) -> str:
+    def emit_store_fn(self, kind: str, r: int) -> str:
         """``store(acc, y, res, ocleft)``: the epilogue of every tile r pixels wide, one
-        function per width (not one copy per tile class: the transposes are most of a tile
-        function's code)."""
-        p, T, V, es, VL = self.p, self.T, self.V, self.es, self.VL
-        f = FunctionBuilder(f"define internal void {self.sym(f's{r}')}(ptr %acc, ptr %y, "
-                            f"ptr %res, i64 %ocleft) noinline {_FN_ATTRS}")
-        acc = [[f.op(f"load {V}, ptr {f.gep(T, '%acc', i * p.NR + v * VL)}, align {es}")
-                for v in range(p.NV)] for i in range(r)]
-        self.emit_store(f, acc, r, self.spec.F % p.NR != 0)
+        function per panel kind and width (not one copy per tile class: the transposes are
+        most of a tile function's code)."""
+        T, V, es, VL = self.T, self.V, self.es, self.VL
+        tiles, ragged = self.kinds[kind]
+        NV = tiles.NV
+        f = FunctionBuilder(f"define internal void {self.sym(f's{kind}{r}')}(ptr %acc, "
+                            f"ptr %y, ptr %res, i64 %ocleft) noinline {_FN_ATTRS}")
+        acc = [[f.op(f"load {V}, ptr {f.gep(T, '%acc', i * NV * VL + v * VL)}, align {es}")
+                for v in range(NV)] for i in range(r)]
+        self.emit_store(f, acc, r, ragged)
         f.ins("ret void")
         return f.render()
 
@@ -356,14 +400,15 @@ class _Emitter:
         unrolled copies, so the IR -- and the compile time -- stays small. With a pixel
         stride ps > 1 a run is spread over P*ps lanes and stored under a mask that leaves
         the lanes between the pixels untouched."""
-        s, T, es, VL, NR = self.spec, self.T, self.es, self.VL, self.p.NR
+        s, T, es, VL = self.spec, self.T, self.es, self.VL
+        NR = len(acc[0]) * VL
         P = 1 << (r - 1).bit_length()
         VM = f"<{P} x {T}>"
         pick = "<" + ", ".join(f"i32 {i}" for i in range(P)) + ">"
         run_load, run_store = self.run_access(r, P)
         buf = f"%tile{r}"
         f.allocas.append(f"  {buf} = alloca [{NR * P} x {T}], align 64")
-        for v in range(self.p.NV):
+        for v in range(len(acc[0])):
             cols = transpose(f, [acc[i][v] for i in range(r)], VL, self.V)
             for lane, col in enumerate(cols):
                 x = f.op(f"shufflevector {self.V} {col}, {self.V} poison, <{P} x i32> {pick}")
@@ -416,7 +461,6 @@ class _Emitter:
     def emit_entry(self) -> str:
         s, p, T = self.spec, self.p, self.T
         NR = p.NR
-        HW = s.H * s.W
         f = FunctionBuilder(f"define void {ident(self.name)}(i64 %task_begin, i64 %task_end, "
                             f"ptr %args, ptr %scratch) {_FN_ATTRS}")
         names = ["x", "w", "y"] + (["bias"] if s.bias else []) + \
@@ -435,43 +479,64 @@ class _Emitter:
             ocleft = f.sub(s.F, oc0)
             wp = f.gep(T, ptr["w"], f.mul(panel, slab))
             bias = f.gep(T, ptr["bias"], oc0) if s.bias else "null"
-            with f.loop(0, p.blocks) as cb:
-                c0 = f.mul(cb, p.CB)
-                cbs = f.smin(f.sub(s.C, c0), p.CB) if s.C % p.CB else p.CB
-                first = f.op(f"icmp eq i64 {cb}, 0")
-                last = f.op(f"icmp eq i64 {cb}, {p.blocks - 1}")
-                wb = f.gep(T, wp, f.mul(c0, s.kh * s.kw * NR))
-                with f.loop(row0, row1) as row:
-                    n = f.udiv(row, s.Ho)
-                    oy = f.urem(row, s.Ho)
-                    iy0 = f.sub(f.mul(oy, s.sh), s.ph)
-                    klo, khi = self.row_taps(f, iy0)
-                    xr = f.gep(T, ptr["x"], f.sub(f.add(f.add(f.mul(n, s.C * HW), f.mul(c0, HW)),
-                                                         f.mul(iy0, s.W)), s.pw))
-                    yoff = f.add(f.add(f.mul(n, s.ys[0]), f.mul(oc0, s.ys[1])),
-                                 f.mul(oy, s.ys[2]))
-                    yr = f.gep(T, ptr["y"], yoff)
-                    rr = f.gep(T, ptr["res"], yoff) if "add" in s.epilogue else "null"
-                    accr = f.gep(T, "%scratch", f.mul(f.sub(row, row0), s.Wo * NR)) \
-                        if p.blocks > 1 else "null"
-                    for gi, (j0, j1, x0, r, _) in enumerate(p.groups):
-                        def call(j, gi=gi, j0=j0, x0=x0, r=r):
-                            col = f.add(x0, f.mul(f.sub(j, j0), r))
-                            xo, yo = f.mul(col, s.sw), f.mul(col, s.ys[3])
-                            ao = f.mul(col, NR)
-                            f.ins(f"call void {self.sym(f't{gi}')}(ptr {f.gep(T, xr, xo)}, "
-                                  f"ptr {wb}, ptr {f.gep(T, yr, yo)}, ptr {bias}, "
-                                  f"ptr {f.gep(T, rr, yo) if rr != 'null' else 'null'}, "
-                                  f"ptr {f.gep(T, accr, ao) if accr != 'null' else 'null'}, "
-                                  f"i64 {klo}, i64 {khi}, i64 {cbs}, i1 {first}, i1 {last}, "
-                                  f"i64 {ocleft})")
-                        if j1 - j0 == 1:
-                            call(j0)
-                        else:
-                            with f.loop(j0, j1) as j:
-                                call(j)
+            if len(self.kinds) == 1:
+                self.emit_panel(f, "f", ptr, wp, row0, row1, oc0, ocleft, bias)
+            else:   # the narrower last panel has tile functions of its own
+                lastp = f.op(f"icmp eq i64 {panel}, {p.panels - 1}")
+                tl, tf, done = (f.label_name(x) for x in ("lastp", "fullp", "pdone"))
+                f.ins(f"br i1 {lastp}, label %{tl}, label %{tf}")
+                f.label(tl)
+                self.emit_panel(f, "l", ptr, wp, row0, row1, oc0, ocleft, bias)
+                f.br(done)
+                f.label(tf)
+                self.emit_panel(f, "f", ptr, wp, row0, row1, oc0, ocleft, bias)
+                f.br(done)
+                f.label(done)
         f.ins("ret void")
         return f.render()
+
+    def emit_panel(self, f: FunctionBuilder, kind: str, ptr: dict, wp, row0, row1, oc0,
+                   ocleft, bias) -> None:
+        """One task's panel: channel blocks x rows x tiles, with the ``kind``'s tiles."""
+        s, p, T = self.spec, self.p, self.T
+        tiles, _ = self.kinds[kind]
+        NR = tiles.NV * self.VL
+        HW = s.H * s.W
+        with f.loop(0, p.blocks) as cb:
+            c0 = f.mul(cb, p.CB)
+            cbs = f.smin(f.sub(s.C, c0), p.CB) if s.C % p.CB else p.CB
+            first = f.op(f"icmp eq i64 {cb}, 0")
+            last = f.op(f"icmp eq i64 {cb}, {p.blocks - 1}")
+            wb = f.gep(T, wp, f.mul(c0, s.kh * s.kw * NR))
+            with f.loop(row0, row1) as row:
+                n = f.udiv(row, s.Ho)
+                oy = f.urem(row, s.Ho)
+                iy0 = f.sub(f.mul(oy, s.sh), s.ph)
+                klo, khi = self.row_taps(f, iy0)
+                xr = f.gep(T, ptr["x"], f.sub(f.add(f.add(f.mul(n, s.C * HW), f.mul(c0, HW)),
+                                                     f.mul(iy0, s.W)), s.pw))
+                yoff = f.add(f.add(f.mul(n, s.ys[0]), f.mul(oc0, s.ys[1])),
+                             f.mul(oy, s.ys[2]))
+                yr = f.gep(T, ptr["y"], yoff)
+                rr = f.gep(T, ptr["res"], yoff) if "add" in s.epilogue else "null"
+                accr = f.gep(T, "%scratch", f.mul(f.sub(row, row0), s.Wo * NR)) \
+                    if p.blocks > 1 else "null"
+                for gi, (j0, j1, x0, r, _) in enumerate(tiles.groups):
+                    def call(j, gi=gi, j0=j0, x0=x0, r=r):
+                        col = f.add(x0, f.mul(f.sub(j, j0), r))
+                        xo, yo = f.mul(col, s.sw), f.mul(col, s.ys[3])
+                        ao = f.mul(col, NR)
+                        f.ins(f"call void {self.sym(f't{kind}{gi}')}(ptr {f.gep(T, xr, xo)}, "
+                              f"ptr {wb}, ptr {f.gep(T, yr, yo)}, ptr {bias}, "
+                              f"ptr {f.gep(T, rr, yo) if rr != 'null' else 'null'}, "
+                              f"ptr {f.gep(T, accr, ao) if accr != 'null' else 'null'}, "
+                              f"i64 {klo}, i64 {khi}, i64 {cbs}, i1 {first}, i1 {last}, "
+                              f"i64 {ocleft})")
+                    if j1 - j0 == 1:
+                        call(j0)
+                    else:
+                        with f.loop(j0, j1) as j:
+                            call(j)
 
     def row_taps(self, f: FunctionBuilder, iy0: str) -> tuple[str, str]:
         """[klo, khi): the kernel rows ky whose input row iy0 + ky*dh lies in the image."""
@@ -486,10 +551,10 @@ class _Emitter:
         return klo, khi
 
     def render(self) -> str:
-        tiles = [self.emit_tile(gi, r, bad)
-                 for gi, (_, _, _, r, bad) in enumerate(self.p.groups)]
+        tiles = [self.emit_tile(kind, gi, r, bad) for kind, (pt, _) in self.kinds.items()
+                 for gi, (_, _, _, r, bad) in enumerate(pt.groups)]
         entry = self.emit_entry()
-        tiles += [self.emit_store_fn(r) for r in sorted(self.stores)]
+        tiles += [self.emit_store_fn(kind, r) for kind, r in sorted(self.stores)]
         md = ['!0 = !{!"llvm.loop.unroll.disable"}'] + self.md if self.md else []
         return "\n".join(sorted(self.decls) + [""] + tiles + [entry] + md)
 

@@ -298,20 +298,24 @@ class LowerCtx:
                         y_strides=tuple(y.strides), **g)
         isa = gemm_isa()
         plan = plan_conv(spec, isa)
-        if plan.panels * plan.NR * 4 > 5 * spec.F:
-            return False    # most vector lanes would hold no output channel: the GEMM
+        if plan.lanes * 4 > 5 * spec.F or (plan.panels > 1 and plan.last.NV < 2 < plan.NV):
+            # a fifth of the vector lanes would hold no output channel, or a one-vector last
+            # panel beside wide ones (its 1 x MR tile is load-bound: 64+8 channels measured
+            # 10 % slower than the GEMM, 64+16 even): the GEMM
+            return False
         slot = self._buf_slot.get(w.buf)
         layout = weight_layout(spec, isa)
+        Kd = spec.C * spec.kh * spec.kw
         constant = slot in self._slots.packable and w.offset == 0 and \
-            w.buf.size == spec.F * spec.C * spec.kh * spec.kw and \
-            self._slots.layouts.get(slot, layout) == layout
+            w.buf.size == spec.F * Kd and self._slots.layouts.get(slot, layout) == layout
         if not constant and (spec.C % plan.CB or not (
                 repack or spec.N * spec.Ho * spec.Wo >= DIRECT_REPACK_MIN_PIXELS)):
             return False
         if dry_run:
             return True
         if constant:
-            self._claim(slot, layout, spec.F, layout[2], w.dtype.itemsize)
+            self._claim(slot, layout, spec.F, Kd, w.dtype.itemsize,
+                        nbytes=plan.lanes * Kd * w.dtype.itemsize)
             wp = w
         else:
             wp = self._repack_conv_weight(w, spec, plan)
@@ -329,18 +333,27 @@ class LowerCtx:
 
     def _repack_conv_weight(self, w: K.TensorRef, spec, plan) -> K.TensorRef:
         """A temporary holding the (F, C, kh, kw) weight ``w`` in the direct convolution's
-        layout (``conv_template.pack_weights``: (panels, blocks, kh, kw, CB, NR), zero lanes
-        past F), written by a kernel every run."""
-        NR, F = plan.NR, spec.F
-        t = self.temp((plan.panels, plan.blocks, spec.kh, spec.kw, plan.CB, NR), w.dtype)
+        layout (``conv_template.pack_weights``: per panel (blocks, kh, kw, CB, width), the
+        last panel ``NR_last`` wide, zero lanes past F), written by a kernel every run (one
+        per panel width)."""
+        NR, F, P = plan.NR, spec.F, plan.panels
+        Kd = spec.C * spec.kh * spec.kw
+        t = self.temp((plan.lanes * Kd,), w.dtype)
+        parts = [(0, P - 1, NR), (P - 1, 1, plan.NR_last)] if plan.NR_last != NR or P == 1 \
+            else [(0, P, NR)]
+        for p0, count, width in parts:
+            if not count:
+                continue
+            view = K.TensorRef(t.buf, (count, plan.blocks, spec.kh, spec.kw, plan.CB, width),
+                               None, p0 * NR * Kd)
 
-        def fn(p, blk, ky, kx, c, lane):
-            oc = p * K.const(NR, "int64") + lane
-            ch = blk * K.const(plan.CB, "int64") + c
-            v = w[K.minimum(oc, K.const(F - 1, "int64")), ch, ky, kx]
-            return K.select(oc.lt(K.const(F, "int64")), v, K.const(0, w.dtype))
+            def fn(p, blk, ky, kx, c, lane, p0=p0):
+                oc = (p + K.const(p0, "int64")) * K.const(NR, "int64") + lane
+                ch = blk * K.const(plan.CB, "int64") + c
+                v = w[K.minimum(oc, K.const(F - 1, "int64")), ch, ky, kx]
+                return K.select(oc.lt(K.const(F, "int64")), v, K.const(0, w.dtype))
 
-        self.compute(t, fn, "conv_weight_pack")
+            self.compute(view, fn, "conv_weight_pack")
         return t
 
     def pool2d(self, x: K.TensorRef, y: K.TensorRef, **fields) -> None:
@@ -389,16 +402,18 @@ class LowerCtx:
         return self._claim(slot, ("gemm_b", Kd, N, panel, transposed), N, Kd,
                            b.dtype.itemsize)
 
-    def _claim(self, slot: int, layout: tuple, outer: int, Kd: int, itemsize: int) -> int:
+    def _claim(self, slot: int, layout: tuple, outer: int, Kd: int, itemsize: int,
+               nbytes: int | None = None) -> int:
         """Record ``layout`` (panel size ``layout[3]``, 0: none) for ``slot`` unless the slot
         holds another one already, and size the slot for whole panels of ``outer`` rows or
-        columns; returns the panel size granted (0: keep the plain array)."""
+        columns (or ``nbytes``); returns the panel size granted (0: keep the plain array)."""
         panel = layout[3]
         table = self._slots
         if not panel or table.layouts.get(slot, layout) != layout:
             return 0
         table.layouts[slot] = layout
-        table.nbytes[slot] = -(-outer // panel) * panel * Kd * itemsize
+        table.nbytes[slot] = nbytes if nbytes is not None else \
+            -(-outer // panel) * panel * Kd * itemsize
         return panel
 
 

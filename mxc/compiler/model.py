@@ -177,8 +177,9 @@ def pack_parameter(a: np.ndarray, layout: tuple) -> np.ndarray:
     kind = layout[0]
     a = np.ascontiguousarray(a)
     if kind == "conv_direct" and a.size == layout[1] * layout[2]:
-        _, F, _, nr, (C, kh, kw, cb) = layout
-        return pack_weights(a.reshape(F, C, kh, kw), int(nr), int(cb))
+        _, F, _, nr, (C, kh, kw, cb, *last) = layout
+        return pack_weights(a.reshape(F, C, kh, kw), int(nr), int(cb),
+                            int(last[0]) if last else None)
     if kind == "gemm_a" and a.size == layout[1] * layout[2]:
         _, M, K, panel, *order = layout
         order = tuple(order[0]) if order and order[0] else None   # (channels, taps)

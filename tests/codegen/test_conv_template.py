@@ -32,7 +32,7 @@ def _run(x, w, b, k, s, d, p, *, epilogue=(), res=None, isa=None, params=None, s
     plan = plan_conv(spec, isa, params)
     kern = conv_kernel("__K__", spec, isa, _params=params)
     fn = jit(kern)
-    wp = pack_weights(w, plan.NR, plan.CB)
+    wp = pack_weights(w, plan.NR, plan.CB, plan.NR_last)
     y = np.full((N, F, Ho, Wo), 12345.0, x.dtype)
     ptrs = [x.ctypes.data, wp.ctypes.data, y.ctypes.data] + \
         ([b.ctypes.data] if b is not None else []) + \
@@ -84,7 +84,9 @@ GEOMETRY = [  # (N, C, H, W), F, kernel, stride, dilate, pad
     ((1, 2, 4, 5), 16, (3, 3), (1, 1), (1, 1), (3, 4)),       # pad > kernel: rows/tiles of
     #                                                           padding only (bias alone)
     ((1, 7, 1, 40), 16, (1, 5), (1, 1), (1, 1), (0, 2)),      # 1-D as height 1
-    ((3, 2, 5, 6), 70, (2, 2), (3, 3), (1, 1), (1, 0)),       # stride > kernel, 70 channels
+    ((3, 2, 5, 6), 70, (2, 2), (3, 3), (1, 1), (1, 0)),       # stride > kernel, 70 channels:
+    #                                                           a narrower, ragged last panel
+    ((2, 3, 7, 8), 80, (3, 3), (1, 1), (1, 1), (1, 1)),       # 64 + 16 channels
 ]
 
 
@@ -95,7 +97,8 @@ def test_template_matches_reference(shape, F, k, s, d, p, dtype):
 
 
 @pytest.mark.parametrize("shape,F,k,s,d,p", [GEOMETRY[1], GEOMETRY[3], GEOMETRY[6],
-                                              GEOMETRY[8], GEOMETRY[9], GEOMETRY[11]])
+                                              GEOMETRY[8], GEOMETRY[9], GEOMETRY[11],
+                                              GEOMETRY[12]])
 @pytest.mark.parametrize("isa", OTHER_ISAS)
 def test_other_isas(shape, F, k, s, d, p, isa):
     for dtype in ("float32", "float64"):
@@ -128,6 +131,10 @@ def test_channel_blocks_rows_and_any_task_split():
     plan = _check((1, 10, 6, 7), 16, (3, 3), (2, 2), (1, 1), (1, 1), params={"cb": 3},
                   dtype="float64", split=_split)
     assert plan.blocks == 4
+    # a narrower last panel with channel blocks: its accumulators parked at its own width
+    plan = _check((2, 7, 5, 9), 72, (3, 3), (1, 1), (1, 1), (1, 1), params={"cb": 3},
+                  split=_split, epilogue=("add", "relu"))
+    assert plan.NR_last < plan.NR
 
 
 def test_tile_shapes():
@@ -146,25 +153,31 @@ def test_tile_shapes():
     assert deep.blocks > 1 and 512 % deep.CB == 0 and deep.n_tasks >= 8
     # 16 vector registers: a 2-vector tile
     assert plan_conv(spec, "avx2").NV == 2
+    # 80 channels: one 64-channel panel and a last panel of one vector (its own tiles)
+    p80 = plan_conv(ConvSpec(1, 8, 14, 14, 80, 3, 3, 1, 1, 1, 1, 1, 1, 14, 14), "avx512")
+    assert (p80.panels, p80.NR, p80.NR_last, p80.lanes) == (2, 64, 16, 80)
+    assert p80.last.NV == 1 and p80.last.MR > p80.full.MR
 
 
-def test_pack_weights_layout():
-    w = RNG.standard_normal((20, 5, 3, 2)).astype("float32")
+@pytest.mark.parametrize("nr_last", [8, 4])
+def test_pack_weights_layout(nr_last):
+    w = RNG.standard_normal((19, 5, 3, 2)).astype("float32")
     nr, cb = 8, 2
-    got = pack_weights(w, nr, cb)
-    assert got.size == 24 * 5 * 3 * 2
+    got = pack_weights(w, nr, cb, nr_last)
+    assert got.size == (16 + nr_last) * 5 * 3 * 2
     pos = 0
     for p in range(3):
+        width = nr if p < 2 else nr_last
         for c0 in (0, 2, 4):
             cbs = min(cb, 5 - c0)
             for ky in range(3):
                 for kx in range(2):
                     for c in range(c0, c0 + cbs):
-                        want = np.zeros(nr, np.float32)
-                        f = np.arange(p * nr, min(20, (p + 1) * nr))
+                        want = np.zeros(width, np.float32)
+                        f = np.arange(p * nr, min(19, p * nr + width))
                         want[:len(f)] = w[f, c, ky, kx]
-                        np.testing.assert_array_equal(got[pos:pos + nr], want)
-                        pos += nr
+                        np.testing.assert_array_equal(got[pos:pos + width], want)
+                        pos += width
     assert pos == got.size
 
 
@@ -184,7 +197,7 @@ def test_strided_output_and_negative_pad(isa):
     kern = conv_kernel("__K__", spec, isa)
     big = np.full((N, F, Hb, Wb), 7.0, np.float32)
     res = RNG.standard_normal((N, F, Hb, Wb)).astype("float32")
-    wp = pack_weights(w, plan.NR, plan.CB)
+    wp = pack_weights(w, plan.NR, plan.CB, plan.NR_last)
     ptrs = [x.ctypes.data, wp.ctypes.data, big.ctypes.data + Wb * 4, b.ctypes.data,
             res.ctypes.data + Wb * 4]
     args = (ctypes.c_void_p * 5)(*ptrs)

@@ -140,3 +140,19 @@ def test_direct_convolution_1d():
     assert layouts[m.compiled.var_slots["w"]][0] == "conv_direct"
     np.testing.assert_allclose(m(data=data)[0], _reference(sym, params, data), rtol=1e-4,
                                atol=1e-4)
+
+
+def test_direct_convolution_narrow_last_panel():
+    # 96 output channels: a 64-channel panel and a 32-channel one (not 2 x 64), packed at
+    # bind time with the narrower last panel
+    x = V("data")
+    sym = mx.sym.Convolution(x, V("w"), V("b"), kernel=(3, 3), pad=(1, 1), num_filter=96,
+                             name="c")
+    params = {"w": RNG.standard_normal((96, 6, 3, 3)).astype(np.float32),
+              "b": RNG.standard_normal(96).astype(np.float32)}
+    data = RNG.standard_normal((2, 6, 9, 11)).astype(np.float32)
+    m = CompiledModel(sym._graph(), params, {}, {"data": data.shape})
+    layout = m.compiled.program.slot_layouts[m.compiled.var_slots["w"]]
+    assert layout[0] == "conv_direct" and layout[3] == 64 and layout[4][-1] == 32
+    np.testing.assert_allclose(m(data=data)[0], _reference(sym, params, data), rtol=1e-4,
+                               atol=1e-4)

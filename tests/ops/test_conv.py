@@ -132,6 +132,7 @@ DIRECT_CASES = [
     # strided: the data gradient runs as stride-1 phases (x has >= 13 channels)
     ((2, 16, 9, 11), conv_attrs((3, 3), stride=(2, 2), pad=(1, 1), F=16)),
     ((1, 14, 8, 7), conv_attrs((1, 1), stride=(2, 2), F=16, no_bias=True)),
+    ((1, 6, 7, 9), conv_attrs((3, 3), pad=(1, 1), F=112)),     # 64 + 48 output channels
 ]
 
 
