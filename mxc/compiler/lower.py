@@ -362,6 +362,13 @@ class LowerCtx:
         from ..codegen.pool_template import template_kernel
         self.emit(template_kernel(x, y, **fields))
 
+    def pool2d_max_backward(self, dy: K.TensorRef, x: K.TensorRef, y: K.TensorRef,
+                            dx: K.TensorRef, **fields) -> None:
+        """dx of a 2-D max pooling by its template (``codegen/pool_backward_template.py``):
+        contiguous NCHW float32/float64 views, CPU only."""
+        from ..codegen.pool_backward_template import template_kernel
+        self.emit(template_kernel(dy, x, y, dx, **fields))
+
     def _prepack_a(self, a: K.TensorRef, M: int, Kd: int, sa: tuple, fields: dict) -> int:
         """The panel height when the A operand -- the whole of a packable constant
         parameter, row-major (M, K), shared by the batch -- is stored prepacked, else 0.

@@ -482,6 +482,13 @@ class BackwardPooling(OpDef):
         if y.size == 0:
             ctx.compute(dx, lambda *i: zero, "zero")
             return
+        if pt == "max" and _use_template(ctx, a, x, y) and _contiguous(dy) and \
+                _contiguous(dx) and hasattr(ctx, "pool2d_max_backward") and k[0] * k[1] <= 64:
+            ctx.pool2d_max_backward(dy, x, y, dx, N=x.shape[0], C=x.shape[1], H=X[0],
+                                    W=X[1], OH=O[0], OW=O[1], kh=k[0], kw=k[1], sh=s[0],
+                                    sw=s[1], ph=p[0], pw=p[1], pool_type=pt,
+                                    include_pad=include)
+            return
         refs = [dy, x, y]
         if pt == "max":
             refs.append(self._argmax(ctx, x, y, X, O, k, s, p))
