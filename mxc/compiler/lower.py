@@ -362,6 +362,49 @@ class LowerCtx:
         from ..codegen.pool_template import template_kernel
         self.emit(template_kernel(x, y, **fields))
 
+    def conv_wgrad_direct(self, x: K.TensorRef, dy: K.TensorRef, dw: K.TensorRef,
+                          geometry: dict) -> bool:
+        """dw = the weight gradient of a convolution by the direct template
+        (``codegen/conv_wgrad_template.py``): dy transposed to pixel-major, the template
+        summing per pixel slice into a partial buffer, then one reduction into dw. x, dy and
+        dw contiguous NCHW / (F, C, kh, kw); False (nothing emitted) otherwise."""
+        from ..codegen.conv_wgrad_template import WgradSpec, plan_wgrad, wgrad_kernel
+        from ..codegen.targets import gemm_isa
+
+        dt = dw.dtype.name
+        if dt not in ("float32", "float64") or x.dtype != dw.dtype or dy.dtype != dw.dtype:
+            return False
+        g = geometry
+        shapes = {x: (g["N"], g["C"], g["H"], g["W"]), dy: (g["N"], g["F"], g["Ho"], g["Wo"]),
+                  dw: (g["F"], g["C"], g["kh"], g["kw"])}
+        for ref, shape in shapes.items():
+            if tuple(ref.shape) != shape or \
+                    tuple(ref.strides) != K.contiguous_strides(shape):
+                return False
+        spec = WgradSpec(dtype=dt, **g)
+        isa = gemm_isa()
+        p = plan_wgrad(spec, isa)
+        F, taps = spec.F, spec.kh * spec.kw
+        i64 = "int64"
+        dyt = self.temp((spec.N, spec.Ho, spec.Wo, p.Fp), dy.dtype)
+        self.compute(dyt, lambda n, oy, ox, f: K.select(
+            f.lt(K.const(F, i64)), dy[n, K.minimum(f, K.const(F - 1, i64)), oy, ox],
+            K.const(0, dy.dtype)), "dy_pixel_major")
+        part = self.temp((p.slices, taps, spec.C, p.Fp), dw.dtype)
+        wk = wgrad_kernel("__K__", spec, isa)
+        kern = K.TemplateKernel("__K__", [x.buf, dyt.buf, part.buf], wk.ir, wk.n_tasks, 0,
+                                cost=wk.flops, note="conv_wgrad", writes=(2,))
+        kern.offsets = [x.offset, dyt.offset, part.offset]  # type: ignore[attr-defined]
+        self.emit(kern)
+        kw = spec.kw
+
+        def total(f, c, ky, kx):
+            r = K.reduce_axis(p.slices, "s")
+            return K.reduce("sum", part[r.var, ky * K.const(kw, i64) + kx, c, f], [r])
+
+        self.compute(dw, total, "wgrad_sum")
+        return True
+
     def pool2d_max_backward(self, dy: K.TensorRef, x: K.TensorRef, y: K.TensorRef,
                             dx: K.TensorRef, **fields) -> None:
         """dx of a 2-D max pooling by its template (``codegen/pool_backward_template.py``):

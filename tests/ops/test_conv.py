@@ -369,3 +369,18 @@ def test_conv_unknown_attribute():
     with pytest.raises(MXNetError, match="Convolution"):
         run_op("Convolution", [rnd(1, 2, 4, 4), rnd(2, 2, 3, 3)],
                {"kernel": (3, 3), "num_filter": 2, "no_bias": True, "padding": (1, 1)})
+
+
+@pytest.mark.parametrize("shape,attrs", [
+    ((2, 3, 9, 10), conv_attrs((7, 7), stride=(2, 2), pad=(3, 3), F=16)),   # a stem
+    ((1, 4, 7, 8), conv_attrs((3, 3), stride=(2, 1), dilate=(1, 2), pad=(0, 2), F=5)),
+    ((2, 3, 11), conv_attrs((3,), stride=(2,), pad=(1,), F=4)),             # 1-D
+])
+def test_conv_weight_gradient_direct(monkeypatch, shape, attrs):
+    # strided convolutions with small weights: the direct weight-gradient template
+    taken = []
+    real = conv_mod._conv_wgrad_direct
+    monkeypatch.setattr(conv_mod, "_conv_wgrad_direct",
+                        lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
+    check_grad("Convolution", conv_inputs(shape, attrs, "float64"), attrs)
+    assert taken == [True]
