@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .conv_template import ConvSpec
 from .gemm import _DTYPES, _FM, _FN_ATTRS, _ISA_TABLE
 from .irbuilder import FunctionBuilder, VectorFMA, ident
 
@@ -29,26 +30,9 @@ _BLOCK_BYTES = 24 * 1024   # dyT bytes of a row block, at least (stays in L1 for
 _BLOCK_MAX = 160 * 1024    # ... and at most (L2)
 
 
-@dataclass(frozen=True)
-class WgradSpec:
-    """x (N, C, H, W) and dy (N, F, Ho, Wo) contiguous, groups 1, sizes compile-time."""
-
-    N: int
-    C: int
-    H: int
-    W: int
-    F: int
-    kh: int
-    kw: int
-    sh: int
-    sw: int
-    dh: int
-    dw: int
-    ph: int
-    pw: int
-    Ho: int
-    Wo: int
-    dtype: str = "float32"
+#: the convolution whose weight gradient is computed (its bias, epilogue and output strides
+#: play no part): x (N, C, H, W) and dy (N, F, Ho, Wo) contiguous, groups 1
+WgradSpec = ConvSpec
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,18 @@ class Geom:
     def nd(self):
         return len(self.k)
 
+    def plane(self) -> dict:
+        """A 1-D/2-D convolution's sizes with 1-D as height 1, as the templates' geometry
+        fields: N, C, H, W, F, kh, kw, sh, sw, dh, dw, ph, pw, Ho, Wo."""
+        def two(t, one):
+            return (one,) + tuple(t) if self.nd == 1 else tuple(t)
+
+        (H, W), (kh, kw), (sh, sw), (dh, dw), (ph, pw), (Ho, Wo) = (
+            two(self.X, 1), two(self.k, 1), two(self.s, 1), two(self.d, 1), two(self.p, 0),
+            two(self.Y, 1))
+        return dict(N=self.N, C=self.C, H=H, W=W, F=self.F, kh=kh, kw=kw, sh=sh, sw=sw,
+                    dh=dh, dw=dw, ph=ph, pw=pw, Ho=Ho, Wo=Wo)
+
     @property
     def Cg(self):
         return self.C // self.G
@@ -530,15 +542,11 @@ def implicit_geometry(gm: Geom) -> Implicit | None:
     IMPLICIT_MAX_WASTE extra GEMM columns."""
     if gm.nd not in (1, 2) or gm.pointwise or gm.depthwise:
         return None
-
-    def two(t, one):
-        return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
-
-    (H, W), (kh, kw), (sh, sw), (dh, dw), (ph, pw), (Ho, Wo) = (
-        two(gm.X, 1), two(gm.k, 1), two(gm.s, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
-    if (sh > 1 and dh > 1) or (sw > 1 and dw > 1):
+    g = gm.plane()
+    if (g["sh"] > 1 and g["dh"] > 1) or (g["sw"] > 1 and g["dw"] > 1):
         return None
-    im = Implicit(H, W, kh, kw, sh, sw, dh, dw, ph, pw, Ho, Wo)
+    im = Implicit(**{k: v for k, v in g.items() if k not in ("N", "C", "F")})
+    Ho, Wo = g["Ho"], g["Wo"]
     tile = IMPLICIT_TILE_N
     if not im.same and \
             -(-im.cols // tile) * tile > -(-(Ho * Wo) // tile) * tile * IMPLICIT_MAX_WASTE:
@@ -675,13 +683,8 @@ def _conv_direct(ctx, gm: Geom, x, w, b, y, epilogue: tuple, residual) -> bool:
     if any(tuple(r.strides) != K.contiguous_strides(r.shape) for r in (x, y, w)):
         return False
 
-    def two(t, one):
-        return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
-
-    (H, W), (kh, kw), (sh, sw), (dh, dw), (ph, pw), (Ho, Wo) = (
-        two(gm.X, 1), two(gm.k, 1), two(gm.s, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
-    geometry = dict(N=gm.N, C=gm.C, H=H, W=W, F=gm.F, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh,
-                    dw=dw, ph=ph, pw=pw, Ho=Ho, Wo=Wo)
+    geometry = gm.plane()
+    H, W, Ho, Wo, kh, kw = (geometry[k] for k in ("H", "W", "Ho", "Wo", "kh", "kw"))
     x4, y4 = _view(x, (gm.N, gm.C, H, W)), _view(y, (gm.N, gm.F, Ho, Wo))
     r4 = None if residual is None else _view(residual, y4.shape)
     if r4 is not None and tuple(residual.strides) != K.contiguous_strides(residual.shape):
@@ -736,12 +739,10 @@ def _conv_transpose_phases(ctx, gm: Geom, dy, w, dx, bias) -> bool:
     if any(tuple(r.strides) != K.contiguous_strides(r.shape) for r in (dy, w, dx)):
         return False
 
-    def two(t, one):
-        return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
-
     N, C_, F = gm.N, gm.C, gm.F
-    (H, W), (Ho, Wo), (kh, kw), (sh, sw), (ph, pw) = (
-        two(gm.X, 1), two(gm.Y, 1), two(gm.k, 1), two(gm.s, 1), two(gm.p, 0))
+    g0 = gm.plane()
+    H, W, Ho, Wo, kh, kw, sh, sw, ph, pw = (g0[k] for k in ("H", "W", "Ho", "Wo", "kh", "kw",
+                                                            "sh", "sw", "ph", "pw"))
     if N * H * W < ctx.direct_repack_min_pixels:
         return False
 
@@ -762,22 +763,22 @@ def _conv_transpose_phases(ctx, gm: Geom, dy, w, dx, bias) -> bool:
             geometry = dict(N=N, C=F, H=Ho, W=Wo, F=C_, kh=max(Jy, 1), kw=max(Jx, 1), sh=1,
                             sw=1, dh=1, dw=1, ph=Jy - 1 - qy, pw=Jx - 1 - qx, Ho=Qy, Wo=Qx)
             phases.append((ry, rx, Jy * Jx > 0, view, geometry))
-    for _, _, taps, view, g in phases:
-        probe = K.TensorRef(w.buf, (C_, F, g["kh"], g["kw"]))
-        if taps and not ctx.conv_direct(dy4, probe, bias, view, g, dry_run=True, repack=True):
+    for _, _, taps, view, pg in phases:
+        probe = K.TensorRef(w.buf, (C_, F, pg["kh"], pg["kw"]))
+        if taps and not ctx.conv_direct(dy4, probe, bias, view, pg, dry_run=True, repack=True):
             return False
-    for ry, rx, taps, view, g in phases:
+    for ry, rx, taps, view, pg in phases:
         if not taps:        # no tap reaches these positions
             ctx.compute(view, lambda n, c, i, j: bias[c] if bias is not None
                         else C(0, dx.dtype), "deconv_bias" if bias is not None else "zero")
             continue
-        Jy, Jx = g["kh"], g["kw"]
+        Jy, Jx = pg["kh"], pg["kw"]
         wt = ctx.temp((C_, F, Jy, Jx), w.dtype)
         ctx.compute(wt, lambda c, f, a, b_, ry=ry, rx=rx, Jy=Jy, Jx=Jx:
                     w4[f, c, (C(Jy - 1, I64) - idx(a)) * sh + ry,
                        (C(Jx - 1, I64) - idx(b_)) * sw + rx], "conv_wphase")
-        if not ctx.conv_direct(dy4, wt, bias, view, g, repack=True):
-            raise OpError(f"Convolution: transposed phase {g} was accepted, then refused")
+        if not ctx.conv_direct(dy4, wt, bias, view, pg, repack=True):
+            raise OpError(f"Convolution: transposed phase {pg} was accepted, then refused")
     return True
 
 
@@ -876,16 +877,10 @@ def _conv_wgrad_direct(ctx, gm: Geom, x, dy, dw) -> bool:
     if not ctx.cpu_templates or not hasattr(ctx, "conv_wgrad_direct") or gm.G != 1 or \
             gm.nd not in (1, 2) or gm.pointwise or gm.C < 1:
         return False
-
-    def two(t, one):
-        return (one,) + tuple(t) if gm.nd == 1 else tuple(t)
-
-    (H, W), (kh, kw), (sh, sw), (dh, dw_), (ph, pw), (Ho, Wo) = (
-        two(gm.X, 1), two(gm.k, 1), two(gm.s, 1), two(gm.d, 1), two(gm.p, 0), two(gm.Y, 1))
     if any(tuple(r.strides) != K.contiguous_strides(r.shape) for r in (x, dy, dw)):
         return False
-    g = dict(N=gm.N, C=gm.C, H=H, W=W, F=gm.F, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw_,
-             ph=ph, pw=pw, Ho=Ho, Wo=Wo)
+    g = gm.plane()
+    H, W, Ho, Wo, kh, kw = (g[k] for k in ("H", "W", "Ho", "Wo", "kh", "kw"))
     return ctx.conv_wgrad_direct(_view(x, (gm.N, gm.C, H, W)), _view(dy, (gm.N, gm.F, Ho, Wo)),
                                  _view(dw, (gm.F, gm.C, kh, kw)), g)
 
