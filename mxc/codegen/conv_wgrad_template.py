@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .conv_template import ConvSpec
+from .conv_template import ConvKernel, ConvSpec
 from .gemm import _DTYPES, _FM, _FN_ATTRS, _ISA_TABLE
 from .irbuilder import FunctionBuilder, VectorFMA, ident
 
-__all__ = ["WgradKernel", "WgradSpec", "plan_wgrad", "wgrad_kernel"]
+__all__ = ["WgradSpec", "plan_wgrad", "wgrad_kernel"]
 
 _BLOCK_BYTES = 24 * 1024   # dyT bytes of a row block, at least (stays in L1 for every tap)
 _BLOCK_MAX = 160 * 1024    # ... and at most (L2)
@@ -58,14 +58,6 @@ class WgradPlan:
         return self.panels * self.slices
 
 
-@dataclass
-class WgradKernel:
-    name: str
-    ir: str
-    n_tasks: int
-    flops: int
-
-
 def plan_wgrad(spec: WgradSpec, isa: str, slices: int | None = None,
                block_bytes: int | None = None) -> WgradPlan:
     tab = _ISA_TABLE[isa]
@@ -87,7 +79,9 @@ def plan_wgrad(spec: WgradSpec, isa: str, slices: int | None = None,
 
 
 def wgrad_kernel(name: str, spec: WgradSpec, isa: str, *, slices: int | None = None,
-                 block_bytes: int | None = None) -> WgradKernel:
+                 block_bytes: int | None = None) -> ConvKernel:
+    """Render the weight gradient of ``spec`` for ``isa``: args (x, dyT, partial), no
+    scratch."""
     p = plan_wgrad(spec, isa, slices, block_bytes)
     s = spec
     T, es = _DTYPES[s.dtype]
@@ -179,5 +173,4 @@ def wgrad_kernel(name: str, spec: WgradSpec, isa: str, *, slices: int | None = N
     f.ins("ret void")
     parts.append(f.render())
     ir = "\n".join(sorted(decls) + [""] + parts)
-    return WgradKernel(name, ir, p.n_tasks,
-                       2 * s.N * s.F * s.C * s.Ho * s.Wo * s.kh * s.kw)
+    return ConvKernel(name, ir, p.n_tasks, 0, 2 * s.N * s.F * s.C * s.Ho * s.Wo * s.kh * s.kw)

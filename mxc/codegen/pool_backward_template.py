@@ -20,12 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .irbuilder import FunctionBuilder, fconst
-from .pool_template import PoolSpec, lowest
+from .pool_template import _DTYPES, _FN_ATTRS, PoolSpec, lowest
 
 __all__ = ["MaxBackwardKernel", "max_backward_kernel", "supported_backward"]
 
-_DTYPES = {"float32": ("float", 4), "float64": ("double", 8)}
-_FN_ATTRS = 'nounwind "no-builtins"'
 _MAX_TAPS = 64       # larger windows keep the generic lowering (the unrolled scan grows)
 
 

@@ -215,20 +215,20 @@ class LowerCtx:
                                f"{a.dtype.name}/{b.dtype.name} -> {dt} is not supported yet "
                                "(float32 and float64 only)")
         bias_stride = int(bias_batch_stride)
+
+        def fields() -> dict:   # the GemmSpec the prepacking decisions plan with
+            return dict(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
+                        c_strides=sc, bias=bias_axis if bias is not None else None,
+                        b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same, b_cols=b_cols)
+
         a_panel = 0
         if not gpu_lowering() and not trans_a:
-            a_panel = self._prepack_a(a, M, Kd, sa, dict(
-                batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
-                c_strides=sc, bias=bias_axis if bias is not None else None,
-                b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same, b_cols=b_cols))
+            a_panel = self._prepack_a(a, M, Kd, sa, fields())
             if a_panel:
                 sa = (0, 0, 0)
         b_panel = 0
         if not gpu_lowering() and not a_panel:
-            b_panel = self._prepack_b(b, Kd, N, sb, dict(
-                batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
-                c_strides=sc, bias=bias_axis if bias is not None else None,
-                b_kmap=b_kmap, c_ngrid=c_ngrid, b_same=b_same, b_cols=b_cols))
+            b_panel = self._prepack_b(b, Kd, N, sb, fields())
             if b_panel:
                 sb = (0, 0, 0)
         spec = GemmSpec(batch=batch, M=M, N=N, K=Kd, dtype=dt, a_strides=sa, b_strides=sb,
