@@ -150,6 +150,12 @@ class GemmSpec:
     # (digits (radix, stride) as b_kmap's, over N), B row k is pixel k (contiguous);
     # b_same gives the geometry (rows and columns outside the image read 0).
     b_cols: tuple | None = None
+    # share_b: the caller passes one more argument (last), a buffer of
+    # GemmKernel.shared_bytes whose first shared_zero_bytes are zero at the call: when tasks
+    # of different row blocks read the same B columns, each K x N block of B is packed once
+    # into it, its panels claimed by whichever tasks arrive (atomic counters), instead of
+    # once per task.
+    share_b: bool = False
 
     def __post_init__(self) -> None:
         dense = {"a_strides": (self.M * self.K, self.K, 1),
@@ -208,6 +214,8 @@ class GemmKernel:
     n_tasks: int        # run the task range [0, n_tasks)
     scratch_bytes: int  # per-thread scratch, 64-byte aligned by the caller
     flops: int
+    shared_bytes: int = 0       # > 0: the shared packed-B buffer (GemmSpec.share_b) ...
+    shared_zero_bytes: int = 0  # ... whose first bytes (its claim counters) start at zero
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +252,9 @@ _DTYPES = {"float32": ("float", 4), "float64": ("double", 8)}
 _A_PREFETCH = 0
 _B_PREFETCH = 0
 _L2_BUDGET = 512 * 1024
+# Largest B (batch x K x N, bytes) packed into a shared buffer (GemmSpec.share_b): the
+# buffer is a temporary of the memory plan, as big as B.
+_SHARED_B_MAX = 64 << 20
 _CONV_NC = 512   # bytes of a task's packed B block allowed in L2 (deep, narrow GEMMs)
 # Up to this many rows (after orientation), a K-contiguous B uses the dot-product schedule.
 _DOT_MAX_M = 4
@@ -320,6 +331,7 @@ class _Plan:
     a_panel: int = 0            # GemmSpec.a_panel (prepacked A)
     b_panel: int = 0            # GemmSpec.b_panel (prepacked B)
     same: tuple | None = None   # GemmSpec.b_same
+    shared_arg: int = -1        # >= 0: B packed into the shared buffer, this %args index
 
     @property
     def NR(self) -> int:
@@ -360,12 +372,14 @@ _THREAD_WEIGHTS = ((2, 1.0), (4, 0.02))
 
 @functools.lru_cache(maxsize=4096)   # a model compiles the same shapes several times
 def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
-                 NC: int, a_packed: bool = False,
-                 b_packed: bool = False) -> tuple[int, int, int, int]:
+                 NC: int, a_packed: bool = False, b_packed: bool = False,
+                 b_shared: bool = False) -> tuple[int, int, int, int]:
     """Rows/columns per task (TM, TN) and block counts (mt, nt).
 
     Model (cycles): a task costs its FMAs on tile-padded sizes (2 vector FMAs per cycle),
     packing its B columns (K x TN) and A rows (TM x K per NC block), and a fixed overhead.
+    With ``b_shared`` (``GemmSpec.share_b``) the mt row blocks of a column block pack its B
+    columns once between them.
     The runtime hands each thread a contiguous range of tasks (``_slowest_thread``);
     minimise the busiest thread's work on 2 threads (this project's machines), 4 threads
     only breaking near-ties (``_THREAD_WEIGHTS``).
@@ -379,8 +393,9 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
     # come from DRAM once per task that reads them: measured as costly as packing)
     a_pack = b_pack = 0.5
 
-    def cost(tm: int, tn: int) -> float:
-        return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL) + b_pack * Ke * tn
+    def cost(tm: int, tn: int, mt: int) -> float:
+        return (_rup(tm, MR) * _rup(tn, NR) * Ke / (2.0 * VL)
+                + b_pack * Ke * tn / (mt if b_shared else 1)
                 + a_pack * tm * Ke * _cdiv(tn, NC) + 500.0)
 
     best = None
@@ -398,8 +413,9 @@ def _split_tasks(batch: int, M: int, N: int, K: int, MR: int, NR: int, VL: int,
             if tasks > 1 << 16 and (mt, nt) != (1, 1):
                 continue
             lm, ln = M - (mt - 1) * TM, N - (nt - 1) * TN     # the ragged last blocks
-            score = sum(w * p * _slowest_thread(p, batch, mt, nt, cost(TM, TN), cost(TM, ln),
-                                                cost(lm, TN), cost(lm, ln))
+            score = sum(w * p * _slowest_thread(p, batch, mt, nt, cost(TM, TN, mt),
+                                                cost(TM, ln, mt), cost(lm, TN, mt),
+                                                cost(lm, ln, mt))
                         for p, w in _THREAD_WEIGHTS)
             key = (score, tasks)
             if best is None or key < best[0]:
@@ -604,9 +620,14 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     # scale KC so the B micro-panel keeps its byte size when NR changes
     KC = max(16, min(2048, isa.kc * (isa.nv * (isa.vbytes // 4)) // NR))
     KC = _rup(KC, 4)
+    # B packed into a buffer shared by the tasks (GemmSpec.share_b): plain packed B only
+    es_ = _DTYPES[spec.dtype][1]
+    share = (spec.share_b and not extra["b_panel"] and extra["kmap"] is None
+             and spec.b_cols is None and not a_implicit and not opts.get("no_share")
+             and batch * max(K, 1) * _rup(N, NR) * es_ <= _SHARED_B_MAX)
     TM, TN, mt, nt = _split_tasks(batch, M, N, K, MR, NR, VL, isa.nc,
                                   a_packed=extra["a_panel"] > 0,
-                                  b_packed=extra["b_panel"] > 0)
+                                  b_packed=extra["b_panel"] > 0, b_shared=share)
     if "split" in opts:   # a tuning knob (benchmarks, tests): (row blocks, column blocks)
         TM = _rup(_cdiv(M, int(opts["split"][0])), MR)
         TN = _rup(_cdiv(N, int(opts["split"][1])), NR)
@@ -636,9 +657,14 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     nc = min(isa.nc, _CONV_NC) if spec.b_kmap is not None else isa.nc
     nc = int(opts.get("nc", nc)) if "nc" in opts else nc
     NCe = _rup(_cdiv(TN, _cdiv(TN, nc)), NR)
+    # only worth its counters where several row blocks read the same columns
+    shared_arg = -1
+    if share and mt > 1 and not direct_b and K > 0:
+        shared_arg = 3 + (1 if spec.bias else 0) + (1 if "add" in spec.epilogue else 0)
     return _Plan(batch=batch, M=M, N=N, K=K, sa=tuple(sa), sb=tuple(sb), sc=tuple(sc),
                  a_arg=a_arg, b_arg=b_arg, bias=bias, MR=MR, NV=NV, VL=VL, KC=KCe, MC=MCe,
-                 NC=NCe, TM=TM, TN=TN, mt=mt, nt=nt, direct_b=direct_b, **extra)
+                 NC=NCe, TM=TM, TN=TN, mt=mt, nt=nt, direct_b=direct_b,
+                 shared_arg=shared_arg, **extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1519,6 +1545,60 @@ class _Emitter:
         total = a_off + (0 if p.a_panel else _rup(kc * mcp * es, 64))
         return b_off, a_off, total
 
+    def shared_layout(self) -> tuple[int, int, int, int, int]:
+        """The shared packed-B buffer (``_Plan.shared_arg``): (column blocks per task, K
+        blocks, elements per block, bytes of the claim counters in front, total bytes).
+
+        Block (batch b, column block ni, NC block jcb, K block pcb) -- one packed KC x NC
+        block, laid out as a task's own packed block -- has two i32 counters: panels claimed
+        and panels packed."""
+        p, es = self.p, self.es
+        njc = _cdiv(p.TN, p.NC)
+        npc = _cdiv(max(p.K, 1), p.KC)
+        ncp = _rup(min(p.NC, _rup(p.TN, p.NR)), p.NR)
+        blocks = p.batch * p.nt * njc * npc
+        cnt = _rup(8 * blocks, 64)
+        block = p.KC * ncp
+        return njc, npc, block, cnt, cnt + blocks * block * es
+
+    def pack_b_shared(self, f: _Fn, pS, src_b, b, ni, jc, n0, pc, nc, kc) -> str:
+        """Pack this task's B block into the shared buffer together with every other task
+        that needs it, and return its address once all its panels are packed.
+
+        Each task takes panels off the block's claim counter until none is left, then waits
+        for the packed counter to reach the panel count.  A task only ever waits for panels
+        that running tasks have claimed and are packing without waiting themselves, so this
+        holds under any split of the task range and any order, one thread or several."""
+        p, T = self.p, self.T
+        njc, npc, block, cnt, _ = self.shared_layout()
+        blk = f.add(f.mul(f.add(f.mul(f.add(f.mul(b, p.nt), ni), njc),
+                                f.udiv(f.sub(jc, n0), p.NC)), npc), f.udiv(pc, p.KC))
+        claim = f.gep("i32", pS, f.mul(blk, 2))
+        done = f.gep("i32", claim, 1)
+        dst = f.gep(T, f.gep("i8", pS, cnt), f.mul(blk, block))
+        npan = f.udiv(f.add(nc, p.NR - 1), p.NR)
+        take, pack, wait, spin, ready = (f.label_name(x) for x in
+                                         ("shc", "shp", "shw", "shs", "shr"))
+        f.br(take)
+        f.label(take)
+        i32 = f.op(f"atomicrmw add ptr {claim}, i32 1 monotonic, align 4")
+        i = f.op(f"zext i32 {i32} to i64")
+        f.ins(f"br i1 {f.op(f'icmp slt i64 {i}, {npan}')}, label %{pack}, label %{wait}")
+        f.label(pack)
+        col = f.mul(i, p.NR)
+        f.ins(f"call void {self.sym('packb')}(ptr {f.gep(T, src_b, f.mul(col, p.sb[2]))}, "
+              f"ptr {f.gep(T, dst, f.mul(col, kc))}, i64 {f.smin(p.NR, f.sub(nc, col))}, "
+              f"i64 {kc})")
+        f.ins(f"atomicrmw add ptr {done}, i32 1 release, align 4")
+        f.br(take)
+        f.label(wait)
+        d = f.op(f"zext i32 {f.op(f'load atomic i32, ptr {done} acquire, align 4')} to i64")
+        f.ins(f"br i1 {f.op(f'icmp sge i64 {d}, {npan}')}, label %{ready}, label %{spin}")
+        f.label(spin)
+        f.br(wait)
+        f.label(ready)
+        return dst
+
     def tap_skip(self, f: _Fn, pc, row, mr, kc, first, last) -> tuple:
         """For a tap-major plan: (K length, label to continue at) of the tile at pixel row
         ``row``: a K block whose tap reads only padding rows for every pixel of the panel
@@ -1582,8 +1662,13 @@ class _Emitter:
                     kc = f.smin(p.KC, f.sub(p.K, pc))
                     first = f.op(f"icmp eq i64 {pc}, 0")
                     last = f.op(f"icmp sge i64 {f.add(pc, p.KC)}, {p.K}")
+                    shared_b = None
                     if p.b_panel:
                         pass     # B prepacked: panels are read in place below
+                    elif p.shared_arg >= 0:
+                        src_b = f.gep(T, Bb, f.add(f.mul(pc, p.sb[1]), f.mul(jc, p.sb[2])))
+                        shared_b = self.pack_b_shared(f, arg(p.shared_arg), src_b, b, ni, jc,
+                                                      n0, pc, nc, kc)
                     elif (p.kmap and not p.a_implicit) or p.cols:   # offsets from (pc, jc)
                         src_b = f.gep(T, Bb, f.mul(jc, p.sb[2]))
                         f.ins(f"call void {self.sym('packb')}(ptr {src_b}, ptr {Bp}, "
@@ -1620,7 +1705,7 @@ class _Emitter:
                                 full_n = f.op(f"icmp eq i64 {nr}, {p.NR}")
                                 bdir = f.gep(T, src_b, jr)
                             else:
-                                bpan = f.gep(T, Bp, f.mul(jr, kc), True)
+                                bpan = f.gep(T, shared_b or Bp, f.mul(jr, kc), True)
                             mr = f.smin(p.MR, f.sub(mc, ir))
                             if p.a_panel:   # (ic + ir) is a multiple of MR
                                 apan = f.gep(T, Ab, f.add(f.mul(f.add(ic, ir), p.K),
@@ -1898,8 +1983,13 @@ def gemm_kernel(name: str, spec: GemmSpec, isa: str, *, _params: dict | None = N
     ``_params`` overrides fields of the ISA table (tile and cache blocks) for tuning runs.
     """
     plan = _plan(spec, isa, _params)
-    ir, scratch = _Emitter(name, spec, plan, isa, _params).render()
+    em = _Emitter(name, spec, plan, isa, _params)
+    ir, scratch = em.render()
     empty = spec.batch == 0 or spec.M == 0 or spec.N == 0
+    shared = zero = 0
+    if plan.shared_arg >= 0 and not empty:
+        _, _, _, zero, shared = em.shared_layout()
     return GemmKernel(name=name, ir=ir, n_tasks=1 if empty else plan.n_tasks,
                       scratch_bytes=scratch,
-                      flops=2 * spec.batch * spec.M * spec.N * spec.K)
+                      flops=2 * spec.batch * spec.M * spec.N * spec.K,
+                      shared_bytes=shared, shared_zero_bytes=zero)

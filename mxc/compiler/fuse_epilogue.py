@@ -198,13 +198,16 @@ def _refold(lk: LoweredKernel, y: int, so: int, r, step: str, node: str) -> Lowe
     bufs = list(old.buffers)
     slots = [so if s == y else s for s in lk.slots]
     offs = list(getattr(old, "offsets", None) or [0] * len(bufs))
+    # the shared packed-B buffer (GemmSpec.share_b) stays the last argument
+    tail = 0 if is_conv or not getattr(gk, "shared_bytes", 0) else 1
     if step == "add":   # the residual is laid out like C: same element offset
-        bufs.append(K.Buffer(f"res{r}", bufs[2].dtype, bufs[2].size))
-        slots.append(r)
-        offs.append(offs[2])
+        at = len(bufs) - tail
+        bufs.insert(at, K.Buffer(f"res{r}", bufs[2].dtype, bufs[2].size))
+        slots.insert(at, r)
+        offs.insert(at, offs[2])
     kern = K.TemplateKernel("__K__", bufs, gk.ir, gk.n_tasks, gk.scratch_bytes, cost=gk.flops,
                             note=("conv+" if is_conv else "gemm+") + "+".join(spec.epilogue),
-                            writes=(2,))
+                            writes=(2, len(bufs) - 1) if tail else (2,))
     setattr(kern, "conv_spec" if is_conv else "gemm_spec", spec)
     kern.offsets = offs  # type: ignore[attr-defined]
     members = list(lk.members or [lk.node])

@@ -236,7 +236,7 @@ class LowerCtx:
                         bias=bias_axis if bias is not None else None,
                         bias_stride_batch=bias_stride, b_kmap=b_kmap, c_ngrid=c_ngrid,
                         epilogue=tuple(epilogue), a_panel=a_panel, b_panel=b_panel,
-                        b_same=b_same, b_cols=b_cols)
+                        b_same=b_same, b_cols=b_cols, share_b=not gpu_lowering())
         # pointers are passed already offset; views with element offsets become slot offsets
         bufs = [a.buf, b.buf, c.buf] + ([bias.buf] if bias is not None else [])
         offs = [a.offset, b.offset, c.offset] + ([bias.offset] if bias is not None else [])
@@ -253,11 +253,25 @@ class LowerCtx:
             kern = gpu_gemm_template(spec, bufs)
         else:
             gk = gemm_kernel("__K__", spec, gemm_isa())  # the AOT target's, else the host's
+            writes = (2,)
+            if gk.shared_bytes:   # B packed once for all tasks: the buffer, counters zeroed
+                bufs.append(self.shared_packing(gk.shared_bytes, gk.shared_zero_bytes, dt))
+                offs.append(0)
+                writes = (2, len(bufs) - 1)
             kern = K.TemplateKernel("__K__", bufs, gk.ir, gk.n_tasks, gk.scratch_bytes,
-                                    cost=gk.flops, note="gemm", writes=(2,))
+                                    cost=gk.flops, note="gemm", writes=writes)
         kern.gemm_spec = spec  # type: ignore[attr-defined]
         kern.offsets = offs  # type: ignore[attr-defined]
         self.emit(kern)
+
+    def shared_packing(self, nbytes: int, zero_bytes: int, dtype: str) -> K.Buffer:
+        """A temporary of ``nbytes`` for a GEMM's shared packed B (``GemmSpec.share_b``)
+        whose first ``zero_bytes`` (the claim counters) a kernel zeroes before every call."""
+        d = as_dtype(dtype)
+        buf = self.temp((-(-nbytes // d.itemsize),), d).buf
+        self.compute(K.TensorRef(buf, (zero_bytes // d.itemsize,)),
+                     lambda i: K.const(0, d), "zero_counters")
+        return buf
 
     @property
     def direct_repack_min_pixels(self) -> int:

@@ -42,7 +42,7 @@ def _estrides(v: np.ndarray) -> tuple[int, ...]:
 
 def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=False,
          alpha=1.0, beta=0.0, bias=None, shared_b=False, shared_bias=False, task_order=None,
-         seed=0, params=None, epilogue=()):
+         seed=0, params=None, epilogue=(), share=False, threads=False):
     """Build, run and check one GEMM; returns (C result, kernel) for further checks."""
     isa = isa or BEST
     rng = np.random.default_rng(seed)
@@ -64,7 +64,7 @@ def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=
     spec = GemmSpec(batch=batch, M=M, N=N, K=K, dtype=dtype, a_strides=_estrides(A),
                     b_strides=_estrides(B), c_strides=_estrides(C), alpha=alpha, beta=beta,
                     bias=bias, bias_stride_batch=0 if (shared_bias or not bias)
-                    else bias_arr.shape[1], epilogue=epilogue)
+                    else bias_arr.shape[1], epilogue=epilogue, share_b=share)
     R = _stored(rng.uniform(-1, 1, (batch, M, N)).astype(dt), (0, 2, 1) if tc else (0, 1, 2))
     kern = gemm_kernel("gemm_test", spec, isa, _params=params)
     fn = jit(kern)
@@ -73,9 +73,17 @@ def _run(M, N, K, *, batch=1, dtype="float32", isa=None, ta=False, tb=False, tc=
         ptrs.append(bias_arr.ctypes.data)
     if "add" in epilogue:
         ptrs.append(R.ctypes.data)
+    if kern.shared_bytes:   # the shared packed B: garbage past its zeroed claim counters
+        shared = _Scratch(kern.shared_bytes)
+        shared.raw[:] = 0xFF
+        ctypes.memset(shared.ptr, 0, kern.shared_zero_bytes)
+        ptrs.append(shared.ptr)
     args = (ctypes.c_void_p * len(ptrs))(*ptrs)
     scratch = _Scratch(kern.scratch_bytes)
-    if task_order is None:
+    if threads:   # the runtime's thread pool: tasks of one block on both threads at once
+        from mxc.runtime.threadpool import get_pool
+        get_pool().run(fn, kern.n_tasks, ctypes.addressof(args), kern.scratch_bytes, 1 << 40)
+    elif task_order is None:
         fn(0, kern.n_tasks, ctypes.addressof(args), scratch.ptr)
     else:
         for begin, end in task_order(kern.n_tasks):
@@ -476,6 +484,61 @@ def test_task_splits_identical():
         assert np.array_equal(out, ref)
 
 
+# --- B packed once into a buffer shared by the tasks (GemmSpec.share_b) ----------------------
+
+@pytest.mark.parametrize("M,N,K,batch,split,params", [
+    (150, 170, 310, 2, (3, 1), None),          # ragged row blocks, several K blocks
+    (301, 77, 530, 1, (4, 1), {"kc": 64, "nc": 40}),   # several NC and K blocks per task
+    (120, 300, 70, 3, (5, 3), None),           # row and column blocks, ragged last panel
+    (50, 33, 1, 1, (3, 2), None),              # K == 1
+])
+@pytest.mark.parametrize("isa", ISAS_HERE)
+def test_shared_b_any_order(M, N, K, batch, split, params, isa):
+    """Every task order (one call per task, reversed, shuffled) and both threads at once give
+    the bits of per-task packing."""
+    params = {"split": split, **(params or {})}
+    ref, kern = _run(M, N, K, batch=batch, isa=isa, bias="n", params=params)
+    assert kern.shared_bytes == 0
+    rev = lambda n: [(i, i + 1) for i in reversed(range(n))]   # noqa: E731
+
+    def shuffled(n):
+        order = [(i, i + 1) for i in range(n)]
+        random.Random(3).shuffle(order)
+        return order
+
+    for order in (None, rev, shuffled):
+        out, kern = _run(M, N, K, batch=batch, isa=isa, bias="n", params=params, share=True,
+                         task_order=order)
+        assert kern.shared_bytes > kern.shared_zero_bytes > 0
+        assert np.array_equal(out, ref)
+    out, _ = _run(M, N, K, batch=batch, isa=isa, bias="n", params=params, share=True,
+                  threads=True)
+    assert np.array_equal(out, ref)
+
+
+def test_shared_b_epilogue_float64_transposed():
+    params = {"split": (4, 1)}
+    ref, _ = _run(90, 50, 120, dtype="float64", tb=True, bias="m", epilogue=("add", "relu"),
+                  params=params)
+    out, kern = _run(90, 50, 120, dtype="float64", tb=True, bias="m",
+                     epilogue=("add", "relu"), params=params, share=True, threads=True)
+    assert kern.shared_bytes and np.array_equal(out, ref)
+
+
+def test_shared_b_only_when_rows_share_columns():
+    """One row block (nothing to share), prepacked B and the dot-product schedule keep their
+    own B paths; the split model counts the shared packing once per column block."""
+    sq = dict(a_strides=(0, 512, 1), b_strides=(0, 512, 1), c_strides=(0, 512, 1))
+    assert gemm_kernel("g", GemmSpec(1, 512, 512, 512, share_b=True, **sq), BEST,
+                       _params={"split": (1, 2)}).shared_bytes == 0
+    k = gemm_kernel("g", GemmSpec(1, 512, 512, 512, share_b=True, **sq), BEST)
+    p = _plan(GemmSpec(1, 512, 512, 512, share_b=True, **sq), BEST, None)
+    assert p.mt > 1 and k.shared_bytes > 0
+    fc = GemmSpec(1, 2, 1000, 512, "float32", (0, 512, 1), (0, 1, 512), (0, 1000, 1),
+                  share_b=True)
+    assert gemm_kernel("fc", fc, BEST).shared_bytes == 0
+
+
 def test_skinny_split_over_n():
     # FullyConnected at batch 1: the two threads must get work even though M == 1.
     spec = GemmSpec(1, 1, 1000, 512, "float32", (0, 512, 1), (0, 1, 512), (0, 1000, 1))
@@ -498,6 +561,11 @@ def test_cross_object_freestanding(triple, cpu, features, isa):
         spec = GemmSpec(2, M, 75, K, dtype, None, (K * 75, 1, K) if tb else None, None,
                         alpha=1.0, beta=0.5, bias=bias)
         bodies.append(gemm_kernel(f"k{i}", spec, isa).ir)
+    # B packed into the shared buffer: atomics must lower to instructions, not libcalls
+    shared = gemm_kernel("ks", GemmSpec(1, 200, 75, 300, "float32", share_b=True), isa,
+                         _params={"split": (4, 1)})
+    assert shared.shared_bytes
+    bodies.append(shared.ir)
     # declarations are one line each and identical across kernels: dedupe when concatenating
     decls = sorted({ln for b in bodies for ln in b.splitlines() if ln.startswith("declare ")})
     defs = [("\n".join(ln for ln in b.splitlines() if not ln.startswith("declare "))) for b in
