@@ -166,3 +166,35 @@ def test_activation(act):
     check_forward("Activation", [x.astype(np.float32)], {"act_type": act}, rtol=2e-5,
                   atol=1e-6)
     check_grad("Activation", [x], {"act_type": act}, eps=1e-6, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# hard_sigmoid
+# ---------------------------------------------------------------------------------------------
+def test_hard_sigmoid_forward():
+    # defaults alpha=0.2, beta=0.5: saturates outside [-2.5, 2.5]
+    x = np.array([-4, -2.5, -1, 0, 1, 2.4, 3], np.float32)
+    out = check_forward("hard_sigmoid", [x])
+    np.testing.assert_allclose(out[0], [0, 0, 0.3, 0.5, 0.7, 0.98, 1], rtol=1e-6, atol=1e-7)
+    for dtype in (np.float32, np.float64, np.float16):
+        y = RNG.uniform(-5, 5, (3, 7)).astype(dtype)
+        check_forward("hard_sigmoid", [y], {"alpha": 0.3, "beta": 0.1}, rtol=1e-3 if
+                      dtype == np.float16 else 1e-6, atol=1e-3 if dtype == np.float16 else 1e-7)
+    check_forward("hard_sigmoid", [np.zeros((0, 4), np.float32)])
+
+
+def test_hard_sigmoid_gradient():
+    x = np.array([-4.0, -2.0, -0.3, 0.7, 1.9, 2.6, 6.0])   # away from the clip points
+    check_grad("hard_sigmoid", [x], eps=1e-6, rtol=1e-6, atol=1e-8)
+    check_grad("hard_sigmoid", [RNG.uniform(-1, 1, (2, 5))], {"alpha": 0.5, "beta": 0.2},
+               eps=1e-6, rtol=1e-6, atol=1e-8)
+    _, grads, _ = run_op("hard_sigmoid", [x.astype(np.float32)],
+                         head_grads=[np.ones(x.shape, np.float32)])
+    np.testing.assert_allclose(grads[0], np.where(np.abs(x) < 2.5, 0.2, 0), rtol=1e-6)
+
+
+def test_hard_sigmoid_bad_input():
+    with pytest.raises(OpError, match="floating-point"):
+        run_op("hard_sigmoid", [np.ones((2, 2), np.int32)])
+    with pytest.raises(OpError, match="alpha"):
+        run_op("hard_sigmoid", [np.ones((2, 2), np.float32)], {"alpha": "x"})

@@ -191,3 +191,45 @@ def test_zero_size():
     assert fwd("one_hot", [np.zeros((0,), np.float32)], {"depth": 3})[0].shape == (0, 3)
     assert fwd("take", [np.zeros((0, 3), np.float32), np.array([1.0], np.float32)])[0].shape \
         == (1, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# ravel_multi_index / unravel_index
+# ---------------------------------------------------------------------------------------------
+def test_ravel_unravel_doc_examples():
+    a = np.array([[3, 6, 6], [4, 5, 1]], np.float32)
+    b = np.array([22, 41, 37], np.float32)
+    for shape in ((7, 6), (-1, 6)):
+        np.testing.assert_array_equal(run_op("ravel_multi_index", [a], {"shape": shape})[0][0], b)
+        np.testing.assert_array_equal(run_op("_ravel_multi_index", [a], {"shape": shape})[0][0],
+                                      b)
+        np.testing.assert_array_equal(run_op("unravel_index", [b], {"shape": shape})[0][0], a)
+        np.testing.assert_array_equal(run_op("_unravel_index", [b], {"shape": shape})[0][0], a)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64"])
+def test_ravel_unravel_roundtrip(dtype):
+    shape = (3, 1, 5, 7)
+    flat_idx = RNG.integers(0, 105, (2, 11)).astype(dtype)
+    check_forward("unravel_index", [flat_idx], {"shape": shape}, rtol=0, atol=0)
+    multi = np.stack(np.unravel_index(flat_idx.astype(np.int64), shape)).astype(dtype)
+    check_forward("ravel_multi_index", [multi], {"shape": shape}, rtol=0, atol=0)
+    got = run_op("unravel_index", [flat_idx], {"shape": shape})[0][0]
+    np.testing.assert_array_equal(got, multi)
+    np.testing.assert_array_equal(run_op("ravel_multi_index", [multi], {"shape": shape})[0][0],
+                                  flat_idx)
+
+
+def test_unravel_out_of_range_wraps_like_mxnet():
+    # coordinates are idx - (idx / dim) * dim with C division: the first one wraps
+    x = np.array([5, 23, -7], np.int64)
+    check_forward("unravel_index", [x], {"shape": (3, 4)}, rtol=0, atol=0)
+    check_forward("unravel_index", [np.zeros((0,), np.float32)], {"shape": (3, 4)})
+
+
+def test_ravel_bad_shapes():
+    with pytest.raises(MXNetError):
+        run_op("ravel_multi_index", [np.zeros((3, 2), np.float32)], {"shape": (4, 5)})
+    with pytest.raises(MXNetError):
+        run_op("unravel_index", [np.zeros((3,), np.float32)], {"shape": (4, -1)})
+

@@ -168,3 +168,54 @@ def test_fully_connected_errors():
     with pytest.raises(MXNetError, match="FullyConnected"):
         run_op("FullyConnected", [rnd(4, 5).astype("int32"), rnd(3, 5).astype("int32")],
                {"num_hidden": 3, "no_bias": True})
+
+
+# ---------------------------------------------------------------------------------------------
+# khatri_rao, _contrib_div_sqrt_dim
+# ---------------------------------------------------------------------------------------------
+def test_khatri_rao_doc_example():
+    a = np.array([[1, -1], [2, -3]], np.float32)
+    b = np.array([[1, 4], [2, 5], [3, 6]], np.float32)
+    out = run_op("khatri_rao", [a, b], {"num_args": 2})[0][0]
+    np.testing.assert_array_equal(out, [[1, -4], [2, -5], [3, -6], [2, -12], [4, -15],
+                                        [6, -18]])
+
+
+@pytest.mark.parametrize("shapes,dtype", [([(3, 4)], np.float32),
+                                          ([(3, 5), (2, 5), (7, 5)], np.float64),
+                                          ([(1, 1), (1, 1)], np.float32),
+                                          ([(4, 3), (2, 3)], np.float16),
+                                          ([(0, 3), (2, 3)], np.float32)])
+def test_khatri_rao(shapes, dtype):
+    ins = [RNG.standard_normal(s).astype(dtype) for s in shapes]
+    check_forward("khatri_rao", ins, {"num_args": len(ins)}, rtol=1e-3 if dtype == np.float16
+                  else 1e-6, atol=1e-6)
+
+
+def test_khatri_rao_errors_and_user_level():
+    import mxc as mx
+    with pytest.raises((ShapeError, OpError, MXNetError)):
+        run_op("khatri_rao", [np.ones((2, 3), np.float32), np.ones((2, 4), np.float32)],
+               {"num_args": 2})
+    with pytest.raises((ShapeError, OpError, MXNetError)):
+        run_op("khatri_rao", [np.ones((2, 3, 1), np.float32)], {"num_args": 1})
+    a = mx.nd.array([[1, 2]])
+    np.testing.assert_array_equal(mx.nd.khatri_rao(a, a, a).asnumpy(), [[1, 8]])
+
+
+@pytest.mark.parametrize("shape,dtype", [((2, 3, 7), np.float32), ((5,), np.float64),
+                                         ((3, 1), np.float32), ((4, 16), np.float16)])
+def test_div_sqrt_dim(shape, dtype):
+    x = RNG.standard_normal(shape).astype(dtype)
+    check_forward("_contrib_div_sqrt_dim", [x], rtol=1e-3 if dtype == np.float16 else 1e-6,
+                  atol=0)
+    out = run_op("_contrib_div_sqrt_dim", [x])[0][0]
+    np.testing.assert_allclose(out.astype(np.float64),
+                               x.astype(np.float64) / np.sqrt(shape[-1]), rtol=2e-3)
+
+
+def test_div_sqrt_dim_grad_and_user_level():
+    import mxc as mx
+    check_grad("_contrib_div_sqrt_dim", [RNG.standard_normal((3, 4))], rtol=1e-6, atol=1e-7)
+    out = mx.nd.contrib.div_sqrt_dim(mx.nd.ones((2, 4)))
+    np.testing.assert_allclose(out.asnumpy(), np.full((2, 4), 0.5))

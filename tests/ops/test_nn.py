@@ -161,3 +161,17 @@ def test_dropout_seeds():
     assert (a != c).mean() > 0.3
     d, e = mask(), mask()
     assert (d != e).mean() > 0.3
+
+
+def test_gelu_is_mxnets_erf_form():
+    # MXNet 1.x's LeakyReLU(gelu) is x * Phi(x) with the erf, not the tanh approximation
+    # (0.8411920 at x = 1), computed in float32 precision also for float64 data
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
+    for dtype in (np.float32, np.float64):
+        got, grads, _ = run_op("LeakyReLU", [x.astype(dtype)], {"act_type": "gelu"},
+                               head_grads=[np.ones(5, dtype)])
+        np.testing.assert_allclose(got[0], [-0.04550026, -0.15865525, 0.0, 0.84134475,
+                                            2.99595031], rtol=2e-7, atol=1e-8)
+        np.testing.assert_allclose(grads[0], [-0.08523180, -0.08331547, 0.5, 1.08331547,
+                                              1.01194565], rtol=1e-6, atol=1e-7)
+        assert abs(got[0][3] - 0.8411920) > 1e-4

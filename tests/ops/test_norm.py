@@ -375,3 +375,61 @@ def test_lrn_bad():
         run_op("LRN", [_x((1, 4, 2, 2))], {})
     with pytest.raises(ShapeError):
         run_op("LRN", [_x((4, 2, 2))], {"nsize": 3})
+
+
+# =============================================================================================
+# GroupNorm
+# =============================================================================================
+@pytest.mark.parametrize("shape,groups", [((2, 6, 3, 5), 3), ((1, 4, 7), 1), ((3, 4, 2), 4),
+                                          ((2, 6, 1, 1), 2), ((2, 2, 3, 2, 2), 2)])
+def test_group_norm_forward(shape, groups):
+    x = _x(shape)
+    gamma, beta = _x((shape[1],)), _x((shape[1],))
+    check_forward("GroupNorm", [x, gamma, beta], {"num_groups": groups}, rtol=1e-4, atol=1e-5)
+    outs = check_forward("GroupNorm", [x, gamma, beta],
+                         {"num_groups": groups, "output_mean_var": True, "eps": 1e-3},
+                         rtol=1e-4, atol=1e-5)
+    assert outs[1].shape == outs[2].shape == (shape[0], groups)
+
+
+def test_group_norm_documented_example():
+    # MXNet's GroupNorm docstring: (2, 3, 4) arange input, one group, gamma 1, beta 0
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    got, _, _ = run_op("GroupNorm", [x, np.ones(3, np.float32), np.zeros(3, np.float32)])
+    row = [[-1.5932543, -1.3035717, -1.0138891, -0.7242065],
+           [-0.4345239, -0.1448413, 0.1448413, 0.4345239],
+           [0.7242065, 1.0138891, 1.3035717, 1.5932543]]
+    np.testing.assert_allclose(got[0], np.array([row, row]), rtol=1e-6, atol=1e-6)
+
+
+def test_group_norm_dtypes():
+    x = _x((2, 4, 5), np.float16)
+    g, b = _x((4,), np.float16), _x((4,), np.float16)
+    check_forward("GroupNorm", [x, g, b], {"num_groups": 2}, rtol=5e-3, atol=5e-3)
+    check_forward("GroupNorm", [_x((2, 4, 5), np.float64), _x((4,), np.float64),
+                                _x((4,), np.float64)], {"num_groups": 2}, rtol=1e-10,
+                  atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 4, 3), 2), ((1, 6, 2, 2), 3), ((3, 2, 5), 1)])
+def test_group_norm_gradient(shape, groups):
+    x = _x(shape, np.float64)
+    check_grad("GroupNorm", [x, _x((shape[1],), np.float64), _x((shape[1],), np.float64)],
+               {"num_groups": groups, "eps": 1e-3}, eps=1e-6, rtol=1e-5, atol=1e-7)
+
+
+def test_group_norm_bad_input():
+    g = np.ones(3, np.float32)
+    with pytest.raises(ShapeError, match="divisible"):
+        run_op("GroupNorm", [_x((2, 3, 4)), g, g], {"num_groups": 2})
+    with pytest.raises(ShapeError, match="at least 3 dims"):
+        run_op("GroupNorm", [_x((2, 3)), g, g])
+    with pytest.raises(ShapeError, match="gamma"):
+        run_op("GroupNorm", [_x((2, 3, 4)), np.ones(1, np.float32), g])
+    with pytest.raises(OpError, match="num_groups"):
+        run_op("GroupNorm", [_x((2, 3, 4)), g, g], {"num_groups": 0})
+    with pytest.raises(OpError):
+        run_op("GroupNorm", [_x((2, 3, 4)), g, g], {"axis": 1})
+    with pytest.raises(OpError, match="floating-point"):
+        run_op("GroupNorm", [np.ones((2, 3, 4), np.int32), np.ones(3, np.int32),
+                             np.ones(3, np.int32)])

@@ -441,3 +441,141 @@ def test_json_attrs_round_trip():
         registry.get(op).parse_attrs(attrs)
     with pytest.raises(MXNetError):
         registry.get("sum").parse_attrs({"axis": "1", "bogus": "2"})
+
+
+# =============================================================================================
+# masked_softmax, masked_log_softmax
+# =============================================================================================
+MASKED = ["masked_softmax", "masked_log_softmax"]
+
+
+def _mask(shape, p=0.35):
+    return RNG.random(shape) > p
+
+
+@pytest.mark.parametrize("op", MASKED)
+@pytest.mark.parametrize("shape,mshape,attrs", [
+    ((3, 5), (3, 5), {}),
+    ((2, 4, 3), (2, 1, 3), {"axis": 1, "temperature": 2.0}),
+    ((2, 4, 3), (1, 4, 1), {"axis": 0}),
+    ((2, 3, 7), (2, 3, 7), {"axis": -1, "temperature": 0.5, "normalize": False}),
+    ((1, 1), (1, 1), {}),
+    ((4, 13), (1, 13), {"axis": -2}),
+])
+def test_masked_softmax_forward(op, shape, mshape, attrs):
+    x = _x(shape)
+    check_forward(op, [x, _mask(mshape)], attrs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", MASKED)
+def test_masked_softmax_masked_values(op):
+    x = _x((3, 4))
+    mask = np.array([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]], bool)
+    out = check_forward(op, [x, mask], rtol=1e-5, atol=1e-6)[0]
+    fill = 0.0 if op == "masked_softmax" else -np.inf
+    assert np.all(out[~mask] == fill)            # fully masked row too
+    # an unmasked row is the plain (log_)softmax; the masked row 0 renormalises over 3
+    plain = op.replace("masked_", "")
+    ref, _, _ = run_op(plain, [x])
+    np.testing.assert_allclose(out[2], ref[0][2], rtol=1e-5, atol=1e-6)
+    sub, _, _ = run_op(plain, [x[:1, [0, 2, 3]]])
+    np.testing.assert_allclose(out[0, [0, 2, 3]], sub[0][0], rtol=1e-5, atol=1e-6)
+
+
+def test_masked_softmax_dtypes():
+    x, m = _x((3, 6), np.float16), _mask((3, 6))
+    for op in MASKED:
+        check_forward(op, [x, m], {}, rtol=3e-3, atol=3e-3)
+        check_forward(op, [_x((3, 6), np.float64), m], {}, rtol=1e-12, atol=1e-12)
+
+
+def _masked_numeric_grad(op, x, mask, attrs, hg, eps=1e-6):
+    """Central differences of sum(out * hg) over the unmasked outputs (masked outputs are the
+    constant 0 / -inf, whose product with a head gradient is not a number)."""
+    from mxc.testing import reference
+    valid = np.broadcast_to(mask, x.shape)
+
+    def f(v):
+        out = reference(op, [v, mask], attrs)[0]
+        return float(np.sum(np.where(valid, out, 0) * hg))
+
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += eps
+        xm[i] -= eps
+        grad[i] = (f(xp) - f(xm)) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("op", MASKED)
+@pytest.mark.parametrize("shape,mshape,attrs", [
+    ((3, 5), (3, 5), {}),
+    ((2, 4, 3), (2, 1, 3), {"axis": 1, "temperature": 2.0}),
+])
+def test_masked_softmax_gradient(op, shape, mshape, attrs):
+    x, mask = _x(shape, np.float64), _mask(mshape)
+    mask.reshape(-1)[0] = False    # at least one masked position
+    hg = RNG.standard_normal(shape)
+    _, grads, _ = run_op(op, [x, mask], attrs, head_grads=[hg])
+    want = _masked_numeric_grad(op, x, mask, attrs, hg)
+    np.testing.assert_allclose(grads[0], want, rtol=1e-5, atol=1e-7)
+    assert np.all(grads[0][~np.broadcast_to(mask, shape)] == 0)
+    np.testing.assert_array_equal(grads[1], np.zeros(mshape, bool))   # zeros_like(mask)
+    if op == "masked_softmax":
+        check_grad(op, [x, mask], attrs, which=[0], eps=1e-6, rtol=1e-5, atol=1e-7)
+
+
+def test_masked_softmax_bad_input():
+    x = _x((3, 4))
+    with pytest.raises(ShapeError, match="broadcast"):
+        run_op("masked_softmax", [x, _mask((3, 2))])
+    with pytest.raises(ShapeError, match="dims"):
+        run_op("masked_softmax", [x, _mask((4,))])
+    with pytest.raises(OpError, match="bool"):
+        run_op("masked_softmax", [x, np.ones((3, 4), np.float32)])
+    with pytest.raises(ShapeError, match="axis"):
+        run_op("masked_log_softmax", [x, _mask((3, 4))], {"axis": 2})
+    with pytest.raises(OpError, match="floating-point"):
+        run_op("masked_softmax", [np.ones((3, 4), np.int32), _mask((3, 4))])
+
+
+# =============================================================================================
+# moments
+# =============================================================================================
+@pytest.mark.parametrize("shape,axes,keepdims", [
+    ((2, 3, 4), (0, 2), False), ((2, 3, 4), (1,), True), ((5, 7), (-1,), False),
+    ((2, 3, 4), (0, 1, 2), False), ((2, 3, 4), (0, 1, 2), True), ((1, 6, 1), (0, 2), False),
+    ((3, 1, 5, 2), (1, 3), True),
+])
+def test_moments_forward_and_gradient(shape, axes, keepdims):
+    attrs = {"axes": axes, "keepdims": keepdims}
+    outs = check_forward("moments", [_x(shape)], attrs, rtol=1e-5, atol=1e-6)
+    assert len(outs) == 2
+    x = _x(shape, np.float64)
+    np.testing.assert_allclose(outs[0].shape, np.mean(x, axis=axes, keepdims=keepdims).shape
+                               if np.mean(x, axis=axes, keepdims=keepdims).ndim else (1,))
+    check_grad("moments", [x], attrs, eps=1e-6, rtol=1e-5, atol=1e-7)
+
+
+def test_moments_values_and_dtypes():
+    x = np.array([[1, 2, 3], [4, 5, 9]], np.float32)
+    mean, var = check_forward("moments", [x], {"axes": (1,)})
+    np.testing.assert_allclose(mean, [2, 6], rtol=1e-6)
+    np.testing.assert_allclose(var, [2 / 3, 14 / 3], rtol=1e-6)
+    check_forward("moments", [_x((4, 6), np.float16)], {"axes": (0,)}, rtol=3e-3, atol=3e-3)
+    check_forward("moments", [_x((4, 6), np.float64)], {"axes": "(0, 1)"}, rtol=1e-12,
+                  atol=1e-12)
+
+
+def test_moments_bad_attributes():
+    x = _x((2, 3))
+    for bad in [{}, {"axes": ()}]:
+        with pytest.raises(OpError, match="axes"):
+            run_op("moments", [x], bad)
+    with pytest.raises(ShapeError):
+        run_op("moments", [x], {"axes": (2,)})
+    with pytest.raises(ShapeError, match="duplicates"):
+        run_op("moments", [x], {"axes": (1, -1)})
+    with pytest.raises(OpError, match="floating-point"):
+        run_op("moments", [np.ones((2, 3), np.int32)], {"axes": (0,)})

@@ -584,3 +584,154 @@ def test_mxnet_sym_reshape_ops():
         t.astype(np.float64) for t in dropped)
     gx = view(cg.grad_slots["x"], ins["x"].shape)
     np.testing.assert_allclose(gx, want_x, rtol=0, atol=2e-5)
+
+
+# =============================================================================================
+# shape_array / size_array / reshape_like / _split_v2 / Crop / _contrib_index_copy
+# =============================================================================================
+@pytest.mark.parametrize("shape,dtype", [((2, 3, 5), np.float32), ((7,), np.int32),
+                                         ((1, 1, 1, 1), np.float16), ((4, 0, 2), np.float64)])
+def test_shape_size_array(shape, dtype):
+    x = np.zeros(shape, dtype)
+    out = fwd("shape_array", [x])[0]
+    assert out.dtype == np.int64 and out.tolist() == list(shape)
+    out = fwd("size_array", [x])[0]
+    assert out.dtype == np.int64 and out.tolist() == [int(np.prod(shape))]
+
+
+def test_shape_array_zero_grad():
+    x = _x((2, 3), np.float64)
+    for op, n in (("shape_array", 2), ("size_array", 1)):
+        _, grads, _ = run_op(op, [x], head_grads=[np.ones(n, np.int64)])
+        np.testing.assert_array_equal(grads[0], np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("ls,rs,attrs,want", [
+    ((30, 7), (15, 2, 4), {"lhs_begin": 0, "lhs_end": 1, "rhs_begin": 0, "rhs_end": 2},
+     (15, 2, 7)),
+    ((30, 7), (15, 2, 4), {"lhs_begin": -1, "rhs_begin": 1, "rhs_end": 2}, None),
+    ((2, 3, 4), (6, 4), {"lhs_begin": 0, "lhs_end": 2, "rhs_begin": 0, "rhs_end": 1}, (6, 4)),
+    ((2, 3, 4), (24,), {}, (24,)),
+    ((6,), (1, 2, 3, 1), {}, (1, 2, 3, 1)),
+    ((2, 6), (3, 4), {"lhs_end": -1, "rhs_end": None}, None)])
+def test_reshape_like(ls, rs, attrs, want):
+    lhs, rhs = _x(ls), _x(rs)
+    if want is None:
+        with pytest.raises(ERRORS):
+            run_op("reshape_like", [lhs, rhs], attrs)
+        return
+    out = fwd("reshape_like", [lhs, rhs], attrs)[0]
+    assert out.shape == want
+    grad("reshape_like", [lhs, rhs], attrs, which=[0])
+
+
+def test_reshape_like_bad_ranges():
+    lhs, rhs = _x((2, 3)), _x((3, 2))
+    for attrs in ({"lhs_begin": 1, "lhs_end": 1}, {"lhs_end": 3}, {"rhs_begin": -3}):
+        with pytest.raises(ERRORS):
+            run_op("reshape_like", [lhs, rhs], attrs)
+
+
+@pytest.mark.parametrize("shape,attrs", [
+    ((3, 7, 2), {"indices": (0, 2, 3), "axis": 1}),
+    ((3, 7, 2), {"indices": (0, 1), "axis": -1, "squeeze_axis": True}),
+    ((6, 5), {"indices": (), "sections": 3, "axis": 0}),
+    ((4, 5), {"indices": (), "sections": 5, "axis": 1, "squeeze_axis": True}),
+    ((5,), {"indices": (0,), "axis": 0}),
+    ((2, 11, 3), {"indices": (0, 1, 4, 10), "axis": 1})])
+def test_split_v2(shape, attrs):
+    x = _x(shape)
+    fwd("_split_v2", [x], attrs)
+    grad("_split_v2", [x], attrs)
+    fwd("_split_v2", [x.astype(np.int32)], attrs)
+
+
+def test_split_v2_errors():
+    x = _x((3, 6))
+    bad = [{"indices": (0, 2, 2), "axis": 1}, {"indices": (0, 7), "axis": 1},
+           {"indices": (1, 3), "axis": 1}, {"indices": (), "sections": 4, "axis": 1},
+           {"indices": (0, 2), "axis": 1, "squeeze_axis": True}, {"indices": (0,), "axis": 2},
+           {"indices": ()}]
+    for attrs in bad:
+        with pytest.raises(ERRORS):
+            run_op("_split_v2", [x], attrs)
+
+
+def test_split_v2_user_level():
+    import mxc as mx
+    x = mx.nd.array(np.arange(12).reshape(2, 6))
+    parts = mx.nd.split_v2(x, [1, 3], axis=1)
+    assert [p.shape for p in parts] == [(2, 1), (2, 2), (2, 3)]
+    np.testing.assert_array_equal(parts[2].asnumpy(), [[3, 4, 5], [9, 10, 11]])
+    parts = mx.nd.split_v2(x, 3, axis=1)
+    np.testing.assert_array_equal(parts[1].asnumpy(), [[2, 3], [8, 9]])
+    rows = mx.nd.split_v2(x, 2, axis=0, squeeze_axis=True)
+    np.testing.assert_array_equal(rows[1].asnumpy(), np.arange(6, 12))
+    with pytest.raises(ValueError):
+        mx.nd.split_v2(x, 4, axis=1)
+    s = mx.sym.split_v2(mx.sym.var("x"), (2,), axis=1)
+    assert len(s.list_outputs()) == 2
+    ex = s.simple_bind(mx.cpu(), x=(2, 6))
+    ex.forward(x=x)
+    np.testing.assert_array_equal(ex.outputs[1].asnumpy(), x.asnumpy()[:, 2:])
+    s = mx.sym.split_v2(mx.sym.var("x"), 2, axis=-1)
+    ex = s.simple_bind(mx.cpu(), x=(2, 6))
+    ex.forward(x=x)
+    np.testing.assert_array_equal(ex.outputs[0].asnumpy(), x.asnumpy()[:, :3])
+
+
+@pytest.mark.parametrize("attrs,like", [
+    ({"num_args": 1, "h_w": (3, 4)}, None),
+    ({"num_args": 1, "h_w": (3, 4), "offset": (4, 1)}, None),
+    ({"num_args": 1, "h_w": (2, 5), "center_crop": True}, None),
+    ({"num_args": 2}, (1, 1, 4, 3)),
+    ({"num_args": 2, "center_crop": True}, (5, 2, 6, 1)),
+    ({"num_args": 1, "h_w": (7, 5)}, None)])
+def test_crop(attrs, like):
+    x = _x((2, 3, 7, 5))
+    ins = [x] if like is None else [x, _x(like)]
+    fwd("Crop", ins, attrs)
+    grad("Crop", ins, attrs, which=[0])
+
+
+def test_crop_errors_and_names():
+    x = _x((2, 3, 7, 5))
+    for attrs in ({"num_args": 1, "h_w": (8, 2)}, {"num_args": 1, "h_w": (0, 2)},
+                  {"num_args": 1, "h_w": (3, 4), "offset": (5, 0)},
+                  {"num_args": 1, "h_w": (3, 4), "offset": (-1, 0)}, {"num_args": 3}):
+        with pytest.raises(ERRORS):
+            run_op("Crop", [x], attrs)
+    with pytest.raises(ERRORS):
+        run_op("Crop", [_x((3, 7, 5))], {"num_args": 1, "h_w": (2, 2)})
+    op = registry.get("Crop")
+    assert op.input_names(op.parse_attrs({"num_args": 2})) == ["arg0", "arg1"]
+
+
+@pytest.mark.parametrize("rows,new_rows,idx", [(5, 2, [3, 0]), (4, 4, [3, 2, 1, 0]),
+                                               (1, 1, [0]), (6, 3, [5.9, 1, 2])])
+def test_index_copy(rows, new_rows, idx):
+    old, new = _x((rows, 3, 2)), _x((new_rows, 3, 2))
+    index = np.array(idx, np.float32 if any(isinstance(v, float) for v in idx) else np.int64)
+    out = fwd("_contrib_index_copy", [old, index, new])[0]
+    for i, r in enumerate(np.trunc(index).astype(int)):
+        np.testing.assert_array_equal(out[r], new[i])
+    grad("_contrib_index_copy", [old, index, new], which=[0, 2])
+
+
+def test_index_copy_doc_example_and_edges():
+    import mxc as mx
+    x = mx.nd.zeros((5, 3))
+    t = mx.nd.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    index = mx.nd.array([0, 4, 2], dtype="int64")
+    out = mx.nd.contrib.index_copy(x, index, t)
+    np.testing.assert_array_equal(out.asnumpy(), [[1, 2, 3], [0, 0, 0], [7, 8, 9], [0, 0, 0],
+                                                  [4, 5, 6]])
+    # out-of-range indices write nothing; duplicates: the last one wins
+    old, new = _x((3, 2)), _x((3, 2))
+    out = fwd("_contrib_index_copy", [old, np.array([7, 1, 1], np.int64), new])[0]
+    np.testing.assert_array_equal(out[1], new[2])
+    np.testing.assert_array_equal(out[[0, 2]], old[[0, 2]])
+    with pytest.raises(ERRORS):
+        run_op("_contrib_index_copy", [old, np.array([0, 1], np.int64), new])
+    with pytest.raises(ERRORS):
+        run_op("_contrib_index_copy", [old, np.array([0], np.int64), _x((1, 3))])

@@ -14,7 +14,8 @@ __all__ = ["ELU", "GELU", "SELU", "Activation", "LeakyReLU", "PReLU", "Swish"]
 
 
 class Activation(HybridBlock):
-    """An activation function: 'relu', 'sigmoid', 'tanh', 'softrelu', 'softsign'."""
+    """An activation function: 'relu', 'sigmoid', 'tanh', 'softrelu', 'softsign',
+    'log_sigmoid' or 'mish' (the ``Activation`` op's act_type)."""
 
     def __init__(self, activation: str, **kwargs) -> None:
         self._act_type = activation

@@ -15,7 +15,7 @@ from ..block import Block, HybridBlock
 from ..utils import _indent
 from .activations import Activation
 
-__all__ = ["BatchNorm", "Dense", "Dropout", "Embedding", "Flatten", "HybridLambda",
+__all__ = ["BatchNorm", "Dense", "Dropout", "Embedding", "Flatten", "GroupNorm", "HybridLambda",
            "HybridSequential", "InstanceNorm", "Lambda", "LayerNorm", "Sequential"]
 
 
@@ -304,6 +304,37 @@ class LayerNorm(HybridBlock):
         in_channels = self.gamma.shape[0]
         content = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
         return f"{self.__class__.__name__}({content}, in_channels={in_channels})"
+
+
+class GroupNorm(HybridBlock):
+    """Group normalization: channels split into ``num_groups`` groups, each normalised per
+    sample over its channels and spatial positions, then scaled by the per-channel ``gamma``
+    and shifted by ``beta`` (both of shape ``(in_channels,)``, as in MXNet 1.9.1)."""
+
+    def __init__(self, num_groups: int = 1, epsilon: float = 1e-5, center: bool = True,
+                 scale: bool = True, beta_initializer="zeros", gamma_initializer="ones",
+                 in_channels: int = 0, prefix=None, params=None) -> None:
+        super().__init__(prefix=prefix, params=params)
+        self._kwargs = {"eps": epsilon, "num_groups": num_groups, "center": center,
+                        "scale": scale}
+        self._num_groups = num_groups
+        self._epsilon = epsilon
+        self._center = center
+        self._scale = scale
+        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null",
+                                     shape=(in_channels,), init=gamma_initializer,
+                                     allow_deferred_init=True)
+        self.beta = self.params.get("beta", grad_req="write" if center else "null",
+                                    shape=(in_channels,), init=beta_initializer,
+                                    allow_deferred_init=True)
+
+    def hybrid_forward(self, F, data, gamma, beta):
+        return F.GroupNorm(data, gamma=gamma, beta=beta, num_groups=self._num_groups,
+                           eps=self._epsilon)
+
+    def __repr__(self) -> str:
+        content = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return f"{self.__class__.__name__}({content})"
 
 
 class Lambda(Block):

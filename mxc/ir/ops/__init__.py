@@ -4,7 +4,8 @@ from importlib.util import find_spec
 
 # each family module registers its ops with @register when imported
 FAMILIES = ["elemwise", "reduce", "matrix", "shape", "nn", "norm", "pool", "conv", "rnn",
-            "loss", "indexing", "random_ops", "optimizer"]
+            "loss", "indexing", "random_ops", "optimizer", "sort", "linalg", "sequence",
+            "creation", "amp", "contrib_vision"]
 
 for _f in FAMILIES:
     if find_spec(f"{__name__}.{_f}") is not None:

@@ -14,7 +14,8 @@ from ..params import Param, ParamSpec, optional, parse_bool, parse_float, parse_
 
 __all__ = ["g", "Param", "ParamSpec", "optional", "parse_bool", "parse_float", "parse_int",
            "parse_shape", "norm_axis", "norm_axes", "broadcast_shapes", "flat_map",
-           "broadcast_map", "reduce_to", "np_dtype", "K", "OpError", "ShapeError"]
+           "broadcast_map", "reduce_to", "np_dtype", "K", "OpError", "ShapeError",
+           "collect_buffers"]
 
 
 def g(op: str, *inputs: Entry, name: str | None = None, **attrs) -> Entry:
@@ -125,3 +126,39 @@ def reduce_to(ctx, dst: K.TensorRef, fn: Callable[..., K.Expr], full_shape: Sequ
 
 def prod(shape) -> int:
     return math.prod(shape)
+
+
+def collect_buffers(stmts: list) -> list:
+    """The buffers a statement-level kernel body reads or writes, in first-use order (the
+    ``buffers`` of a hand-built ``K.Kernel``)."""
+    out: dict = {}
+    seen: set = set()
+
+    def expr(e):
+        if id(e) in seen:      # shared sub-trees are walked once
+            return
+        seen.add(id(e))
+        if isinstance(e, K.Load):
+            out.setdefault(e.buf, None)
+        for c in K.children(e):
+            expr(c)
+
+    def walk(ss):
+        for s in ss:
+            if isinstance(s, K.Store):
+                expr(s.index)
+                expr(s.value)
+                out.setdefault(s.buf, None)
+            elif isinstance(s, K.Assign):
+                expr(s.value)
+            elif isinstance(s, K.For):
+                expr(s.extent)
+                expr(s.start)
+                walk(s.body)
+            elif isinstance(s, K.If):
+                expr(s.cond)
+                walk(s.then)
+                walk(s.otherwise)
+
+    walk(stmts)
+    return list(out)

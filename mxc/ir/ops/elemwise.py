@@ -1,5 +1,5 @@
 """Elementwise operators: unary math, binary (same-shape and broadcasting), scalar forms,
-comparisons, add_n, clip, where, Cast, identity-like ops and tensor creation.
+comparisons, add_n, clip, where, Cast, hard_sigmoid, identity-like ops and tensor creation.
 
 Unary, binary and scalar ops are rows of tables holding the forward expression, the
 derivative and the numpy reference; one generic gradient op per family
@@ -15,8 +15,18 @@ import numpy as np
 from ...base import OpError, ShapeError
 from .. import kernel as K
 from ..dtypes import as_dtype
-from ..params import Param, ParamSpec, enum, optional, parse_bool, parse_dtype_name, \
-    parse_float, parse_int, parse_shape, parse_str
+from ..params import (
+    Param,
+    ParamSpec,
+    enum,
+    optional,
+    parse_bool,
+    parse_dtype_name,
+    parse_float,
+    parse_int,
+    parse_shape,
+    parse_str,
+)
 from ..registry import OpDef, register, simple
 from .common import broadcast_map, broadcast_shapes, flat, flat_map, g, reduce_to
 
@@ -250,6 +260,62 @@ class BackwardActivation(OpDef):
                 t_ = _call("tanh", _call("softrelu", x))
                 return dy * (t_ + x * _call("sigmoid", x) * (_c(1, x) - t_ * t_))
             flat_map(ctx, f, name=t)
+
+
+# ---------------------------------------------------------------------------------------------
+# hard_sigmoid (MXNet's src/operator/tensor/elemwise_unary_op.h: HardSigmoidParam)
+# ---------------------------------------------------------------------------------------------
+HARD_SIGMOID = ParamSpec(alpha=Param(parse_float, 0.2), beta=Param(parse_float, 0.5))
+
+
+def _require_real(op: str, dtype) -> None:
+    if dtype is not None and as_dtype(dtype).kind != "f":
+        raise OpError(f"{op}: input must be a floating-point array, got {dtype}")
+
+
+@simple("hard_sigmoid", fusion="elementwise", params=HARD_SIGMOID)
+class HardSigmoid(OpDef):
+    """y = clip(alpha * x + beta, 0, 1)."""
+
+    def inplace(self, a):
+        return [(0, 0)]
+
+    def infer_type(self, a, t):
+        _require_real(self.name, t[0])
+        return OpDef.infer_type(self, a, t)
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        flat_map(ctx, lambda x: K.minimum(K.maximum(_c(a.alpha, x) * x + _c(a.beta, x),
+                                                    _c(0, x)), _c(1, x)), name="hard_sigmoid")
+
+    def reference(self, a, inputs, is_train=False):
+        x = inputs[0]
+        return [np.clip(a.alpha * x.astype(np.float64) + a.beta, 0, 1).astype(x.dtype)]
+
+    def gradient(self, node, ograds):
+        a = node.parsed
+        return [g("_backward_hard_sigmoid", ograds[0], node.inputs[0],
+                  name=f"{node.name}_backward", alpha=a.alpha, beta=a.beta)]
+
+
+@simple("_backward_hard_sigmoid", fusion="elementwise", differentiable=False,
+        params=HARD_SIGMOID)
+class BackwardHardSigmoid(OpDef):
+    """dx = dy * alpha where 0 < alpha * x + beta < 1 (the unclipped region), else 0."""
+
+    def arguments(self, a):
+        return ["ograd", "data"]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+
+        def f(dy, x):
+            v = _c(a.alpha, x) * x + _c(a.beta, x)
+            inside = v.gt(_c(0, x)) & v.lt(_c(1, x))
+            return K.select(inside, dy * _c(a.alpha, x), _c(0, x))
+
+        flat_map(ctx, f, name="dhard_sigmoid")
 
 
 # ---------------------------------------------------------------------------------------------

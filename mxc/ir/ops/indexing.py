@@ -749,4 +749,135 @@ class BackwardSequenceMask(_IndexOp):
         return SequenceMask.reference(self, Attrs(a2), [dy, lens])
 
 
+
+# =============================================================================================
+# ravel_multi_index / unravel_index (MXNet src/operator/tensor/ravel.{h,cc})
+# =============================================================================================
+_RAVEL = ParamSpec(shape=Param(parse_shape))
+
+
+def _ravel_target(a, op: str) -> tuple:
+    shp = tuple(int(s) for s in a.shape)
+    if not shp:
+        raise ShapeError(f"{op}: shape must not be empty")
+    if any(s <= 0 for s in shp[1:]) or shp[0] == 0 or shp[0] < -1:
+        raise ShapeError(f"{op}: shape {shp} must be positive (-1 allowed as the first "
+                         f"dimension only)")
+    return shp
+
+
+@simple("_ravel_multi_index", aliases=("ravel_multi_index",), params=_RAVEL)
+class RavelMultiIndex(_IndexOp):
+    """Flat indices of the multi-indices in the rows of ``data`` (ndim, ...), row-major in
+    ``shape``; ``shape[0]`` may be -1 (it never enters the result). Indices are not
+    bounds-checked (as MXNet); float values are truncated at each step like its kernel."""
+
+    def infer_shape(self, a, s):
+        shp = _ravel_target(a, "ravel_multi_index")
+        d = s[0]
+        if d is None:
+            return s, [None]
+        if len(d) < 1 or d[0] != len(shp):
+            raise ShapeError(f"ravel_multi_index: data must have shape ({len(shp)}, ...) for "
+                             f"shape {shp}, got {tuple(d)}")
+        return s, [tuple(d[1:]) if len(d) > 1 else (1,)]
+
+    def lower(self, ctx):
+        shp = _ravel_target(ctx.attrs, "ravel_multi_index")
+        x, o = ctx.inputs[0], ctx.outputs[0]
+        n = o.size
+        if n == 0:
+            return
+        xv = _ref_flat(x, (len(shp), n))
+        ov = _ref_flat(o, (n,))
+
+        def f(i):
+            acc = to_int(xv[0, i])
+            for j in range(1, len(shp)):
+                if x.dtype.kind == "f":   # MXNet adds in the data's float type, truncates
+                    acc = to_int(K.cast(x.dtype, acc * _ci(shp[j])) + xv[j, i])
+                else:
+                    acc = acc * _ci(shp[j]) + to_int(xv[j, i])
+            return K.cast(o.dtype, acc)
+
+        ctx.compute(ov, f, "ravel_multi_index")
+
+    def reference(self, a, inputs, is_train=False):
+        shp = _ravel_target(a, "ravel_multi_index")
+        x = inputs[0].reshape(len(shp), -1)
+        acc = np.trunc(x[0].astype(np.float64)).astype(np.int64)
+        for j in range(1, len(shp)):
+            if x.dtype.kind == "f":
+                acc = np.trunc((acc * shp[j]).astype(x.dtype) + x[j]).astype(np.int64)
+            else:
+                acc = acc * shp[j] + x[j].astype(np.int64)
+        out_shape = inputs[0].shape[1:] if inputs[0].ndim > 1 else (1,)
+        return [acc.astype(inputs[0].dtype).reshape(out_shape)]
+
+    def gradient(self, node, ograds):
+        return [g("zeros_like", node.inputs[0], name=f"{node.name}_backward")]
+
+
+@simple("_unravel_index", aliases=("unravel_index",), params=_RAVEL)
+class UnravelIndex(_IndexOp):
+    """Multi-indices (ndim, ...) of the flat indices in ``data`` for ``shape``: the last
+    coordinate varies fastest; each coordinate is ``idx - (idx / dim) * dim`` with C integer
+    division (so the first coordinate wraps when out of range); ``shape[0] = -1`` leaves the
+    first coordinate unbounded."""
+
+    def infer_shape(self, a, s):
+        shp = _ravel_target(a, "unravel_index")
+        d = s[0]
+        if d is None:
+            return s, [None]
+        return s, [(len(shp),) + tuple(d)]
+
+    def lower(self, ctx):
+        shp = _ravel_target(ctx.attrs, "unravel_index")
+        x, o = ctx.inputs[0], ctx.outputs[0]
+        n = x.size
+        if n == 0:
+            return
+        xv = _ref_flat(x, (n,))
+        ov = _ref_flat(o, (len(shp), n))
+
+        def f(j, i):
+            idx = to_int(xv[i])
+            coords = []   # peeled from the last dimension, as MXNet's unravel_index kernel
+            for d in range(len(shp) - 1, -1, -1):
+                dim = shp[d]
+                if d == 0 and dim == -1:
+                    coords.append(idx)
+                else:
+                    q = idx // _ci(dim)
+                    coords.append(idx - q * _ci(dim))
+                    idx = q
+            coords = coords[::-1]
+            out = coords[-1]
+            for d in range(len(shp) - 2, -1, -1):
+                out = K.select(j.eq(_ci(d)), coords[d], out)
+            return K.cast(o.dtype, out)
+
+        ctx.compute(ov, f, "unravel_index")
+
+    def reference(self, a, inputs, is_train=False):
+        shp = _ravel_target(a, "unravel_index")
+        x = inputs[0]
+        idx = np.trunc(x.astype(np.float64)).astype(np.int64).reshape(-1)
+        coords = []
+        for d in range(len(shp) - 1, -1, -1):
+            dim = shp[d]
+            if d == 0 and dim == -1:
+                coords.append(idx)
+            else:
+                q = np.fix(idx / dim).astype(np.int64)   # C division truncates toward zero
+                coords.append(idx - q * dim)
+                idx = q
+        out = np.stack(coords[::-1]).astype(x.dtype)
+        return [out.reshape((len(shp),) + x.shape)]
+
+    def gradient(self, node, ograds):
+        return [g("zeros_like", node.inputs[0], name=f"{node.name}_backward")]
+
+
 __all__ = ["index_expr", "np_index", "to_int"]

@@ -13,9 +13,10 @@ import numpy as np
 
 from ...base import OpError, ShapeError
 from .. import kernel as K
+from ..graph import Entry
 from ..params import Param, ParamSpec, enum, parse_bool, parse_float
 from ..registry import OpDef, register, simple
-from .common import flat, flat_map, g
+from .common import collect_buffers, flat, flat_map, g
 
 C = K.const
 
@@ -659,3 +660,342 @@ class BackwardSmoothL1(OpDef):
 
 
 __all__ = ["OpError", "make_loss_grad_np", "regression_grad_np", "softmax_output_grad_np"]
+
+
+# ---------------------------------------------------------------------------------------------
+# CTCLoss (MXNet src/operator/nn/ctc_loss-inl.h over warp-ctc's CpuCTC)
+# ---------------------------------------------------------------------------------------------
+_CTC_PARAMS = ParamSpec(use_data_lengths=Param(parse_bool, False),
+                        use_label_lengths=Param(parse_bool, False),
+                        blank_label=Param(enum("first", "last"), "first"))
+
+
+def _ctc_arguments(a) -> list:
+    return (["data", "label"] + (["data_lengths"] if a.use_data_lengths else [])
+            + (["label_lengths"] if a.use_label_lengths else []))
+
+
+def _ctc_check(a, s) -> None:
+    d, lab = s[0], s[1]
+    if len(d) != 3:
+        raise ShapeError(f"CTCLoss: data must be 3-D (sequence_length, batch_size, "
+                         f"alphabet_size), got {tuple(d)}")
+    if lab is not None and (len(lab) != 2 or lab[0] != d[1]):
+        raise ShapeError(f"CTCLoss: label must be (batch_size, label_sequence_length) = "
+                         f"({d[1]}, L), got {tuple(lab)}")
+    for name, sh in zip(_ctc_arguments(a)[2:], s[2:]):
+        if sh is not None and tuple(sh) != (d[1],):
+            raise ShapeError(f"CTCLoss: {name} must have shape ({d[1]},), got {tuple(sh)}")
+
+
+def _log_add(a: K.Expr, b: K.Expr) -> K.Expr:
+    """log(exp(a) + exp(b)) that stays -inf when both are -inf (warp-ctc's log_plus)."""
+    m = K.maximum(a, b)
+    ninf = C(float("-inf"), a.dtype)
+    return K.select(m.eq(ninf), ninf, m + K.call("log1p", K.call("exp", K.minimum(a, b) - m)))
+
+
+@simple("CTCLoss", aliases=("ctc_loss", "_contrib_CTCLoss", "_contrib_ctc_loss"),
+        fusion="opaque", params=_CTC_PARAMS)
+class CTCLoss(OpDef):
+    """Connectionist temporal classification loss of unnormalised activations ``data``
+    (T, N, C) against ``label`` (N, L); output: the loss per batch item (N,).
+
+    Like MXNet (warp-ctc), the gradient w.r.t. ``data`` (softmax minus the normalised
+    alpha*beta occupancy) is computed in the forward pass into a hidden second output, which
+    the backward pass scales by the head gradient. ``blank_label='first'``: blank is class 0
+    and label value 0 pads; ``'last'``: blank is C-1 and -1 pads. Without ``label_lengths``
+    a label ends at its first padding value. Time steps past ``data_lengths`` get zero
+    gradient. An impossible alignment (label + repeats longer than the sequence) gives loss 0
+    and zero gradient, as warp-ctc's CpuCTC returns.
+    """
+
+    def arguments(self, a):
+        return _ctc_arguments(a)
+
+    def outputs(self, a):
+        return ["output", "grad"]
+
+    def num_visible_outputs(self, a):
+        return 1
+
+    def infer_shape(self, a, s):
+        d = s[0]
+        if d is None:
+            return s, [None, None]
+        _ctc_check(a, s)
+        s = list(s)
+        for i in range(2, len(s)):
+            s[i] = s[i] if s[i] is not None else (d[1],)
+        return s, [(d[1],), tuple(d)]
+
+    def infer_type(self, a, t):
+        dt = t[0]
+        if dt is not None and dt not in ("float32", "float64"):
+            raise OpError(f"CTCLoss: data must be float32 or float64, got {dt}")
+        return [dt if i == 0 else (x if x is not None else dt) for i, x in enumerate(t)], \
+            [dt, dt]
+
+    def lower(self, ctx):
+        _lower_ctc(ctx, ctx.attrs)
+
+    def reference(self, a, inputs, is_train=False):
+        return list(ctc_np(a, *inputs))
+
+    def gradient(self, node, ograds):
+        dx = g("_backward_CTCLoss", ograds[0], Entry(node, 1), name=f"{node.name}_backward")
+        return [dx] + [g("zeros_like", e, name=f"{node.name}_in{i}_grad")
+                       for i, e in enumerate(node.inputs[1:], 1)]
+
+
+@simple("_backward_CTCLoss", fusion="broadcast", differentiable=False)
+class BackwardCTCLoss(OpDef):
+    """d data = grad (from the forward) * d loss, broadcast over time and classes."""
+
+    def arguments(self, a):
+        return ["ograd", "grad"]
+
+    def infer_shape(self, a, s):
+        return s, [s[1]]
+
+    def lower(self, ctx):
+        dy, gr = ctx.inputs
+        o = ctx.outputs[0]
+        if o.size:
+            ctx.compute(o, lambda t, b, c: gr[t, b, c] * K.cast(o.dtype, dy[b]), "ctc_backward")
+
+    def reference(self, a, inputs, is_train=False):
+        dy, gr = inputs
+        return [(gr * dy[None, :, None]).astype(gr.dtype)]
+
+
+def _ctc_label_len(a, lab: K.TensorRef, lens, b, L: int, pad: int, prog: list) -> K.Local:
+    """The label length of batch item b: label_lengths[b], or the position of the first
+    padding value."""
+    n = K.Local("%ctc_L", K.INDEX)
+    if lens is not None:
+        prog.append(K.Assign(n, K.minimum(K.maximum(_as_int(lens[b]), C(0, K.INDEX)),
+                                          C(L, K.INDEX))))
+        return n
+    found = K.Local("%ctc_found", K.INDEX)
+    j = K.index_var("j")
+    prog += [K.Assign(n, C(0, K.INDEX)), K.Assign(found, C(0, K.INDEX)),
+             K.For(j, C(L, K.INDEX), [
+                 K.Assign(found, K.maximum(found, K.select(_as_int(lab[b, j]).eq(
+                     C(pad, K.INDEX)), C(1, K.INDEX), C(0, K.INDEX)))),
+                 K.Assign(n, n + C(1, K.INDEX) - found)], "serial")]
+    return n
+
+
+def _lower_ctc(ctx, a) -> None:
+    
+    x, lab = ctx.inputs[0], ctx.inputs[1]
+    extra = dict(zip(_ctc_arguments(a)[2:], ctx.inputs[2:]))
+    loss, grad = ctx.outputs
+    T, N, Cn = (int(v) for v in x.shape)
+    L = int(lab.shape[1])
+    if N == 0:
+        return
+    if T == 0 or Cn == 0:
+        ctx.compute(loss, lambda b: C(0, loss.dtype), "ctc_empty")
+        return
+    dt = x.dtype
+    S = 2 * L + 1
+    blank = 0 if a.blank_label == "first" else Cn - 1
+    pad = 0 if a.blank_label == "first" else -1
+    I = K.INDEX
+
+    def ci(v):
+        return C(int(v), I)
+
+    ninf = C(float("-inf"), dt)
+    # log-softmax over classes, every (t, b) (steps past a sequence's length are unused)
+    lp = ctx.temp((T, N, Cn), dt.name)
+
+    def log_softmax(t, b, c):
+        r1, r2 = K.reduce_axis(Cn), K.reduce_axis(Cn)
+        m = K.reduce("max", x[t, b, r1.var], [r1])
+        den = K.reduce("sum", K.call("exp", x[t, b, r2.var] - m), [r2])
+        return x[t, b, c] - m - K.call("log", den)
+
+    ctx.compute(lp, log_softmax, "ctc_log_softmax")
+    ext = ctx.temp((N, S), "int64")          # label with blanks: blank l1 blank l2 ... blank
+    alpha = ctx.temp((N, T, S), dt.name)
+    beta = ctx.temp((N, T, S), dt.name)
+    occ = ctx.temp((N, Cn), dt.name)         # log sum of alpha*beta per class at one step
+
+    b = K.index_var("b")
+    prog: list = []
+    nl = _ctc_label_len(a, lab, extra.get("label_lengths"), b, L, pad, prog)
+    tl = K.Local("%ctc_T", I)
+    if "data_lengths" in extra:
+        prog.append(K.Assign(tl, K.minimum(K.maximum(_as_int(extra["data_lengths"][b]), ci(0)),
+                                           ci(T))))
+    else:
+        prog.append(K.Assign(tl, ci(T)))
+    sb = K.Local("%ctc_S", I)
+    prog.append(K.Assign(sb, nl * ci(2) + ci(1)))
+    s = K.index_var("s")
+    if L:
+        raw = _as_int(lab[b, K.minimum((s - ci(1)) // ci(2), ci(L - 1))])
+    else:
+        raw = ci(blank)
+    lab_s = K.minimum(K.maximum(raw, ci(0)), ci(Cn - 1))   # out-of-range labels are clamped
+    prog.append(K.For(s, ci(S), [K.Store(ext.buf, ext.flat_index((b, s)),
+                                         K.select((s % ci(2)).eq(ci(0)), ci(blank), lab_s))],
+                      "serial"))
+
+    def e(si):  # extended label at a position clamped into the row
+        return ext[b, K.minimum(K.maximum(si, ci(0)), ci(S - 1))]
+
+    def lpv(t, cls):
+        return lp[K.minimum(K.maximum(t, ci(0)), ci(T - 1)), b, cls]
+
+    def cell(buf, t, si):
+        return buf[b, K.minimum(K.maximum(t, ci(0)), ci(T - 1)),
+                   K.minimum(K.maximum(si, ci(0)), ci(S - 1))]
+
+    def store(buf, t, si, v):
+        return K.Store(buf.buf, buf.flat_index((b, t, si)), v)
+
+    # the step may skip a blank: not on a blank and not between repeated labels
+    def can_skip_back(si):
+        return si.ge(ci(2)) & e(si).ne(ci(blank)) & e(si).ne(e(si - ci(2)))
+
+    def can_skip_fwd(si):
+        return (si + ci(2)).lt(sb) & e(si).ne(ci(blank)) & e(si).ne(e(si + ci(2)))
+
+    acc = K.Local("%ctc_acc", dt)
+    t = K.index_var("t")
+    s1, s2 = K.index_var("s"), K.index_var("s")
+    # alphas: every cell -inf, then the first step and the recursion over t
+    prog.append(K.For(t, ci(T), [K.For(s1, ci(S), [store(alpha, t, s1, ninf),
+                                                   store(beta, t, s1, ninf)], "serial")],
+                      "serial"))
+    has_t = tl.gt(ci(0))
+    prog.append(K.If(has_t, [
+        store(alpha, ci(0), ci(0), lpv(ci(0), ci(blank))),
+        K.If(nl.gt(ci(0)), [store(alpha, ci(0), ci(1), lpv(ci(0), e(ci(1))))])]))
+    fwd = [K.Assign(acc, cell(alpha, t - ci(1), s2)),
+           K.Assign(acc, K.select(s2.ge(ci(1)), _log_add(acc, cell(alpha, t - ci(1), s2 - ci(1))),
+                                  acc)),
+           K.Assign(acc, K.select(can_skip_back(s2),
+                                  _log_add(acc, cell(alpha, t - ci(1), s2 - ci(2))), acc)),
+           store(alpha, t, s2, acc + lpv(t, e(s2)))]
+    prog.append(K.For(t, tl - ci(1), [K.For(s2, sb, fwd, "serial")], "serial", start=ci(1)))
+    # log-likelihood: end in the last blank or the last label
+    ll = K.Local("%ctc_ll", dt)
+    last = tl - ci(1)
+    prog += [K.Assign(ll, cell(alpha, last, sb - ci(1))),
+             K.If(nl.gt(ci(0)), [K.Assign(ll, _log_add(ll, cell(alpha, last, sb - ci(2))))])]
+    feasible = K.Local("%ctc_ok", K.BOOL)
+    prog.append(K.Assign(feasible, has_t & ll.ne(ninf)))
+    prog.append(K.Store(loss.buf, loss.flat_index((b,)), K.select(feasible, -ll, C(0, dt))))
+    # betas, backwards in time
+    s3 = K.index_var("s")
+    prog.append(K.If(has_t, [
+        store(beta, last, sb - ci(1), lpv(last, ci(blank))),
+        K.If(nl.gt(ci(0)), [store(beta, last, sb - ci(2), lpv(last, e(sb - ci(2))))])]))
+    tt = K.index_var("tt")
+    tb = tl - ci(2) - tt
+    bwd = [K.Assign(acc, cell(beta, tb + ci(1), s3)),
+           K.Assign(acc, K.select((s3 + ci(1)).lt(sb),
+                                  _log_add(acc, cell(beta, tb + ci(1), s3 + ci(1))), acc)),
+           K.Assign(acc, K.select(can_skip_fwd(s3),
+                                  _log_add(acc, cell(beta, tb + ci(1), s3 + ci(2))), acc)),
+           store(beta, tb, s3, acc + lpv(tb, e(s3)))]
+    prog.append(K.For(tt, K.maximum(tl - ci(1), ci(0)), [K.For(s3, sb, bwd, "serial")],
+                      "serial"))
+    # gradient: softmax - exp(log sum_{s: ext[s]=c} alpha*beta - log y_c - log p)
+    t4, c4, s4, c5 = (K.index_var(n) for n in ("t", "c", "s", "c"))
+    cls = e(s4)
+    ab = cell(alpha, t4, s4) + cell(beta, t4, s4)
+    occ_at = occ[b, cls]
+    y = lp[t4, b, c5]
+    gval = K.call("exp", y) - K.call("exp", occ[b, c5] - y - ll)
+    # warp-ctc keeps the softmax where the occupancy is unset (-inf) or exactly log 1
+    plain = occ[b, c5].eq(ninf) | occ[b, c5].eq(C(0.0, dt)) | y.eq(ninf)
+    gval = K.select(plain, K.call("exp", y), gval)
+    live = t4.lt(tl) & feasible
+    step = [K.For(c4, ci(Cn), [K.Store(occ.buf, occ.flat_index((b, c4)), ninf)], "serial"),
+            K.For(s4, sb, [K.Store(occ.buf, occ.flat_index((b, cls)), _log_add(occ_at, ab))],
+                  "serial"),
+            K.For(c5, ci(Cn), [K.Store(grad.buf, grad.flat_index((t4, b, c5)),
+                                       K.select(live, gval, C(0, dt)))], "serial")]
+    prog.append(K.For(t4, ci(T), step, "serial"))
+    ctx.emit(K.Kernel("__K__", collect_buffers(prog), b, N, prog,
+                      cost=T * S * 40 + T * Cn * 30, note="ctc_loss"))
+
+
+def _np_log_add(a, b):
+    m = np.maximum(a, b)
+    with np.errstate(invalid="ignore"):
+        r = m + np.log1p(np.exp(np.minimum(a, b) - m))
+    return np.where(m == -np.inf, -np.inf, r)
+
+
+def ctc_np(a, data, label, *lengths):
+    """numpy CTC: loss (N,) and d loss / d data (T, N, C), computed in float64 with the
+    forward (alpha) and backward (beta) recursions in log space."""
+    extra = dict(zip(_ctc_arguments(a)[2:], lengths))
+    T, N, Cn = data.shape
+    x = data.astype(np.float64)
+    lp = x - x.max(-1, keepdims=True)
+    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+    blank = 0 if a.blank_label == "first" else Cn - 1
+    pad = 0 if a.blank_label == "first" else -1
+    loss = np.zeros(N)
+    grad = np.zeros((T, N, Cn))
+    for b in range(N):
+        labs = _np_int(label[b])
+        if "label_lengths" in extra:
+            nl = int(np.clip(_np_int(extra["label_lengths"][b]), 0, len(labs)))
+        else:
+            hit = np.nonzero(labs == pad)[0]
+            nl = int(hit[0]) if hit.size else len(labs)
+        tl = T if "data_lengths" not in extra else \
+            int(np.clip(_np_int(extra["data_lengths"][b]), 0, T))
+        seq = np.clip(labs[:nl], 0, Cn - 1)
+        ext = np.full(2 * nl + 1, blank)
+        ext[1::2] = seq
+        S = len(ext)
+        if tl == 0:
+            continue
+        al = np.full((tl, S), -np.inf)
+        be = np.full((tl, S), -np.inf)
+        al[0, 0] = lp[0, b, blank]
+        if nl:
+            al[0, 1] = lp[0, b, ext[1]]
+        for t in range(1, tl):
+            for s in range(S):
+                v = al[t - 1, s]
+                if s >= 1:
+                    v = _np_log_add(v, al[t - 1, s - 1])
+                if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
+                    v = _np_log_add(v, al[t - 1, s - 2])
+                al[t, s] = v + lp[t, b, ext[s]]
+        ll = al[tl - 1, S - 1] if not nl else _np_log_add(al[tl - 1, S - 1], al[tl - 1, S - 2])
+        if ll == -np.inf:
+            continue
+        loss[b] = -ll
+        be[tl - 1, S - 1] = lp[tl - 1, b, blank]
+        if nl:
+            be[tl - 1, S - 2] = lp[tl - 1, b, ext[S - 2]]
+        for t in range(tl - 2, -1, -1):
+            for s in range(S):
+                v = be[t + 1, s]
+                if s + 1 < S:
+                    v = _np_log_add(v, be[t + 1, s + 1])
+                if s + 2 < S and ext[s] != blank and ext[s] != ext[s + 2]:
+                    v = _np_log_add(v, be[t + 1, s + 2])
+                be[t, s] = v + lp[t, b, ext[s]]
+        for t in range(tl):
+            occ = np.full(Cn, -np.inf)
+            for s in range(S):
+                occ[ext[s]] = _np_log_add(occ[ext[s]], al[t, s] + be[t, s])
+            y = lp[t, b]
+            with np.errstate(invalid="ignore"):
+                gv = np.exp(y) - np.exp(occ - y - ll)
+            plain = (occ == -np.inf) | (occ == 0.0) | (y == -np.inf)
+            grad[t, b] = np.where(plain, np.exp(y), gv)
+    return loss.astype(data.dtype), grad.astype(data.dtype)

@@ -1,4 +1,5 @@
-"""Matrix products: dot, batch_dot, linalg_gemm2 and FullyConnected.
+"""Matrix products: dot, batch_dot, linalg_gemm2 and FullyConnected; khatri_rao
+(``contrib/krprod.cc``) and _contrib_div_sqrt_dim (``contrib/transformer.cc``).
 
 Every product, forward and backward, is one or a few calls of the GEMM template
 (``ctx.gemm``) on strided 2-D/3-D views of the operands: transposes are strides, never copies.
@@ -47,17 +48,21 @@ def matmul(ctx, a: K.TensorRef, b: K.TensorRef, c: K.TensorRef, *, trans_a: bool
     kdim = a.shape[-2] if trans_a else a.shape[-1]
     if kdim == 0 and epilogue:
         raise OpError("matmul: a fused epilogue needs a non-empty contraction")
-    if kdim == 0:
+    if kdim == 0:   # C = beta*C (+ bias): the product is zero
         if beta == 0.0 and bias is None:
             fill_zero(ctx, c)
             return
-        if beta == 0.0:   # C = bias
-            if bias_axis == "m":
-                ctx.compute(c, lambda *i: bias[i[-2]], "gemm_bias")
-            else:
-                ctx.compute(c, lambda *i: bias[i[-1]], "gemm_bias")
-            return
-        return  # C = beta*C + 0 with beta == 1 (accumulation): nothing to do
+        if beta == 1.0 and bias is None:
+            return   # accumulation of nothing
+
+        def value(*i):
+            # beta == 0 never reads C (it may hold anything, as for the template)
+            v = c[i] * K.const(beta, c.dtype) if beta != 0.0 else K.const(0, c.dtype)
+            if bias is not None:
+                v = v + bias[i[-2] if bias_axis == "m" else i[-1]]
+            return v
+        ctx.compute(c, value, "gemm_empty_k")
+        return
     ctx.gemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, bias=bias,
              bias_axis=bias_axis, epilogue=epilogue, residual=residual)
 
@@ -537,3 +542,101 @@ def bias_grad_rows(ctx, dy2: K.TensorRef, db: K.TensorRef) -> None:
 
 __all__ = ["BatchDot", "Dot", "FullyConnected", "LinalgGemm2", "bias_grad_rows", "fill_zero",
            "in_gemm_types", "matmul"]
+
+
+# ---------------------------------------------------------------------------------------------
+# khatri_rao (src/operator/contrib/krprod.cc) and _contrib_div_sqrt_dim (contrib/transformer.cc)
+# ---------------------------------------------------------------------------------------------
+def _krprod_shape(shapes) -> tuple:
+    cols = None
+    rows = 1
+    for i, s in enumerate(shapes):
+        if len(s) != 2:
+            raise ShapeError(f"khatri_rao: every input must be a matrix, arg{i} has shape "
+                             f"{tuple(s)}")
+        if cols is None:
+            cols = s[1]
+        elif s[1] != cols:
+            raise ShapeError(f"khatri_rao: all inputs must have the same number of columns, "
+                             f"got {[tuple(x) for x in shapes]}")
+        rows *= s[0]
+    return (rows, cols)
+
+
+@simple("khatri_rao", fusion="injective", differentiable=False,
+        params=ParamSpec(num_args=Param(parse_int)))
+class KhatriRao(OpDef):
+    """Column-wise Khatri-Rao product: column k of the output is the Kronecker product of
+    the inputs' columns k (rows ordered with the last input varying fastest)."""
+
+    def arguments(self, a):
+        if a.num_args < 1:
+            raise OpError(f"khatri_rao: num_args must be at least 1, got {a.num_args}")
+        return [f"arg{i}" for i in range(a.num_args)]
+
+    def infer_shape(self, a, s):
+        if any(x is None for x in s):
+            return s, [None]
+        return s, [_krprod_shape(s)]
+
+    def infer_type(self, a, t):
+        _float_check(self.name, t)
+        return OpDef.infer_type(self, a, t)
+
+    def lower(self, ctx):
+        mats = ctx.inputs
+        o = ctx.outputs[0]
+        if o.size == 0:
+            return
+        cdt = "float32" if o.dtype.name == "float16" else o.dtype.name
+
+        def f(row, col):
+            # row = ((r0 * M1 + r1) * M2 + r2)...: peel the last input's row first
+            rs = []
+            rest = row
+            for m in reversed(mats):
+                n = C(int(m.shape[0]), "int64")
+                rs.append(rest % n)
+                rest = rest // n
+            rs.reverse()
+            acc = None
+            for m, r in zip(mats, rs):
+                v = K.cast(cdt, m[r, col])
+                acc = v if acc is None else acc * v
+            return K.cast(o.dtype, acc)
+        ctx.compute(o, f, "khatri_rao")
+
+    def reference(self, a, inputs, is_train=False):
+        out = inputs[0]
+        for m in inputs[1:]:
+            out = (out[:, None, :] * m[None, :, :]).reshape(-1, m.shape[1])
+        return [out.astype(inputs[0].dtype)]
+
+
+@simple("_contrib_div_sqrt_dim", fusion="elementwise")
+class DivSqrtDim(OpDef):
+    """data / sqrt(data.shape[-1]) (the scaling of dot-product attention)."""
+
+    def infer_type(self, a, t):
+        _float_check(self.name, t)
+        return OpDef.infer_type(self, a, t)
+
+    def lower(self, ctx):
+        x = ctx.inputs[0]
+        o = ctx.outputs[0]
+        if o.size == 0:
+            return
+        # MXNet divides by the root cast to the element type: DType(sqrt(double(dim)))
+        scale = float(np.asarray(math.sqrt(x.shape[-1]), x.dtype.np)) if x.ndim else 1.0
+        cdt = "float32" if o.dtype.name == "float16" else o.dtype.name
+        xf = K.TensorRef(x.buf, (x.size,), (1,), x.offset)
+        of = K.TensorRef(o.buf, (o.size,), (1,), o.offset)
+        ctx.compute(of, lambda i: K.cast(o.dtype, K.cast(cdt, xf[i]) / C(scale, cdt)),
+                    "div_sqrt_dim")
+
+    def reference(self, a, inputs, is_train=False):
+        x = inputs[0]
+        return [(x / np.asarray(math.sqrt(x.shape[-1]), x.dtype)).astype(x.dtype)]
+
+    def gradient(self, node, ograds):
+        return [g("_contrib_div_sqrt_dim", ograds[0], name=f"{node.name}_backward")]

@@ -1,5 +1,5 @@
-"""Normalization operators: BatchNorm, LayerNorm, InstanceNorm, L2Normalization, LRN, with
-their backward ops.
+"""Normalization operators: BatchNorm, LayerNorm, InstanceNorm, GroupNorm, L2Normalization,
+LRN, with their backward ops.
 
 BatchNorm follows MXNet 1.9.1 (CPU) exactly:
 
@@ -21,6 +21,12 @@ factors inside elementwise kernels are wrapped in a trivial one-element reductio
 LayerNorm, InstanceNorm and L2Normalization are one kernel forward (row statistics hoisted by
 the scheduler); their hidden outputs (mean/std/var/norm) are written only when visible, the
 backward ops recompute what they need.
+
+GroupNorm follows MXNet 1.9.1 (``src/operator/nn/group_norm{.cc,-inl.h}``): data ``(N, C, ...)``
+is normalised per ``(sample, group of C/num_groups channels)``; ``gamma``/``beta`` are
+per-channel ``(C,)``; the hidden outputs are ``mean`` and ``std = sqrt(var + eps)`` of shape
+``(N, num_groups)``. Group statistics go to small per-group kernels first (a group can be
+long: C/G * H * W elements), the elementwise kernels read them.
 """
 from __future__ import annotations
 
@@ -641,6 +647,209 @@ class BackwardInstanceNorm(OpDef):
             return K.reduce("sum", K.cast(dt, dyv[rn.var, c, rj.var]), [rn, rj])
 
         ctx.compute(db.reshape((nc, 1)), dbeta, "in_dbeta")
+
+
+# =============================================================================================
+# GroupNorm
+# =============================================================================================
+GROUPNORM = ParamSpec(num_groups=Param(parse_int, 1), eps=Param(parse_float, 1e-5),
+                      output_mean_var=Param(parse_bool, False))
+
+
+def _check_groups(a, shape) -> None:
+    if a.num_groups <= 0:
+        raise OpError(f"GroupNorm: num_groups must be positive, got {a.num_groups}")
+    if len(shape) < 3:
+        raise ShapeError(f"GroupNorm: input should have at least 3 dims (batch, channel, "
+                         f"spatial...), got {tuple(shape)}")
+    if shape[1] % a.num_groups:
+        raise ShapeError(f"GroupNorm: number of channels {shape[1]} must be divisible by "
+                         f"num_groups={a.num_groups} (data {tuple(shape)})")
+
+
+class _GroupViews:
+    """data as (N, G, Cg, S) for elementwise kernels and (N, G, Cg*S) for group statistics;
+    per-channel vectors as (G, Cg)."""
+
+    def __init__(self, shape, groups: int) -> None:
+        self.n, self.g = shape[0], groups
+        self.cg, self.s = shape[1] // groups, math.prod(shape[2:])
+        self.m = self.cg * self.s
+
+    def v4(self, ref: K.TensorRef) -> K.TensorRef:
+        return K.TensorRef(ref.buf, (self.n, self.g, self.cg, self.s), None, ref.offset)
+
+    def v3(self, ref: K.TensorRef) -> K.TensorRef:
+        return K.TensorRef(ref.buf, (self.n, self.g, self.m), None, ref.offset)
+
+    def chan(self, ref: K.TensorRef) -> K.TensorRef:
+        return K.TensorRef(ref.buf, (self.g, self.cg), None, ref.offset)
+
+
+def _group_stats(ctx, gv: _GroupViews, x: K.TensorRef, eps: float, dt: str):
+    """(N, G, 1) temporaries with each group's mean and std = sqrt(biased var + eps)."""
+    x3 = gv.v3(x)
+    mean_t, std_t = ctx.temp((gv.n, gv.g, 1), dt), ctx.temp((gv.n, gv.g, 1), dt)
+
+    def mean(n, g, z):
+        r = K.reduce_axis(gv.m, "gm")
+        return K.reduce("sum", K.cast(dt, x3[n, g, r.var]), [r]) / C(gv.m, dt)
+
+    def std(n, g, z):
+        r = K.reduce_axis(gv.m, "gv")
+        d = K.cast(dt, x3[n, g, r.var]) - mean_t[n, g, z]
+        return K.sqrt(K.reduce("sum", d * d, [r]) / C(gv.m, dt) + C(eps, dt))
+
+    ctx.compute(mean_t, mean, "gn_mean")
+    ctx.compute(std_t, std, "gn_std")
+    return mean_t, std_t
+
+
+def _compute_dtype(d) -> str:
+    return "float64" if str(d) == "float64" else "float32"
+
+
+@simple("GroupNorm", fusion="complex", params=GROUPNORM)
+class GroupNorm(OpDef):
+    def arguments(self, a):
+        return ["data", "gamma", "beta"]
+
+    def outputs(self, a):
+        return ["output", "mean", "std"]
+
+    def num_visible_outputs(self, a):
+        return 3 if a.output_mean_var else 1
+
+    def infer_shape(self, a, s):
+        x = s[0]
+        if x is None:
+            return s, [None] * 3
+        _check_groups(a, x)
+        c = (x[1],)
+        for name, got in (("gamma", s[1]), ("beta", s[2])):
+            if got is not None and tuple(got) != c:
+                raise ShapeError(f"GroupNorm: {name} must have shape {c} (one value per "
+                                 f"channel of data {tuple(x)}), got {tuple(got)}")
+        moments = (x[0], a.num_groups)
+        return [tuple(x), c, c], [tuple(x), moments, moments]
+
+    def infer_type(self, a, t):
+        d = next((x for x in t if x is not None), None)
+        if d is None:
+            return t, [None] * 3
+        require_float(self.name, d)
+        return [d] * 3, [d] * 3
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        x, gamma, beta = ctx.inputs
+        out, mean_o, std_o = ctx.outputs
+        if x.size == 0:
+            return
+        gv = _GroupViews(x.shape, a.num_groups)
+        dt = _compute_dtype(x.dtype.name)
+        mean_t, std_t = _group_stats(ctx, gv, x, a.eps, dt)
+        x4, o4, g2, b2 = gv.v4(x), gv.v4(out), gv.chan(gamma), gv.chan(beta)
+
+        def f(n, g, c, s):
+            y = (K.cast(dt, x4[n, g, c, s]) - mean_t[n, g, 0]) / std_t[n, g, 0]
+            return y * _once(K.cast(dt, g2[g, c])) + _once(K.cast(dt, b2[g, c]))
+
+        ctx.compute(o4, f, "groupnorm")
+        if a.output_mean_var:
+            for t, o, name in ((mean_t, mean_o, "gn_mean_out"), (std_t, std_o, "gn_std_out")):
+                ctx.compute(o.reshape((gv.n, gv.g, 1)), lambda n, g, z, t=t: t[n, g, z], name)
+
+    def reference(self, a, inputs, is_train=False):
+        x, gamma, beta = inputs
+        n, c = x.shape[:2]
+        xg = x.astype(np.float64).reshape((n, a.num_groups, -1))
+        mean = xg.mean(axis=2, keepdims=True)
+        std = np.sqrt(xg.var(axis=2, keepdims=True) + a.eps)
+        bs = (1, c) + (1,) * (x.ndim - 2)
+        y = ((xg - mean) / std).reshape(x.shape) * gamma.astype(np.float64).reshape(bs) + \
+            beta.astype(np.float64).reshape(bs)
+        return [y.astype(x.dtype), mean.reshape(n, -1).astype(x.dtype),
+                std.reshape(n, -1).astype(x.dtype)]
+
+    def gradient(self, node, ograds):
+        x, gamma, _beta = node.inputs
+        return outputs_of("_backward_GroupNorm", ograds[0], x, gamma, n=3,
+                          name=f"{node.name}_backward", **_fwd_attrs(node))
+
+
+@simple("_backward_GroupNorm", fusion="complex", differentiable=False, params=GROUPNORM)
+class BackwardGroupNorm(OpDef):
+    """Inputs (ograd, data, gamma); the group statistics are recomputed (two small kernels)
+    rather than read from the forward's hidden outputs, which float16 data would round.
+
+    With xhat = (x - mean) / std and sums over the group's M elements:
+    dx = (dy*gamma - sum(dy*gamma)/M - xhat * sum(dy*gamma*xhat)/M) / std,
+    dgamma[c] = sum over (n, spatial) of dy*xhat, dbeta[c] = sum of dy."""
+
+    def arguments(self, a):
+        return ["ograd", "data", "gamma"]
+
+    def outputs(self, a):
+        return ["data_grad", "gamma_grad", "beta_grad"]
+
+    def infer_shape(self, a, s):
+        x = s[1] if s[1] is not None else s[0]
+        if x is None:
+            return s, [None] * 3
+        c = (x[1],)
+        return [x, x, c], [x, c, c]
+
+    def infer_type(self, a, t):
+        d = t[1] or t[0]
+        return [d, d, d], [d, d, d]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        dy, x, gamma = ctx.inputs
+        dx, dg, db = ctx.outputs
+        gv = _GroupViews(x.shape, a.num_groups)
+        if x.size == 0:
+            for o in (dg, db):
+                if o.size:
+                    ctx.compute(o, lambda c, o=o: C(0, o.dtype), "gn_dzero")
+            return
+        dt = _compute_dtype(x.dtype.name)
+        mean_t, std_t = _group_stats(ctx, gv, x, a.eps, dt)
+        x4, dy4, dx4, g2 = gv.v4(x), gv.v4(dy), gv.v4(dx), gv.chan(gamma)
+
+        def xhat(n, g, c, s):
+            return (K.cast(dt, x4[n, g, c, s]) - mean_t[n, g, 0]) / std_t[n, g, 0]
+
+        def per_channel(body):
+            def fn(g, c, z):
+                rn, rs = K.reduce_axis(gv.n, "rn"), K.reduce_axis(gv.s, "rs")
+                return K.reduce("sum", body(rn.var, g, c, rs.var), [rn, rs])
+            return fn
+
+        ctx.compute(db.reshape((gv.g, gv.cg, 1)),
+                    per_channel(lambda n, g, c, s: K.cast(dt, dy4[n, g, c, s])), "gn_dbeta")
+        ctx.compute(dg.reshape((gv.g, gv.cg, 1)), per_channel(
+            lambda n, g, c, s: K.cast(dt, dy4[n, g, c, s]) * xhat(n, g, c, s)), "gn_dgamma")
+
+        def gdy(n, g, c, s):
+            return K.cast(dt, dy4[n, g, c, s]) * K.cast(dt, g2[g, c])
+
+        def group_sum(body):
+            def fn(n, g, z):
+                rc, rs = K.reduce_axis(gv.cg, "rc"), K.reduce_axis(gv.s, "rs")
+                return K.reduce("sum", body(n, g, rc.var, rs.var), [rc, rs]) / C(gv.m, dt)
+            return fn
+
+        s1, s2 = ctx.temp((gv.n, gv.g, 1), dt), ctx.temp((gv.n, gv.g, 1), dt)
+        ctx.compute(s1, group_sum(gdy), "gn_dsum")
+        ctx.compute(s2, group_sum(lambda *i: gdy(*i) * xhat(*i)), "gn_dsum_xhat")
+
+        def f(n, g, c, s):
+            d = gdy(n, g, c, s) - s1[n, g, 0] - xhat(n, g, c, s) * s2[n, g, 0]
+            return d / std_t[n, g, 0]
+
+        ctx.compute(dx4, f, "gn_dx")
 
 
 # =============================================================================================

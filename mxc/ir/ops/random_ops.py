@@ -61,7 +61,7 @@ from ..params import (
     parse_str,
 )
 from ..registry import OpDef, register, simple
-from .common import flat, g
+from .common import collect_buffers, flat, g
 from .nn import hash64
 
 C = K.const
@@ -125,7 +125,7 @@ class _Kernel:
     def emit(self, name: str, weight: int) -> None:
         if self.n == 0:
             return
-        kern = K.Kernel("__K__", _collect_buffers(self.body), self.task, self.n_tasks,
+        kern = K.Kernel("__K__", collect_buffers(self.body), self.task, self.n_tasks,
                         self.body, cost=self.n * weight, note=name)
         self.ctx.emit(kern)
 
@@ -203,40 +203,6 @@ def _v(P: _Prog, p, dt: str) -> K.Expr:
     """A distribution parameter: a number (attribute) or a reader ``(prog, dtype) -> expr``
     (an array entry, or an expression of those)."""
     return C(p, dt) if isinstance(p, (int, float)) else p(P, dt)
-
-
-def _collect_buffers(stmts: list) -> list:
-    out: dict = {}
-    seen: set = set()
-
-    def expr(e):
-        if id(e) in seen:
-            return
-        seen.add(id(e))
-        if isinstance(e, K.Load):
-            out.setdefault(e.buf, None)
-        for c in K.children(e):
-            expr(c)
-
-    def walk(ss):
-        for s in ss:
-            if isinstance(s, K.Store):
-                expr(s.index)
-                expr(s.value)
-                out.setdefault(s.buf, None)
-            elif isinstance(s, K.Assign):
-                expr(s.value)
-            elif isinstance(s, K.For):
-                expr(s.extent)
-                expr(s.start)
-                walk(s.body)
-            elif isinstance(s, K.If):
-                expr(s.cond)
-                walk(s.then)
-                walk(s.otherwise)
-
-    walk(stmts)
-    return list(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -932,7 +898,7 @@ class Shuffle(OpDef):
                 K.Assign(vi, perm[i]), K.Assign(vj, perm[j]),
                 K.Store(perm.buf, i, vj), K.Store(perm.buf, j, vi)]
         fy = K.For(t2, C(n - 1, I64), swap, "serial")
-        kern = K.Kernel("__K__", _collect_buffers([init, fy]), task, 1, [init, fy],
+        kern = K.Kernel("__K__", collect_buffers([init, fy]), task, 1, [init, fy],
                         cost=n * 30, note="shuffle_perm")
         ctx.emit(kern)
         ctx.compute(o2, lambda r, s: x2[perm[r], s], "shuffle")

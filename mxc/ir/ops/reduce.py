@@ -4,6 +4,10 @@
   (``axis`` None / () / int / tuple, negative axes, ``keepdims``, ``exclude``) and their
   backward ops ``_backward_<op>`` (one generic kernel: ``dx = dy * partial(x, y)``);
 * ``argmax argmin argmax_channel`` (MXNet 1.x: the index is returned in the input's dtype);
+* ``moments`` (``axes``, ``keepdims``: mean and biased variance, MXNet's
+  ``src/operator/nn/moments-inl.h``);
+* ``masked_softmax masked_log_softmax`` (``axis``, ``temperature``, ``normalize``; a bool
+  ``mask`` broadcastable to the data: MXNet 1.9.1's ``src/operator/nn/softmax-inl.h``);
 * ``softmax log_softmax softmin`` (``axis``, ``temperature``, ``dtype``, ``use_length``) and
   ``SoftmaxActivation`` (``mode`` instance | channel), each ONE kernel forward and one kernel
   backward: the row maximum and the row sum are ``Reduce`` nodes that the scheduler hoists to
@@ -826,6 +830,298 @@ for _k in ("softmax", "log_softmax", "softmin"):
                   {"name": f"_backward_{_k}", "kind": _k}))
 
 
+# =============================================================================================
+# masked_softmax, masked_log_softmax
+# =============================================================================================
+# Masked-out positions take no part in the row's max and sum and read 0 (softmax) or -inf
+# (log_softmax), as MXNet, which softmaxes the data with masked-out values replaced by the
+# lowest finite value, then overwrites them. A fully masked row is therefore all 0 / -inf.
+# ``normalize`` (subtract the row max) only changes overflow behaviour; MXNet's CPU kernel
+# always subtracts it, and so does this one.
+MASKED_SOFTMAX = ParamSpec(axis=Param(parse_int, -1),
+                           temperature=Param(optional(parse_float), None),
+                           normalize=Param(optional(parse_bool), True))
+
+
+def _masked_views(refs, mask: K.TensorRef, axis: int):
+    """The same-shaped ``refs`` and the mask broadcast to them, each with ``axis`` moved last
+    (the softmax row is the last index)."""
+    shape = refs[0].shape
+    perm = [i for i in range(len(shape)) if i != axis] + [axis]
+    views = [r.transpose(perm) for r in refs]
+    return views, broadcast_view(mask, shape).transpose(perm)
+
+
+def _check_mask(op: str, x, m) -> None:
+    if len(m) != len(x):
+        raise ShapeError(f"{op}: mask must have as many dims as data: data {tuple(x)}, "
+                         f"mask {tuple(m)}")
+    if len(x) == 0:
+        raise ShapeError(f"{op}: data must have at least one dim")
+    for d, k in zip(x, m):
+        if k != d and k != 1:
+            raise ShapeError(f"{op}: mask {tuple(m)} cannot be broadcast to data {tuple(x)}")
+
+
+def _temp_div(v: K.Expr, temperature) -> K.Expr:
+    return v if temperature is None or temperature == 1.0 else v / C(temperature, v.dtype)
+
+
+def masked_softmax_expr(kind: str, xv, mv, idx: tuple, temperature, ct: str) -> K.Expr:
+    """One output element of masked (log_)softmax along the last axis of ``xv``."""
+    row, j = idx[:-1], idx[-1]
+    m = xv.shape[-1]
+    r1, r2 = K.reduce_axis(m, "mm"), K.reduce_axis(m, "ms")
+    x = lambda k: K.cast(ct, xv[row + (k,)])
+    valid = lambda k: mv[row + (k,)]
+    mx = K.reduce("max", K.select(valid(r1.var), x(r1.var), C(float("-inf"), ct)), [r1])
+    # a fully masked row has max -inf; any finite shift keeps its (discarded) values finite
+    mx = K.select(mx.eq(C(float("-inf"), ct)), C(0, ct), mx)
+    e = K.call("exp", _temp_div(x(r2.var) - mx, temperature))
+    s = K.reduce("sum", K.select(valid(r2.var), e, C(0, ct)), [r2])
+    z = _temp_div(x(j) - mx, temperature)
+    if kind == "masked_log_softmax":
+        return K.select(valid(j), z - K.call("log", s), C(float("-inf"), ct))
+    return K.select(valid(j), K.call("exp", z) / s, C(0, ct))
+
+
+def masked_softmax_grad_expr(kind: str, dyv, yv, mv, idx: tuple, temperature,
+                             ct: str) -> K.Expr:
+    """MXNet's MaskedSoftmaxGrad: the plain softmax gradient of the masked head gradient,
+    masked again (masked-out positions get 0)."""
+    row, j = idx[:-1], idx[-1]
+    r = K.reduce_axis(yv.shape[-1], "mg")
+    dy = lambda k: K.cast(ct, dyv[row + (k,)])
+    y = lambda k: K.cast(ct, yv[row + (k,)])
+    valid = lambda k: mv[row + (k,)]
+    if kind == "masked_log_softmax":
+        s = K.reduce("sum", K.select(valid(r.var), dy(r.var), C(0, ct)), [r])
+        d = dy(j) - K.call("exp", y(j)) * s
+    else:
+        s = K.reduce("sum", K.select(valid(r.var), dy(r.var) * y(r.var), C(0, ct)), [r])
+        d = y(j) * (dy(j) - s)
+    return K.select(valid(j), _temp_div(d, temperature), C(0, ct))
+
+
+def np_masked_softmax(kind: str, x, mask, axis: int, temperature):
+    xd = np.asarray(x, np.float64)
+    valid = np.broadcast_to(np.asarray(mask).astype(bool), xd.shape)
+    t = 1.0 if temperature is None else temperature
+    mx = np.max(np.where(valid, xd, -np.inf), axis=axis, keepdims=True)
+    mx = np.where(np.isfinite(mx), mx, 0)
+    z = (xd - mx) / t
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        e = np.where(valid, np.exp(np.where(valid, z, 0)), 0)
+        s = np.sum(e, axis=axis, keepdims=True)
+        if kind == "masked_log_softmax":
+            return np.where(valid, z - np.log(s), -np.inf)
+        return np.where(valid, e / s, 0)
+
+
+class _MaskedSoftmax(OpDef):
+    fusion = "complex"
+    params = MASKED_SOFTMAX
+    kind = "masked_softmax"
+
+    def arguments(self, a):
+        return ["data", "mask"]
+
+    def inplace(self, a):
+        return [(0, 0)]
+
+    def infer_shape(self, a, s):
+        x, m = s
+        if x is None or m is None:
+            return s, [x]
+        _check_mask(self.name, x, m)
+        _norm_softmax_axis(a.axis, x, self.name)
+        return s, [tuple(x)]
+
+    def infer_type(self, a, t):
+        require_float(self.name, t[0])
+        if t[1] is not None and t[1] != "bool":
+            raise OpError(f"{self.name}: mask must be a bool array, got {t[1]}")
+        return [t[0], "bool"], [t[0]]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        x, mask = ctx.inputs
+        out = ctx.outputs[0]
+        if x.size == 0:
+            return
+        ax = _norm_softmax_axis(a.axis, x.shape, self.name)
+        (xv, ov), mv = _masked_views([x, out], mask, ax)
+        ct = _float_type(x.dtype.name)
+        ctx.compute(ov, lambda *i: masked_softmax_expr(self.kind, xv, mv, i, a.temperature, ct),
+                    self.kind)
+
+    def reference(self, a, inputs, is_train=False):
+        x, mask = inputs
+        ax = _norm_softmax_axis(a.axis, x.shape, self.name)
+        return [np_masked_softmax(self.kind, x, mask, ax, a.temperature).astype(x.dtype)]
+
+    def gradient(self, node, ograds):
+        dx = g(f"_backward_{self.name}", ograds[0], node.inputs[1], Entry(node, 0),
+               name=f"{node.name}_backward_data", **_fwd_attrs(node))
+        return [dx, g("zeros_like", node.inputs[1], name=f"{node.name}_backward_mask")]
+
+
+@simple("masked_softmax", aliases=("_npx_masked_softmax",))
+class MaskedSoftmax(_MaskedSoftmax):
+    kind = "masked_softmax"
+
+
+@simple("masked_log_softmax", aliases=("_npx_masked_log_softmax",))
+class MaskedLogSoftmax(_MaskedSoftmax):
+    kind = "masked_log_softmax"
+
+
+class _MaskedSoftmaxBackward(OpDef):
+    """Inputs (ograd, mask, output), as MXNet's ``_backward_masked_softmax``."""
+
+    fusion = "complex"
+    params = MASKED_SOFTMAX
+    differentiable = False
+    kind = "masked_softmax"
+
+    def arguments(self, a):
+        return ["ograd", "mask", "output"]
+
+    def infer_shape(self, a, s):
+        x = s[0] if s[0] is not None else s[2]
+        return [x, s[1], x], [x]
+
+    def infer_type(self, a, t):
+        d = t[0] or t[2]
+        return [d, "bool", d], [d]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        dy, mask, y = ctx.inputs
+        dx = ctx.outputs[0]
+        if dx.size == 0:
+            return
+        ax = _norm_softmax_axis(a.axis, y.shape, self.name)
+        (dyv, yv, dxv), mv = _masked_views([dy, y, dx], mask, ax)
+        ct = _float_type(y.dtype.name)
+        ctx.compute(dxv, lambda *i: K.cast(dx.dtype, masked_softmax_grad_expr(
+            self.kind, dyv, yv, mv, i, a.temperature, ct)), f"d{self.kind}")
+
+
+for _k in ("masked_softmax", "masked_log_softmax"):
+    register(type(f"Op_backward_{_k}", (_MaskedSoftmaxBackward,),
+                  {"name": f"_backward_{_k}", "kind": _k}))
+
+
+# =============================================================================================
+# moments
+# =============================================================================================
+MOMENTS = ParamSpec(axes=Param(optional(parse_shape), None), keepdims=Param(parse_bool, False))
+
+
+def _moments_axes(a, ishape) -> tuple:
+    if a.axes is None or len(a.axes) == 0:
+        raise OpError("moments: empty axes is not supported; for global moments pass every "
+                      "axis in axes")
+    return reduced_axes(a.axes, False, ishape, "moments")
+
+
+def _moments_views(x: K.TensorRef, small: K.TensorRef, red: tuple):
+    """x at its compacted shape, a reduced-shape tensor broadcast to it, and the groups."""
+    groups = _groups(x.shape, red) or [[1, False]]
+    return x.reshape([s for s, _ in groups]), broadcast_small(small, groups), groups
+
+
+@simple("moments", fusion="reduction", params=MOMENTS)
+class Moments(OpDef):
+    """mean and biased variance over ``axes``: two reduction kernels (the variance kernel
+    reads the mean)."""
+
+    def outputs(self, a):
+        return ["mean", "var"]
+
+    def infer_shape(self, a, s):
+        if s[0] is None:
+            return s, [None, None]
+        out = reduced_shape(s[0], _moments_axes(a, s[0]), a.keepdims)
+        return s, [out, out]
+
+    def infer_type(self, a, t):
+        require_float(self.name, t[0])
+        return t, [t[0], t[0]]
+
+    def lower(self, ctx):
+        x = ctx.inputs[0]
+        mean_o, var_o = ctx.outputs
+        red = _moments_axes(ctx.attrs, x.shape)
+        lower_reduction(ctx, x, mean_o, red, "sum", finish=_mean_finish, name="moments_mean")
+        xv, mean_b, groups = _moments_views(x, mean_o, red)
+        ct = _float_type(x.dtype.name)
+        raxes_sizes = [sz for sz, r in groups if r]
+        kept = [sz for sz, r in groups if not r]
+        ov = var_o.reshape((kept + ([1] if groups[-1][1] else [])) or [1])
+        count = math.prod(raxes_sizes)
+
+        def var(*idx):
+            raxes = [K.reduce_axis(sz, "r") for sz in raxes_sizes]
+            it, rit = iter(idx), iter(raxes)
+            ix = tuple(next(rit).var if r else next(it) for _, r in groups)
+            d = K.cast(ct, xv[ix]) - K.cast(ct, mean_b[ix])
+            acc = K.reduce("sum", d * d, raxes) if raxes else d * d
+            return K.cast(var_o.dtype, _mean_finish(acc, count))
+
+        ctx.compute(ov, var, "moments_var")
+
+    def reference(self, a, inputs, is_train=False):
+        x = inputs[0]
+        red = _moments_axes(a, x.shape)
+        xd = x.astype(np.float64)
+        shape = reduced_shape(x.shape, red, a.keepdims)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = xd.mean(axis=red, keepdims=True)
+            var = ((xd - mean) ** 2).mean(axis=red)
+        return [mean.reshape(shape).astype(x.dtype), var.reshape(shape).astype(x.dtype)]
+
+    def gradient(self, node, ograds):
+        return [g("_backward_moments", ograds[0], ograds[1], node.inputs[0], Entry(node, 0),
+                  name=f"{node.name}_backward", **_fwd_attrs(node))]
+
+
+@simple("_backward_moments", fusion="broadcast", differentiable=False, params=MOMENTS)
+class BackwardMoments(OpDef):
+    """dx = dmean / N + dvar * 2 * (x - mean) / N, N the number of reduced elements."""
+
+    def arguments(self, a):
+        return ["mean_grad", "var_grad", "data", "mean"]
+
+    def infer_shape(self, a, s):
+        x = s[2]
+        if x is None:
+            return s, [None]
+        small = reduced_shape(x, _moments_axes(a, x), a.keepdims)
+        return [small, small, x, small], [x]
+
+    def infer_type(self, a, t):
+        return [t[2]] * 4, [t[2]]
+
+    def lower(self, ctx):
+        dmean, dvar, x, mean = ctx.inputs
+        dx = ctx.outputs[0]
+        red = _moments_axes(ctx.attrs, x.shape)
+        xv, mean_b, groups = _moments_views(x, mean, red)
+        dmean_b, dvar_b = (broadcast_small(r, groups) for r in (dmean, dvar))
+        n = math.prod(sz for sz, r in groups if r)
+        ct = _float_type(x.dtype.name)
+        inv_n = C(1.0 / n if n else float("nan"), ct)
+
+        def f(*i):
+            d = K.cast(ct, xv[i]) - K.cast(ct, mean_b[i])
+            v = (K.cast(ct, dmean_b[i]) + C(2, ct) * K.cast(ct, dvar_b[i]) * d) * inv_n
+            return K.cast(dx.dtype, v)
+
+        ctx.compute(dx.reshape([sz for sz, _ in groups]), f, "dmoments")
+
+
 SOFTMAX_ACT = ParamSpec(mode=Param(enum("instance", "channel"), "instance"))
 
 
@@ -887,6 +1183,7 @@ class BackwardSoftmaxActivation(OpDef):
 __all__ = [
     "OpError",
     "lower_reduction",
+    "np_masked_softmax",
     "np_softmax",
     "reduced_axes",
     "reduced_shape",

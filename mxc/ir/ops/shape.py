@@ -1,5 +1,7 @@
 """Shape and data-movement operators: Reshape family (views), transpose, slicing, splitting and
-joining, tiling/repeating/broadcasting, reverse, Pad, UpSampling, depth/space and diag.
+joining, tiling/repeating/broadcasting, reverse, Pad, UpSampling, depth/space and diag;
+shape_array/size_array, reshape_like, _split_v2, legacy Crop (``crop-inl.h``) and
+_contrib_index_copy (``contrib/index_copy-inl.h``).
 
 Semantics follow MXNet 1.x (``src/operator/tensor/matrix_op-inl.h``, ``slice_channel-inl.h``,
 ``concat-inl.h``, ``pad-inl.h``, ``nn/upsampling-inl.h``, ``broadcast_reduce_op.h``), including
@@ -2233,3 +2235,500 @@ class BackwardDiag(_BackwardLike):
             idx[x2] = t + max(a.k, 0)
             out[tuple(idx)] = dy[..., t]
         return [out]
+
+
+# =============================================================================================
+# shape_array / size_array / reshape_like (matrix_op.cc, elemwise_unary_op_basic.cc)
+# =============================================================================================
+class _ShapeInfo(OpDef):
+    """int64 outputs describing the input's shape; the input's values are never read."""
+
+    fusion = "injective"
+
+    def infer_type(self, a, t):
+        return t, [I64]
+
+    def gradient(self, node, ograds):
+        return [g("zeros_like", node.inputs[0], name=f"{node.name}_backward")]
+
+
+@simple("shape_array")
+class ShapeArray(_ShapeInfo):
+    """The input's shape as a 1-D int64 array."""
+
+    def infer_shape(self, a, s):
+        if s[0] is None:
+            return s, [None]
+        return s, [(len(s[0]),)]
+
+    def lower(self, ctx):
+        o = ctx.outputs[0]
+        dims = ctx.inputs[0].shape
+        if o.size == 0:
+            return
+
+        def f(i):
+            v = _ci(dims[-1])
+            for d in range(len(dims) - 2, -1, -1):
+                v = K.select(i.eq(_ci(d)), _ci(dims[d]), v)
+            return v
+        ctx.compute(o, f, "shape_array")
+
+    def reference(self, a, inputs, is_train=False):
+        return [np.array(inputs[0].shape, np.int64)]
+
+
+@simple("size_array")
+class SizeArray(_ShapeInfo):
+    """The input's number of elements as a (1,) int64 array."""
+
+    def infer_shape(self, a, s):
+        return s, [(1,)]
+
+    def lower(self, ctx):
+        n = _prod(ctx.inputs[0].shape)
+        ctx.compute(ctx.outputs[0], lambda i: _ci(n), "size_array")
+
+    def reference(self, a, inputs, is_train=False):
+        return [np.array([inputs[0].size], np.int64)]
+
+
+_RESHAPE_LIKE = ParamSpec(lhs_begin=Param(optional(parse_int), None),
+                          lhs_end=Param(optional(parse_int), None),
+                          rhs_begin=Param(optional(parse_int), None),
+                          rhs_end=Param(optional(parse_int), None))
+
+
+def _like_range(nd: int, side: str, begin, end) -> tuple:
+    """MXNet's ReshapeLikeRangeCanonicalize: [begin, end) with negatives counted from the end."""
+    b = 0 if begin is None else begin
+    if b < 0:
+        b += nd
+    e = nd if end is None else (end + nd if end < 0 else end)
+    if e > nd:
+        raise ShapeError(f"reshape_like: invalid {side}_end={end} as dimension number is {nd}")
+    if not b < e:
+        raise ShapeError(f"reshape_like: invalid begin, end, get {side}_begin={begin}, "
+                         f"{side}_end={end}")
+    if e < 0 or b < 0:
+        raise ShapeError(f"reshape_like: invalid {side}_begin={begin}, {side}_end={end}")
+    return b, e
+
+
+def reshape_like_shape(a, lshape, rshape) -> tuple:
+    lb, le = _like_range(len(lshape), "lhs", a.lhs_begin, a.lhs_end)
+    rb, re_ = _like_range(len(rshape), "rhs", a.rhs_begin, a.rhs_end)
+    out = tuple(lshape[:lb]) + tuple(rshape[rb:re_]) + tuple(lshape[le:])
+    if _prod(out) != _prod(lshape):
+        raise ShapeError(f"reshape_like: cannot reshape lhs with shape {tuple(lshape)} to new "
+                         f"shape {out} because they have different size")
+    return out
+
+
+@simple("reshape_like", params=_RESHAPE_LIKE)
+class ReshapeLike(_View):
+    """lhs reshaped with dims [lhs_begin, lhs_end) replaced by rhs's [rhs_begin, rhs_end)."""
+
+    def arguments(self, a):
+        return ["lhs", "rhs"]
+
+    def infer_shape(self, a, s):
+        if s[0] is None or s[1] is None:
+            return s, [None]
+        return s, [reshape_like_shape(a, s[0], s[1])]
+
+    def infer_type(self, a, t):
+        return t, [t[0]]
+
+    def reference(self, a, inputs, is_train=False):
+        lhs, rhs = inputs
+        return [lhs.reshape(reshape_like_shape(a, lhs.shape, rhs.shape)).copy()]
+
+    def gradient(self, node, ograds):
+        return [g("_backward_reshape", ograds[0], node.inputs[0], name=f"{node.name}_backward"),
+                g("zeros_like", node.inputs[1], name=f"{node.name}_backward_rhs")]
+
+
+# =============================================================================================
+# _split_v2 (matrix_op-inl.h SplitParam / SplitOpShape)
+# =============================================================================================
+_SPLIT_V2 = ParamSpec(indices=Param(parse_shape), axis=Param(parse_int, 1),
+                      squeeze_axis=Param(parse_bool, False), sections=Param(parse_int, 0))
+
+
+def _split_v2_outputs(a) -> int:
+    n = a.sections if a.sections > 0 else len(a.indices)
+    if n < 1:
+        raise OpError("_split_v2: needs at least one output (indices or sections)")
+    return n
+
+
+def split_v2_bounds(a, d, op: str = "_split_v2") -> tuple:
+    """(axis, [(start, end)...]): the part of axis ``axis`` each output takes."""
+    ax = _norm_axis(a.axis, len(d), op)
+    n = d[ax]
+    if a.sections > 0:
+        if n % a.sections:
+            raise ShapeError(f"{op}: the size of axis {ax} ({n}) is not divisible by "
+                             f"sections={a.sections}")
+        size = n // a.sections
+        starts = [i * size for i in range(a.sections)]
+    else:
+        starts = [int(i) for i in a.indices]
+    if starts[0] != 0:
+        raise ShapeError(f"{op}: the first split index must be 0 so the outputs cover axis "
+                         f"{ax} of {tuple(d)}, got indices {tuple(starts)}")
+    bounds = []
+    for i, s in enumerate(starts):
+        e = starts[i + 1] if i + 1 < len(starts) else n
+        if not s < e:
+            raise ShapeError(f"{op}: start {s} is not less than end {e} for subarray {i} "
+                             f"(axis {ax} of {tuple(d)})")
+        if e > n:
+            raise ShapeError(f"{op}: end {e} exceeds the size {n} of axis {ax}")
+        if a.squeeze_axis and e - s != 1:
+            raise ShapeError(f"{op}: squeeze_axis expects axis size 1 for every output but "
+                             f"subarray {i} has {e - s}")
+        bounds.append((s, e))
+    return ax, bounds
+
+
+def _split_v2_shapes(a, d) -> list:
+    ax, bounds = split_v2_bounds(a, d)
+    out = []
+    for s, e in bounds:
+        o = list(d)
+        o[ax] = e - s
+        if a.squeeze_axis:
+            o.pop(ax)
+        out.append(tuple(o))
+    return out
+
+
+@simple("_split_v2", params=_SPLIT_V2)
+class SplitV2(_ShapeOp):
+    """Split along ``axis`` at ``indices`` (or into ``sections`` equal parts)."""
+
+    def outputs(self, a):
+        return [f"output{i}" for i in range(_split_v2_outputs(a))]
+
+    def infer_shape(self, a, s):
+        if s[0] is None:
+            return s, [None] * _split_v2_outputs(a)
+        return s, _split_v2_shapes(a, s[0])
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        x = ctx.inputs[0]
+        ax, bounds = split_v2_bounds(a, x.shape)
+        for o, (s, e) in zip(ctx.outputs, bounds):
+            if o is None:
+                continue
+            src = select_axis(x, ax, s) if a.squeeze_axis else narrow(x, ax, s, e - s)
+            copy_view(ctx, o, src, "split_v2")
+
+    def reference(self, a, inputs, is_train=False):
+        x = inputs[0]
+        ax, bounds = split_v2_bounds(a, x.shape)
+        outs = []
+        for s, e in bounds:
+            p = np.take(x, np.arange(s, e), axis=ax)
+            outs.append(np.squeeze(p, axis=ax) if a.squeeze_axis else p)
+        return outs
+
+    def gradient(self, node, ograds):
+        a = node.parsed
+        return [g("_split_v2_backward", *ograds, indices=a.indices, axis=a.axis,
+                  squeeze_axis=a.squeeze_axis, sections=a.sections,
+                  name=f"{node.name}_backward")]
+
+
+@simple("_split_v2_backward", params=_SPLIT_V2, differentiable=False)
+class BackwardSplitV2(_ShapeOp):
+    """The input gradient of _split_v2: the output gradients joined along the axis."""
+
+    def arguments(self, a):
+        return [f"ograd{i}" for i in range(_split_v2_outputs(a))]
+
+    def _full_shape(self, a, s) -> tuple:
+        if a.squeeze_axis:
+            k = s[0]
+            ax = _norm_axis(a.axis, len(k) + 1, self.name)
+            return tuple(k[:ax]) + (len(s),) + tuple(k[ax:])
+        ax = _norm_axis(a.axis, len(s[0]), self.name)
+        o = list(s[0])
+        o[ax] = sum(x[ax] for x in s)
+        return tuple(o)
+
+    def infer_shape(self, a, s):
+        if any(x is None for x in s):
+            return s, [None]
+        return s, [self._full_shape(a, s)]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        out = ctx.outputs[0]
+        ax, bounds = split_v2_bounds(a, out.shape, self.name)
+        for dy, (s, e) in zip(ctx.inputs, bounds):
+            dst = select_axis(out, ax, s) if a.squeeze_axis else narrow(out, ax, s, e - s)
+            copy_view(ctx, dst, dy, "split_v2_backward")
+
+    def reference(self, a, inputs, is_train=False):
+        full = self._full_shape(a, [x.shape for x in inputs])
+        ax = _norm_axis(a.axis, len(full), self.name)
+        if a.squeeze_axis:
+            return [np.stack(inputs, axis=ax)]
+        return [np.concatenate(inputs, axis=ax)]
+
+
+# =============================================================================================
+# Crop (legacy src/operator/crop-inl.h)
+# =============================================================================================
+_CROP = ParamSpec(num_args=Param(parse_int), offset=Param(parse_shape, (0, 0)),
+                  h_w=Param(parse_shape, (0, 0)), center_crop=Param(parse_bool, False))
+
+
+def _crop_geometry(a, dshape, like_shape) -> tuple:
+    """((offset_h, offset_w), output shape) as CropProp::InferShape and InferCropOfferset."""
+    if a.num_args not in (1, 2):
+        raise OpError(f"Crop: num_args must be 1 or 2, got {a.num_args}")
+    if len(dshape) != 4:
+        raise ShapeError(f"Crop: input data should be 4D in batch-num_filter-y-x, got "
+                         f"{tuple(dshape)}")
+    if a.num_args == 1:
+        if len(a.h_w) != 2:
+            raise ShapeError(f"Crop: h_w must have 2 entries, got {a.h_w}")
+        h, w = a.h_w
+        if not 1 <= h <= dshape[2]:
+            raise ShapeError(f"Crop: the crop height h_w[0]={h} should be in [1, "
+                             f"{dshape[2]}] (the input data's height)")
+        if not 1 <= w <= dshape[3]:
+            raise ShapeError(f"Crop: the crop width h_w[1]={w} should be in [1, {dshape[3]}] "
+                             "(the input data's width)")
+    else:
+        if len(like_shape) != 4:
+            raise ShapeError(f"Crop: crop_like (arg1) should be 4D, got {tuple(like_shape)}")
+        h, w = like_shape[2], like_shape[3]
+        if h > dshape[2] or w > dshape[3]:
+            raise ShapeError(f"Crop: crop size ({h}, {w}) of crop_like exceeds the data's "
+                             f"spatial size {tuple(dshape[2:])}")
+    if a.center_crop:
+        off = ((dshape[2] - h) // 2, (dshape[3] - w) // 2)
+    else:
+        if len(a.offset) != 2:
+            raise ShapeError(f"Crop: offset must have 2 entries, got {a.offset}")
+        off = tuple(a.offset)
+        for i, (o, room) in enumerate(zip(off, (dshape[2] - h, dshape[3] - w))):
+            if not 0 <= o <= room:
+                raise ShapeError(f"Crop: offset[{i}]={o} should be in [0, {room}] (the "
+                                 f"residual space of {'height' if i == 0 else 'width'})")
+    return off, (dshape[0], dshape[1], h, w)
+
+
+@simple("Crop", params=_CROP)
+class Crop(_ShapeOp):
+    """Crop the spatial dims of NCHW data to h_w (or to arg1's size) at offset or centered."""
+
+    def arguments(self, a):
+        if a.num_args not in (1, 2):
+            raise OpError(f"Crop: num_args must be 1 or 2, got {a.num_args}")
+        return [f"arg{i}" for i in range(a.num_args)]
+
+    def infer_shape(self, a, s):
+        if s[0] is None or (a.num_args == 2 and s[1] is None):
+            return s, [None]
+        return s, [_crop_geometry(a, s[0], s[1] if a.num_args == 2 else None)[1]]
+
+    def infer_type(self, a, t):
+        return t, [t[0]]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        x = ctx.inputs[0]
+        (oh, ow), oshape = _crop_geometry(a, x.shape, ctx.inputs[1].shape if a.num_args == 2
+                                          else None)
+        _lower_slice(ctx, [(0, 1, oshape[0]), (0, 1, oshape[1]), (oh, 1, oshape[2]),
+                           (ow, 1, oshape[3])])
+
+    def reference(self, a, inputs, is_train=False):
+        x = inputs[0]
+        (oh, ow), o = _crop_geometry(a, x.shape, inputs[1].shape if a.num_args == 2 else None)
+        return [x[:, :, oh:oh + o[2], ow:ow + o[3]].copy()]
+
+    def gradient(self, node, ograds):
+        a = node.parsed
+        gx = g("_backward_Crop", ograds[0], node.inputs[0], *node.inputs[1:],
+               num_args=a.num_args, offset=a.offset, h_w=a.h_w, center_crop=a.center_crop,
+               name=f"{node.name}_backward")
+        rest = [g("zeros_like", e, name=f"{node.name}_backward_crop_like")
+                for e in node.inputs[1:]]
+        return [gx] + rest
+
+
+@simple("_backward_Crop", params=_CROP, differentiable=False)
+class BackwardCrop(_ShapeOp):
+    """Inputs (ograd, data[, crop_like]): ograd placed at the crop window, zeros elsewhere."""
+
+    def arguments(self, a):
+        return ["ograd", "data"] + (["crop_like"] if a.num_args == 2 else [])
+
+    def infer_shape(self, a, s):
+        return s, [s[1]]
+
+    def infer_type(self, a, t):
+        return t, [t[0]]
+
+    def lower(self, ctx):
+        a = ctx.attrs
+        dy = ctx.inputs[0]
+        (oh, ow), o = _crop_geometry(a, ctx.outputs[0].shape, ctx.inputs[2].shape
+                                     if a.num_args == 2 else None)
+        _lower_slice_backward(ctx, [(0, 1, o[0]), (0, 1, o[1]), (oh, 1, dy.shape[2]),
+                                    (ow, 1, dy.shape[3])])
+
+    def reference(self, a, inputs, is_train=False):
+        dy, x = inputs[0], inputs[1]
+        (oh, ow), o = _crop_geometry(a, x.shape, inputs[2].shape if a.num_args == 2 else None)
+        out = np.zeros(x.shape, dy.dtype)
+        out[:, :, oh:oh + o[2], ow:ow + o[3]] = dy
+        return [out]
+
+
+# =============================================================================================
+# _contrib_index_copy (src/operator/contrib/index_copy-inl.h)
+# =============================================================================================
+def _index_copy_check(old, idx, new, op: str = "_contrib_index_copy") -> None:
+    if len(idx) != 1:
+        raise ShapeError(f"{op}: index_vector must be 1-D, got {tuple(idx)}")
+    if len(old) != len(new) or len(old) == 0:
+        raise ShapeError(f"{op}: old_tensor {tuple(old)} and new_tensor {tuple(new)} must have "
+                         "the same (non-zero) number of dimensions")
+    if new[0] > old[0] or tuple(new[1:]) != tuple(old[1:]):
+        raise ShapeError(f"{op}: new_tensor {tuple(new)} must match old_tensor {tuple(old)} "
+                         "in every dim but the first, and have no more rows")
+    if idx[0] != new[0]:
+        raise ShapeError(f"{op}: index_vector has {idx[0]} entries but new_tensor has "
+                         f"{new[0]} rows")
+
+
+def _as_index(e: K.Expr) -> K.Expr:
+    from .indexing import to_int
+    return to_int(e)
+
+
+def _copied_from(idx: K.TensorRef, row: K.Expr) -> K.Expr:
+    """The last position i with index[i] == row, or -1 (rows written in index order, so the
+    last duplicate wins; out-of-range indices write nothing)."""
+    r = K.reduce_axis(idx.shape[0])
+    return K.reduce("max", K.select(_as_index(idx[r.var]).eq(row), r.var, _ci(-1)), [r])
+
+
+def _np_copied_from(index, rows: int) -> np.ndarray:
+    src = np.full(rows, -1, np.int64)
+    for i, v in enumerate(np.trunc(index.astype(np.float64)).astype(np.int64)):
+        if 0 <= v < rows:
+            src[v] = i
+    return src
+
+
+@simple("_contrib_index_copy")
+class IndexCopy(OpDef):
+    """old_tensor with rows index_vector[i] replaced by new_tensor[i]."""
+
+    fusion = "injective"
+
+    def arguments(self, a):
+        return ["old_tensor", "index_vector", "new_tensor"]
+
+    def infer_shape(self, a, s):
+        if any(x is None for x in s):
+            return s, [s[0]]
+        _index_copy_check(*s)
+        return s, [s[0]]
+
+    def infer_type(self, a, t):
+        dt = t[0] if t[0] is not None else t[2]
+        if t[0] is not None and t[2] is not None and t[0] != t[2]:
+            raise OpError(f"_contrib_index_copy: old_tensor ({t[0]}) and new_tensor ({t[2]}) "
+                          "must have the same dtype")
+        return [dt, t[1] if t[1] is not None else "int64", dt], [dt]
+
+    def lower(self, ctx):
+        old, idx, new = ctx.inputs
+        o = ctx.outputs[0]
+        if o.size == 0:
+            return
+        if new.shape[0] == 0:
+            return copy_view(ctx, o, old, "index_copy")
+        last = _ci(new.shape[0] - 1)
+
+        def f(r, *rest):
+            j = _copied_from(idx, r)
+            src = K.minimum(K.maximum(j, _ci(0)), last)
+            return K.select(j.ge(_ci(0)), new[(src,) + rest], old[(r,) + rest])
+        ctx.compute(o, f, "index_copy")
+
+    def reference(self, a, inputs, is_train=False):
+        old, idx, new = inputs
+        out = old.copy()
+        for r, i in enumerate(_np_copied_from(idx, old.shape[0])):
+            if i >= 0:
+                out[r] = new[i]
+        return [out]
+
+    def gradient(self, node, ograds):
+        outs = outputs_of("_contrib_backward_index_copy", ograds[0], *node.inputs, n=3,
+                          name=f"{node.name}_backward")
+        return [outs[0], outs[1], outs[2]]
+
+
+@simple("_contrib_backward_index_copy", differentiable=False)
+class BackwardIndexCopy(OpDef):
+    """Inputs (ograd, old_tensor, index_vector, new_tensor); outputs the gradients of the
+    three forward inputs (ograd with the copied rows zeroed, zeros, ograd's copied rows)."""
+
+    fusion = "injective"
+
+    def arguments(self, a):
+        return ["ograd", "old_tensor", "index_vector", "new_tensor"]
+
+    def outputs(self, a):
+        return ["old_grad", "index_grad", "new_grad"]
+
+    def infer_shape(self, a, s):
+        return s, [s[1], s[2], s[3]]
+
+    def infer_type(self, a, t):
+        return t, [t[0], t[2], t[0]]
+
+    def lower(self, ctx):
+        dy, _old, idx, _new = ctx.inputs
+        g_old, g_idx, g_new = ctx.outputs
+        rows = dy.shape[0]
+        if g_old is not None and g_old.size:
+            if idx.shape[0] == 0:
+                copy_view(ctx, g_old, dy, "index_copy_bwd_old")
+            else:
+                ctx.compute(g_old, lambda r, *rest: K.select(
+                    _copied_from(idx, r).ge(_ci(0)), C(0, g_old.dtype), dy[(r,) + rest]),
+                    "index_copy_bwd_old")
+        if g_idx is not None and g_idx.size:
+            ctx.compute(g_idx, lambda i: C(0, g_idx.dtype), "index_copy_bwd_index")
+        if g_new is not None and g_new.size:
+            def f(i, *rest):
+                v = _as_index(idx[i])
+                ok = v.ge(_ci(0)) & v.lt(_ci(rows))
+                src = K.minimum(K.maximum(v, _ci(0)), _ci(rows - 1))
+                return K.select(ok, dy[(src,) + rest], C(0, g_new.dtype))
+            ctx.compute(g_new, f, "index_copy_bwd_new")
+
+    def reference(self, a, inputs, is_train=False):
+        dy, old, idx, new = inputs
+        src = _np_copied_from(idx, old.shape[0])
+        g_old = np.where((src >= 0).reshape((-1,) + (1,) * (dy.ndim - 1)), 0, dy).astype(
+            dy.dtype)
+        g_new = np.zeros(new.shape, dy.dtype)
+        for i, v in enumerate(np.trunc(idx.astype(np.float64)).astype(np.int64)):
+            if 0 <= v < old.shape[0]:
+                g_new[i] = dy[v]
+        return [g_old, np.zeros(idx.shape, idx.dtype), g_new]
