@@ -41,6 +41,12 @@ _LAZY = {
     "callback": "mxc.frontend.callback",
     "gluon": "mxc.gluon",
     "compile": "mxc.compiler.aot",     # mx.compile(...): the module is callable
+    "test_utils": "mxc.test_utils",
+    "operator": "mxc.operator",
+    "profiler": "mxc.profiler",
+    "viz": "mxc.visualization",
+    "visualization": "mxc.visualization",
+    "monitor": "mxc.monitor",
 }
 
 __all__ = [
@@ -57,7 +63,10 @@ __all__ = [
     "metric",
     "mod",
     "module",
+    "monitor",
+    "operator",
     "optimizer",
+    "profiler",
     "recordio",
     "Context",
     "MXNetError",
@@ -79,7 +88,10 @@ __all__ = [
     "random",
     "sym",
     "symbol",
+    "test_utils",
     "util",
+    "visualization",
+    "viz",
 ]
 
 

@@ -282,6 +282,93 @@ def _mutated_args(graph: Graph, is_train: bool) -> set:
     return out
 
 
+class _Interpreted:
+    """The graph run node by node: each operator as its compiled imperative kernel
+    (``ndarray_ops.invoke``), each ``Custom`` node through its Python operator
+    (:class:`mxc.operator.NodeRunner`, created once per node). Used when the graph holds
+    Custom nodes (they cannot be compiled into a program) and while a monitor callback is
+    installed (it sees every node's outputs, which a fused program does not keep).
+
+    Training records the run with autograd (the executor's arguments marked as variables
+    whose gradients are the executor's gradient arrays, with its grad_req); ``backward`` is
+    then autograd's, which compiles the op runs between Custom nodes and calls the Custom
+    operators' backward in between."""
+
+    def __init__(self, exe: Executor) -> None:
+        self.nodes = exe._graph.nodes
+        self.runners: dict = {}
+        self.heads = None   # the recorded outputs of the last training forward
+
+    def _value_of_variable(self, exe: Executor, node) -> NDArray:
+        arr = exe.arg_dict.get(node.name)
+        if arr is None:
+            arr = exe.aux_dict.get(node.name)
+        if arr is None:
+            raise MXNetError(f"internal: no array bound for variable '{node.name}'")
+        return arr
+
+    def _run_node(self, exe: Executor, node, ins: list) -> list:
+        if node.op == "Custom":
+            runner = self.runners.get(node.uid)
+            if runner is None:
+                from ..operator import NodeRunner
+                runner = self.runners[node.uid] = NodeRunner(node)
+            return runner(ins, exe._ctx)
+        res = _ops.invoke(_ops.template(node.op, node.attrs), ins)
+        return [res] if isinstance(res, NDArray) else list(res)
+
+    def forward(self, exe: Executor, is_train: bool) -> None:
+        from . import autograd as ag
+        from .symbol import _output_names
+
+        need = [n for n in exe._arg_names if exe._grad_req.get(n, "null") != "null"]
+        record = bool(is_train and need)
+        mon = exe._monitor
+        values: dict = {}
+        with ag._RecordingStateScope(record, bool(is_train)):
+            if record:
+                ag.mark_variables([exe.arg_dict[n] for n in need],
+                                  [exe.grad_dict[n] for n in need],
+                                  [exe._grad_req[n] for n in need])
+            for node in self.nodes:
+                if node.is_variable:
+                    values[(node.uid, 0)] = self._value_of_variable(exe, node)
+                    continue
+                ins = [values[(e.node.uid, e.index)] for e in node.inputs]
+                if mon is not None and exe._monitor_all:
+                    names = node.opdef.input_names(node.parsed)
+                    for i, x in enumerate(ins):
+                        mon(f"{node.name}_{names[i] if i < len(names) else i}", x)
+                outs = self._run_node(exe, node, ins)
+                for i, o in enumerate(outs):
+                    values[(node.uid, i)] = o
+                if mon is not None:
+                    for nm, o in zip(_output_names(node), outs):
+                        mon(nm, o)
+        heads = []
+        for e in exe._symbol._outputs:
+            v = values.get((e.node.uid, e.index))
+            if v is None:
+                raise MXNetError(f"executor: output {e.index} of '{e.node.name}' is a hidden "
+                                 "output, which node-by-node execution does not expose")
+            heads.append(v)
+        from .ndarray import _copy_into
+        for out, h in zip(exe.outputs, heads):
+            _copy_into(out, h)
+        if record:
+            # the graph keeps its leaves; the executor's arrays stay plain arrays outside
+            for n in need:
+                exe.arg_dict[n]._ag = None
+        self.heads = heads if record else None
+
+    def backward(self, exe: Executor, out_grads: list) -> None:
+        from . import autograd as ag
+        if self.heads is None:
+            raise MXNetError("backward: call forward(is_train=True) first")
+        grads = [out_grads[i] if i < len(out_grads) else None for i in range(len(self.heads))]
+        ag.backward(self.heads, grads, retain_graph=True, train_mode=True)
+
+
 class Executor:
     """A bound symbol: run ``forward``/``backward`` on its arrays."""
 
@@ -320,6 +407,10 @@ class Executor:
         self._train_ran = False
         self._backward_ran = False
         self._monitor = None
+        self._monitor_all = False
+        self._has_custom = any(n.op == "Custom" for n in self._graph.nodes)
+        self._interp = None          # the node-by-node runner (_Interpreted), made on use
+        self._train_interp = False   # whether the last training forward ran node by node
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -353,14 +444,17 @@ class Executor:
                 raise MXNetError(f"Shape not match! Argument {name}, need: {dst.shape}, "
                                  f"received: {tuple(shape)}")
             dst[:] = value
-        b = self._program(is_train)
-        b.run_forward(self)
+        interp = self._has_custom or self._monitor is not None
+        if interp:
+            if self._interp is None:
+                self._interp = _Interpreted(self)
+            self._interp.forward(self, is_train)
+        else:
+            self._program(is_train).run_forward(self)
         if is_train:
             self._train_ran = True
             self._backward_ran = False
-        if self._monitor is not None:
-            for n, o in zip(self._output_names, self.outputs):
-                self._monitor(n, o)
+            self._train_interp = interp
         return self.outputs
 
     def backward(self, out_grads=None, is_train: bool = True) -> None:
@@ -371,6 +465,10 @@ class Executor:
             return
         if not self._train_ran:
             raise MXNetError("backward: call forward(is_train=True) first")
+        if self._train_interp:
+            self._interp.backward(self, self._head_grads(out_grads))
+            self._backward_ran = True
+            return
         b = self._program(True)
         mem = b.cg.memory
         if self._backward_ran and mem is not None and not mem.backward_reruns:
@@ -457,8 +555,37 @@ class Executor:
                     "suppress this warning.")
         return bind(self._symbol, self._ctx, new_args, new_grads, self._grad_req, new_aux)
 
+    def _head_grads(self, out_grads) -> list:
+        """``out_grads`` as a list of NDArrays (None: ones) for node-by-node backward."""
+        if out_grads is None:
+            return []
+        if isinstance(out_grads, NDArray):
+            out_grads = [out_grads]
+        elif isinstance(out_grads, dict):
+            out_grads = [out_grads.get(n) for n in self._output_names]
+        if out_grads and len(out_grads) != len(self.outputs):
+            raise MXNetError(f"backward: {len(out_grads)} head gradients for "
+                             f"{len(self.outputs)} outputs")
+        res = []
+        for i, g in enumerate(out_grads):
+            if g is not None and not isinstance(g, NDArray):
+                from .ndarray import array as nd_array
+                g = nd_array(np.asarray(g), ctx=self._ctx, dtype=self.outputs[i].dtype)
+            elif g is not None and g.stype != "default":
+                g = g.tostype("default")
+            if g is not None and tuple(g.shape) != self.outputs[i].shape:
+                raise MXNetError(f"backward: head gradient {i} has shape {tuple(g.shape)}, "
+                                 f"output '{self._output_names[i]}' has "
+                                 f"{self.outputs[i].shape}")
+            res.append(g)
+        return res
+
     def set_monitor_callback(self, callback, monitor_all: bool = False) -> None:
+        """Call ``callback(name, array)`` with every node's outputs (``<node>_output``...)
+        during forward, and its inputs too when ``monitor_all``. While a callback is set
+        the graph runs node by node, so every intermediate value exists; None removes it."""
         self._monitor = callback
+        self._monitor_all = bool(monitor_all)
 
     def debug_str(self) -> str:
         lines = [f"Symbol outputs: {self._output_names}"]

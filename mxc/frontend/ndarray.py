@@ -1396,6 +1396,35 @@ def arange(start, stop=None, step=1.0, repeat=1, infer_range=None, ctx=None,
     return array(vals, ctx=ctx, dtype=dtype)
 
 
+def eye(N, M=0, k=0, ctx=None, dtype=None, **kwargs) -> NDArray:
+    """A 2-D array with ones on the k-th diagonal (MXNet's wrapper over ``_eye``)."""
+    return _op("_eye")(N=N, M=M, k=k, ctx=ctx,
+                       dtype=dtype if dtype is not None else mx_real_t, **kwargs)
+
+
+def linspace(start, stop, num, endpoint=True, ctx=None, dtype=mx_real_t) -> NDArray:
+    """``num`` evenly spaced values over [start, stop] (MXNet's wrapper over ``_linspace``)."""
+    return _op("_linspace")(start=start, stop=stop, num=num, endpoint=endpoint, ctx=ctx,
+                            dtype=dtype if dtype is not None else mx_real_t)
+
+
+def split_v2(ary, indices_or_sections, axis=0, squeeze_axis=False):
+    """Split ``ary`` along ``axis`` into equal sections (an int) or at the indices of a
+    tuple/list (MXNet's wrapper over ``_split_v2``)."""
+    if isinstance(indices_or_sections, integer_types):
+        sections = int(indices_or_sections)
+        axis_size = ary.shape[axis]
+        if sections <= 0 or axis_size % sections:
+            raise ValueError("array split does not result in an equal division")
+        size = axis_size // sections
+        indices = [i * size for i in range(sections)]
+    elif isinstance(indices_or_sections, (tuple, list)):
+        indices = [0] + list(indices_or_sections)
+    else:
+        raise ValueError("indices_or_sections must either int or tuple of ints")  # noqa: TRY004 (MXNet raises ValueError)
+    return _op("_split_v2")(ary, indices=tuple(indices), axis=axis, squeeze_axis=squeeze_axis)
+
+
 def moveaxis(tensor: NDArray, source, destination) -> NDArray:
     """Move axis ``source`` to position ``destination`` (MXNet's helper over transpose)."""
     axes = list(range(tensor.ndim))
@@ -1614,6 +1643,9 @@ def __getattr__(name: str):
     if name in ("CSRNDArray", "RowSparseNDArray", "BaseSparseNDArray"):
         from . import sparse
         return getattr(sparse, name)
+    if name == "Custom":  # Python operators (mx.operator) run through their own invoker
+        from ..operator import invoke
+        return invoke
     if name.startswith("__"):
         raise AttributeError(name)
     if registry.exists(name):

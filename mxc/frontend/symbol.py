@@ -769,6 +769,33 @@ def arange(start, stop=None, step=1.0, repeat=1, infer_range=False, name=None,
                               dtype=dtype if dtype is not None else np.float32)
 
 
+def eye(N, M=0, k=0, dtype=None, **kwargs) -> Symbol:
+    """A 2-D symbol with ones on the k-th diagonal (MXNet's wrapper over ``_eye``)."""
+    return _sym_op("_eye")(N=N, M=M, k=k, dtype=dtype if dtype is not None else np.float32,
+                           **kwargs)
+
+
+def linspace(start, stop, num, endpoint=True, name=None, dtype=None) -> Symbol:
+    """``num`` evenly spaced values over [start, stop] (MXNet's wrapper over ``_linspace``)."""
+    return _sym_op("_linspace")(start=start, stop=stop, num=num, endpoint=endpoint, name=name,
+                                dtype=dtype if dtype is not None else np.float32)
+
+
+def split_v2(ary, indices_or_sections, axis=0, squeeze_axis=False) -> Symbol:
+    """Split ``ary`` along ``axis`` into equal sections (an int) or at the indices of a
+    tuple/list (MXNet's wrapper over ``_split_v2``)."""
+    indices: list = []
+    sections = 0
+    if isinstance(indices_or_sections, (int, np.integer)):
+        sections = int(indices_or_sections)
+    elif isinstance(indices_or_sections, (tuple, list)):
+        indices = [0] + list(indices_or_sections)
+    else:
+        raise ValueError("indices_or_sections must either int or tuple of ints")  # noqa: TRY004 (as MXNet)
+    return _sym_op("_split_v2")(ary, indices=tuple(indices), axis=axis,
+                                squeeze_axis=squeeze_axis, sections=sections)
+
+
 # ------------------------------------------------------------------------------------------
 # JSON
 # ------------------------------------------------------------------------------------------
@@ -840,6 +867,8 @@ sparse = _NS["sparse"]
 
 
 def __getattr__(name: str):
+    if name == "Custom":  # registered when mx.operator is imported
+        from .. import operator  # noqa: F401
     if name.startswith("__"):
         raise AttributeError(name)
     if registry.exists(name):

@@ -248,6 +248,10 @@ class CachedOp:
         self.aux_names = set(sym.list_auxiliary_states())
         self.flags = dict(flags)
         self._compiled: dict = {}
+        # Custom (Python) operators cannot be compiled: such graphs run node by node, each
+        # Custom node's operator created once (mxc.operator.NodeRunner)
+        self._custom = any(n.op == "Custom" for n in self.graph.nodes)
+        self._runners: dict = {}
 
     # -- signature --------------------------------------------------------------------------
     def _compiled_for_gpu(self, arrays: list, is_train: bool, ctx) -> _GpuCompiled:
@@ -293,6 +297,9 @@ class CachedOp:
         if any(a.context.device_typeid == 2 for a in arrays):
             return self._call_gpu(arrays, ctx)
         arrays = [a.tostype("default") if a.stype != "default" else a for a in arrays]
+        if self._custom:
+            return run_graph_imperative(self.sym, dict(zip(self.input_names, arrays)),
+                                        self._runners)
         is_train = ag.is_training()
         if ag.is_recording():
             m = ag.module()
@@ -442,9 +449,10 @@ def _needs_grad(x) -> bool:
 # ------------------------------------------------------------------------------------------
 # op-by-op interpretation
 # ------------------------------------------------------------------------------------------
-def run_graph_imperative(sym, inputs: dict) -> list:
+def run_graph_imperative(sym, inputs: dict, runners: dict | None = None) -> list:
     """Evaluate ``sym`` with one ``mx.nd`` operator call per node (so autograd records each);
-    ``inputs`` maps variable names to NDArrays."""
+    ``inputs`` maps variable names to NDArrays. Custom nodes run their Python operator,
+    kept in ``runners`` (node uid -> ``mxc.operator.NodeRunner``) across calls."""
     from ..frontend.ndarray_ops import invoke, template
     from ..ir.graph import topo_order
 
@@ -456,12 +464,20 @@ def run_graph_imperative(sym, inputs: dict) -> list:
             except KeyError:
                 raise MXNetError(f"no value for graph input '{n.name}'") from None
             continue
-        attrs = {k: v for k, v in n.attrs.items() if not (k.startswith("__") and
-                                                          k.endswith("__"))}
-        tmpl = template(n.op, attrs)
         ins = [vals[(e.node.uid, e.index)] for e in n.inputs]
-        out = invoke(tmpl, ins)
-        outs = out if isinstance(out, list) else [out]
+        if n.op == "Custom":
+            from ..operator import NodeRunner
+            runners = {} if runners is None else runners
+            runner = runners.get(n.uid)
+            if runner is None:
+                runner = runners[n.uid] = NodeRunner(n)
+            from ..frontend.context import current_context
+            outs = runner(ins, ins[0].context if ins else current_context())
+        else:
+            attrs = {k: v for k, v in n.attrs.items() if not (k.startswith("__") and
+                                                              k.endswith("__"))}
+            out = invoke(template(n.op, attrs), ins)
+            outs = out if isinstance(out, list) else [out]
         for i, o in enumerate(outs):
             vals[(n.uid, i)] = o
     res = []

@@ -433,3 +433,29 @@ def test_group_norm_bad_input():
     with pytest.raises(OpError, match="floating-point"):
         run_op("GroupNorm", [np.ones((2, 3, 4), np.int32), np.ones(3, np.int32),
                              np.ones(3, np.int32)])
+
+
+# --- _contrib_SyncBatchNorm (one device: BatchNorm on axis 1) ----------------------------------
+
+def _sync_bn_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 4, 5, 2))
+    return [x, rng.uniform(0.5, 1.5, 4), rng.standard_normal(4), rng.standard_normal(4) * 0.1,
+            rng.uniform(0.5, 1.5, 4)]
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+def test_sync_batchnorm_is_batchnorm(is_train):
+    ins = _sync_bn_inputs()
+    attrs = {"fix_gamma": False, "eps": 1e-3, "ndev": 4, "key": "bn0"}
+    got = check_forward("_contrib_SyncBatchNorm", ins, attrs, is_train=is_train)
+    bn = {k: v for k, v in attrs.items() if k not in ("ndev", "key")}
+    want, _, _ = run_op("BatchNorm", ins, bn, is_train=is_train)
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_sync_batchnorm_gradient_and_attrs():
+    check_grad("_contrib_SyncBatchNorm", _sync_bn_inputs(1), {"fix_gamma": False},
+               which=[0, 1, 2], rtol=2e-2, atol=2e-3)
+    with pytest.raises(OpError, match="axis"):   # not a SyncBatchNorm attribute in MXNet
+        run_op("_contrib_SyncBatchNorm", _sync_bn_inputs(), {"axis": 2})

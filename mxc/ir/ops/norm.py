@@ -230,6 +230,38 @@ class BatchNorm(OpDef):
         return [dx, dg, db, None, None]
 
 
+class _SyncBatchNormParams(ParamSpec):
+    """``_contrib_SyncBatchNorm``'s own attributes; the BatchNorm fields it does not have
+    take their fixed values (channels on axis 1, no calibration range)."""
+
+    def parse(self, op: str, raw: dict, node_name: str = ""):
+        out = super().parse(op, raw, node_name)
+        out.update(axis=1, cudnn_off=False, min_calib_range=None, max_calib_range=None)
+        return out
+
+
+SYNC_BATCHNORM = _SyncBatchNormParams(
+    eps=Param(parse_float, 1e-3), momentum=Param(parse_float, 0.9),
+    fix_gamma=Param(parse_bool, True), use_global_stats=Param(parse_bool, False),
+    output_mean_var=Param(parse_bool, False), ndev=Param(parse_int, 1),
+    key=Param(str, ""))
+
+
+@simple("_contrib_SyncBatchNorm", fusion="complex", params=SYNC_BATCHNORM)
+class SyncBatchNorm(BatchNorm):
+    """MXNet's cross-device BatchNorm (``src/operator/contrib/sync_batch_norm-inl.h``). mxc
+    runs a graph on one device in one process, so the statistics over all ``ndev`` devices
+    are this device's: BatchNorm on axis 1, and the same gradient."""
+
+    def gradient(self, node, ograds):
+        x, gamma, _beta, mm, mv = node.inputs
+        attrs = {k: v for k, v in _fwd_attrs(node).items() if k not in ("ndev", "key")}
+        dx, dg, db = outputs_of("_backward_BatchNorm", ograds[0], x, gamma, Entry(node, 1),
+                                Entry(node, 2), mm, mv, n=3, name=f"{node.name}_backward",
+                                **attrs)
+        return [dx, dg, db, None, None]
+
+
 @simple("_backward_BatchNorm", fusion="complex", differentiable=False, params=BATCHNORM)
 class BackwardBatchNorm(OpDef):
     """Gradients of data, gamma, beta; in training mode also updates the moving statistics
