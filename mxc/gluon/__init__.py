@@ -28,4 +28,8 @@ def __getattr__(name):
         mod = importlib.import_module(".trainer", __name__)
         globals()["trainer"] = mod
         return mod
+    if name in ("rnn", "model_zoo", "contrib"):
+        mod = importlib.import_module("." + name, __name__)
+        globals()[name] = mod
+        return mod
     raise AttributeError(f"module 'mxc.gluon' has no attribute '{name}'")
