@@ -104,21 +104,32 @@ def bench_mxc(jit, M, N, K, dtype, tb, isa, pool):
     C = np.empty((M, N), dtype)
     es = np.dtype(dtype).itemsize
     spec = GemmSpec(1, M, N, K, np.dtype(dtype).name, (0, A.strides[0] // es, 1),
-                    (0, B.strides[0] // es, B.strides[1] // es), (0, N, 1))
+                    (0, B.strides[0] // es, B.strides[1] // es), (0, N, 1),
+                    share_b=True)   # as the compiler emits it (lower.LowerCtx.gemm)
     t0 = time.perf_counter()
     kern = gemm_kernel("bench_gemm", spec, isa)
     fn = jit.compile(kern)
     compile_s = time.perf_counter() - t0
-    args = (ctypes.c_void_p * 3)(A.ctypes.data, B.ctypes.data, C.ctypes.data)
+    ptrs = [A.ctypes.data, B.ctypes.data, C.ctypes.data]
+    shared = np.zeros(kern.shared_bytes + 64, np.uint8)   # B packed once for all tasks
+    if kern.shared_bytes:
+        ptrs.append((shared.ctypes.data + 63) // 64 * 64)
+    args = (ctypes.c_void_p * len(ptrs))(*ptrs)
     bufs = [np.zeros(kern.scratch_bytes + 64, np.uint8) for _ in range(2)]
     scr = [(b.ctypes.data + 63) // 64 * 64 for b in bufs]
     a = ctypes.addressof(args)
     n = kern.n_tasks
 
+    def zero_counters():   # a compiled graph runs this as a kernel before every call
+        if kern.shared_bytes:
+            ctypes.memset(ptrs[3], 0, kern.shared_zero_bytes)
+
     def one():
+        zero_counters()
         fn(0, n, a, scr[0])
 
     def two():
+        zero_counters()
         f0 = pool.submit(fn, 0, n // 2, a, scr[0])
         fn(n // 2, n, a, scr[1])
         f0.result()

@@ -10,7 +10,8 @@ Calling convention (all mxc CPU kernels)::
 
     define void @NAME(i64 %task_begin, i64 %task_end, ptr %args, ptr %scratch)
 
-``args`` holds the element pointers A, B, C (and the bias when ``spec.bias`` is set);
+``args`` holds the element pointers A, B, C (then the bias when ``spec.bias`` is set, the
+residual of an "add" epilogue, and the shared packed-B buffer of ``share_b``);
 ``scratch`` is a per-thread, 64-byte aligned buffer of ``scratch_bytes``.  Running the tasks
 ``[0, n_tasks)`` in any split and order gives bit-identical results: every task owns a
 disjoint tile of C and reduces the whole K range itself.
@@ -52,21 +53,26 @@ Everything is planned at compile time (:func:`_plan`):
   pixel rows, and tiles transposed in registers on store; with prepacked weights K runs
   (tap, channel) so a K block whose tap row is padding for a panel is skipped;
 * weight gradient (``b_cols``) -- dW = dY X^T of a "same" convolution: B's columns are the
-  image shifted per (channel, tap), packed as VL x VL register transposes.
+  image shifted per (channel, tap), packed as VL x VL register transposes;
+* shared B (``share_b``) -- when several row blocks read the same columns, each KC x NC
+  block of B is packed once into a buffer the caller passes (the last argument; a kernel
+  zeroes its counters before each call): its panels are claimed off an atomic counter by
+  whichever tasks reach the block, and a task waits only for panels that running tasks are
+  packing (which never wait themselves), so any split and order still works.  The split
+  model then counts B packing once per column block and prefers row splits (each task
+  packs only its own rows of A).
 
 Tuning knobs (``gemm_kernel(_params=...)``; tests and benchmarks): ``mr``/``nv``/``kc``/
 ``mc``/``nc`` (tile and blocks), ``split`` (row, column task blocks), ``implicit_swap``,
-``imr`` (swapped panel height), ``no_tap_skip``, ``no_dot``, ``no_direct``, ``a_prefetch``,
-``b_prefetch``.
+``imr`` (swapped panel height), ``no_tap_skip``, ``no_dot``, ``no_direct``, ``no_share``,
+``share_min`` (smallest B shared, bytes), ``a_prefetch``, ``b_prefetch``.
 
 Convolutions with prepacked (or per-run repacked) weights take the direct convolution
 template (``conv_template.py``) instead; this template serves the rest (grouped, few output
 channels, gradients) and every matrix product.
 
 Known next steps: masked-store N edges instead of the scalar edge path; software prefetch for
-the direct-B stream. Sharing one packed B block between threads (every task packs its own B
-columns) would need a barrier inside a call; its ceiling measured 3-6 % on sgemm
-(docs/performance.md).
+the direct-B stream.
 """
 from __future__ import annotations
 
@@ -255,6 +261,9 @@ _L2_BUDGET = 512 * 1024
 # Largest B (batch x K x N, bytes) packed into a shared buffer (GemmSpec.share_b): the
 # buffer is a temporary of the memory plan, as big as B.
 _SHARED_B_MAX = 64 << 20
+# Smallest B (K x N bytes per batch entry) worth sharing: below, a thread that starts late
+# finds the other one packing all of B alone (256^3 on the Python pool: 259 -> 211 GFLOP/s)
+_SHARED_B_MIN = 1 << 20
 _SHARED_B_BLOCK = 1 << 20   # bytes of one shared KC x NC block
 _CONV_NC = 512   # bytes of a task's packed B block allowed in L2 (deep, narrow GEMMs)
 # Up to this many rows (after orientation), a K-contiguous B uses the dot-product schedule.
@@ -625,6 +634,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     es_ = _DTYPES[spec.dtype][1]
     share = (spec.share_b and not extra["b_panel"] and extra["kmap"] is None
              and spec.b_cols is None and not a_implicit and not opts.get("no_share")
+             and opts.get("share_min", _SHARED_B_MIN) <= max(K, 1) * N * es_
              and batch * max(K, 1) * _rup(N, NR) * es_ <= _SHARED_B_MAX)
     # a shared B block is streamed by both cores at once: keep it within one core's L2
     # (measured at 2048^3: NC 2048 (2 MiB blocks) 47.9 ms, NC 1024 43.3 ms)

@@ -496,7 +496,7 @@ def test_task_splits_identical():
 def test_shared_b_any_order(M, N, K, batch, split, params, isa):
     """Every task order (one call per task, reversed, shuffled) and both threads at once give
     the bits of per-task packing."""
-    params = {"split": split, **(params or {})}
+    params = {"split": split, "share_min": 0, **(params or {})}   # small Bs shared too
     ref, kern = _run(M, N, K, batch=batch, isa=isa, bias="n", params=params)
     assert kern.shared_bytes == 0
     rev = lambda n: [(i, i + 1) for i in reversed(range(n))]   # noqa: E731
@@ -517,7 +517,7 @@ def test_shared_b_any_order(M, N, K, batch, split, params, isa):
 
 
 def test_shared_b_epilogue_float64_transposed():
-    params = {"split": (4, 1)}
+    params = {"split": (4, 1), "share_min": 0}
     ref, _ = _run(90, 50, 120, dtype="float64", tb=True, bias="m", epilogue=("add", "relu"),
                   params=params)
     out, kern = _run(90, 50, 120, dtype="float64", tb=True, bias="m",
@@ -537,6 +537,9 @@ def test_shared_b_only_when_rows_share_columns():
     fc = GemmSpec(1, 2, 1000, 512, "float32", (0, 512, 1), (0, 1, 512), (0, 1000, 1),
                   share_b=True)
     assert gemm_kernel("fc", fc, BEST).shared_bytes == 0
+    # a B smaller than _SHARED_B_MIN: tasks pack their own (no wait for a late thread)
+    small = GemmSpec(1, 256, 256, 256, share_b=True)
+    assert gemm_kernel("s", small, BEST, _params={"split": (4, 1)}).shared_bytes == 0
 
 
 def test_skinny_split_over_n():
@@ -563,7 +566,7 @@ def test_cross_object_freestanding(triple, cpu, features, isa):
         bodies.append(gemm_kernel(f"k{i}", spec, isa).ir)
     # B packed into the shared buffer: atomics must lower to instructions, not libcalls
     shared = gemm_kernel("ks", GemmSpec(1, 200, 75, 300, "float32", share_b=True), isa,
-                         _params={"split": (4, 1)})
+                         _params={"split": (4, 1), "share_min": 0})
     assert shared.shared_bytes
     bodies.append(shared.ir)
     # declarations are one line each and identical across kernels: dedupe when concatenating

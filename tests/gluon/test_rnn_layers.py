@@ -437,3 +437,55 @@ def test_errors():
     seq.initialize()
     with pytest.raises(MXNetError, match="use_sequence_length"):
         seq(x, seq.begin_state(2), mx.nd.array([4, 2]))
+
+
+# ------------------------------------------------------------------------------------------
+# use_sequence_length
+# ------------------------------------------------------------------------------------------
+def _seq_call(layer, x, states, lens):
+    x = x.copy()
+    x.attach_grad()
+    with autograd.record():
+        out, new_states = layer(x, states, lens)
+        loss = (out * out).sum() + sum((s * 0.5).sum() for s in new_states)
+    loss.backward()
+    grads = {k: p.grad().asnumpy().copy() for k, p in layer.collect_params().items()}
+    return out.asnumpy(), [s.asnumpy() for s in new_states], x.grad.asnumpy(), grads
+
+
+@pytest.mark.parametrize("mode,layout", [("lstm", "TNC"), ("gru", "NTC"),
+                                         ("rnn_tanh", "TNC")])
+def test_use_sequence_length_end_to_end(mode, layout):
+    """Each sequence as if run alone on its first `length` steps (numpy), zero output past
+    it; hybridized equals imperative, gradients included."""
+    T, N, I, H, L = 4, 3, 3, 2, 2
+    layer = _make(mode, H, num_layers=L, bidirectional=True, layout=layout,
+                  use_sequence_length=True)
+    layer.initialize(mx.init.Uniform(0.5))
+    x_tnc = RNG.uniform(-1, 1, (T, N, I))
+    x = mx.nd.array(x_tnc if layout == "TNC" else x_tnc.transpose(1, 0, 2))
+    states = [mx.nd.array(RNG.uniform(-0.5, 0.5, s["shape"]))
+              for s in layer.state_info(N)]
+    lens = [4, 1, 3]
+    ref = _seq_call(layer, x, states, mx.nd.array(lens))
+    out_tnc = ref[0] if layout == "TNC" else ref[0].transpose(1, 0, 2)
+    h0 = states[0].asnumpy()
+    c0 = states[1].asnumpy() if mode == "lstm" else np.zeros_like(h0)
+    params = layer.collect_params()
+    for n, ln in enumerate(lens):
+        want, hy, cy = _np_layer(mode, params, layer.prefix, x_tnc[:ln, n:n + 1],
+                                 h0[:, n:n + 1], c0[:, n:n + 1], L, 2)
+        np.testing.assert_allclose(out_tnc[:ln, n:n + 1], want, rtol=1e-5, atol=1e-6)
+        assert not out_tnc[ln:, n].any()
+        np.testing.assert_allclose(ref[1][0][:, n:n + 1], hy, rtol=1e-5, atol=1e-6)
+        if mode == "lstm":
+            np.testing.assert_allclose(ref[1][1][:, n:n + 1], cy, rtol=1e-5, atol=1e-6)
+    # padded steps get no input gradient
+    gx = ref[2] if layout == "TNC" else ref[2].transpose(1, 0, 2)
+    assert not gx[1:, 1].any() and gx[0, 1].any()
+    layer.hybridize()
+    got = _seq_call(layer, x, states, mx.nd.array(lens))
+    for a, b in zip([ref[0], *ref[1], ref[2]], [got[0], *got[1], got[2]]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for k in ref[3]:
+        np.testing.assert_allclose(got[3][k], ref[3][k], rtol=1e-5, atol=1e-6)

@@ -10,7 +10,7 @@ import pytest
 from mxc.base import MXNetError, OpError
 from mxc.compiler.build import compile_graph
 from mxc.ir.graph import Entry, Graph, make_node, variable
-from mxc.ir.ops.rnn import rnn_forward_np, rnn_param_size
+from mxc.ir.ops.rnn import rnn_forward_np, rnn_param_size, seq_lengths_np
 from mxc.runtime import random as mxrandom
 from mxc.testing import check_forward, check_grad, run_op
 
@@ -90,8 +90,11 @@ def test_rnn_empty_sequence():
 
 def test_rnn_bad_attributes():
     ins = _inputs("gru", 1, 1, T=2, N=2, I=3, H=2, dtype=np.float32)
-    with pytest.raises(OpError):
+    with pytest.raises(MXNetError):   # use_sequence_length without the lengths input
         run_op("RNN", ins, _attrs("gru", 1, 1, 2, use_sequence_length=True))
+    with pytest.raises(MXNetError):   # one length per batch entry
+        run_op("RNN", ins + [np.array([1.0, 2.0, 1.0])],
+               _attrs("gru", 1, 1, 2, use_sequence_length=True))
     with pytest.raises(OpError):
         run_op("RNN", ins, _attrs("gru", 1, 1, 2, projection_size=2))
     with pytest.raises(OpError):
@@ -100,6 +103,77 @@ def test_rnn_bad_attributes():
         run_op("RNN", [ins[0], ins[1][:-1], ins[2]], _attrs("gru", 1, 1, 2))
     with pytest.raises(MXNetError):
         run_op("RNN", [ins[0][0], ins[1], ins[2]], _attrs("gru", 1, 1, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# use_sequence_length
+# ---------------------------------------------------------------------------------------------
+def _seq_attrs(mode, L, D, H, **kw):
+    return _attrs(mode, L, D, H, state_outputs=True, use_sequence_length=True, **kw)
+
+
+def test_seq_lengths_truncated_and_clamped():
+    # lengths are cast to int and clamped to [1, T] (cuDNN rejects 0 and lengths > T)
+    np.testing.assert_array_equal(seq_lengths_np(np.array([0.0, 2.7, 9.0, -3.0]), 5),
+                                  [1, 2, 5, 1])
+    np.testing.assert_array_equal(seq_lengths_np(np.array([0, 3, 7], np.int32), 4), [1, 3, 4])
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_rnn_sequence_length_forward(mode):
+    # 2 layers, bidirectional, odd sizes; lengths of every kind: full, 1, in between, and
+    # out-of-range values (0, > T) that are clamped; float32 and int lengths
+    T, N, I, H = 5, 4, 3, 3
+    for L, D, dtype, lens in [(2, 2, np.float32, np.array([5, 1, 3, 2], np.int32)),
+                              (1, 1, np.float64, np.array([0.0, 7.0, 2.9, 4.0]))]:
+        ins = _inputs(mode, L, D, T=T, N=N, I=I, H=H, dtype=dtype) + [lens]
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        outs = check_forward("RNN", ins, _seq_attrs(mode, L, D, H), rtol=tol, atol=tol / 10)
+        # zero past each length, and the states are those at the end of each sequence
+        clamped = seq_lengths_np(lens, T)
+        for n, ln in enumerate(clamped):
+            assert not outs[0][ln:, n].any()
+            assert mode == "rnn_relu" or outs[0][:ln, n].all()   # relu may give exact 0
+        if D == 1:
+            np.testing.assert_allclose(outs[1][-1], outs[0][clamped - 1, np.arange(N), :],
+                                       rtol=1e-12)
+
+
+def test_rnn_sequence_length_equals_truncated_run():
+    # one sequence with length 2 == running the op on its first 2 steps
+    mode, L, D, T, N, I, H = "lstm", 2, 2, 4, 1, 3, 2
+    ins = _inputs(mode, L, D, T=T, N=N, I=I, H=H)
+    full, _, _ = run_op("RNN", ins + [np.array([2.0])], _seq_attrs(mode, L, D, H))
+    short, _, _ = run_op("RNN", [ins[0][:2]] + ins[1:], _attrs(mode, L, D, H,
+                                                               state_outputs=True))
+    np.testing.assert_allclose(full[0][:2], short[0], rtol=1e-12)
+    assert not full[0][2:].any()
+    for f, s in zip(full[1:], short[1:]):
+        np.testing.assert_allclose(f, s, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_rnn_sequence_length_gradient(mode):
+    ins = _inputs(mode, 2, 2, T=3, N=3, I=2, H=2) + [np.array([3.0, 1.0, 2.0])]
+    n_float = 4 if mode == "lstm" else 3
+    check_grad("RNN", ins, _seq_attrs(mode, 2, 2, 2), rtol=1e-4, atol=1e-6, eps=1e-5,
+               which=list(range(n_float)))
+    # no gradient flows into the lengths
+    hgs = [np.ones((3, 3, 4)), np.ones((4, 3, 2))] + ([np.ones((4, 3, 2))] if mode == "lstm"
+                                                     else [])
+    _, grads, _ = run_op("RNN", ins, _seq_attrs(mode, 2, 2, 2), head_grads=hgs)
+    assert grads[-1] is None or not np.asarray(grads[-1]).any()
+
+
+def test_rnn_sequence_length_with_clip_and_dropout():
+    ins = _inputs("lstm", 1, 2, T=4, N=3, I=2, H=3, scale=1.5) + [np.array([4, 2, 1])]
+    attrs = _seq_attrs("lstm", 1, 2, 3, lstm_state_clip_min=-0.3, lstm_state_clip_max=0.3)
+    check_forward("RNN", ins, attrs, rtol=1e-10, atol=1e-12)
+    check_grad("RNN", ins, attrs, rtol=1e-4, atol=1e-6, eps=1e-6, which=[0, 1, 2, 3])
+    # dropout between layers in training still zeroes the padded steps
+    ins = _inputs("gru", 2, 1, T=4, N=3, I=2, H=2) + [np.array([1, 4, 2])]
+    outs, _, _ = run_op("RNN", ins, _seq_attrs("gru", 2, 1, 2, p=0.5), is_train=True)
+    assert not outs[0][1:, 0].any() and not outs[0][2:, 2].any()
 
 
 class _Compiled:

@@ -18,6 +18,12 @@ of any length compiles to a handful of functions.
 Training keeps what the backward pass needs (gate activations, cell states, layer outputs,
 dropout masks) in a hidden ``reserve`` output, like MXNet's reserve space; the backward
 (BPTT) runs the same structure in reverse with gemms for the recurrent and weight gradients.
+
+``use_sequence_length`` (cuDNN's padded layout, MXNet src/operator/cudnn_rnn-inl.h): the
+argument ``sequence_length`` (N,) follows state / state_cell; a (T, N) validity mask makes
+every step past a sequence's end carry h (and c) unchanged, so the forward direction ends at
+step length-1 and the backward direction starts there from the initial state; the visible
+output is zero past each length. ``projection_size`` (LSTMP) is not supported yet.
 """
 from __future__ import annotations
 
@@ -77,8 +83,6 @@ def param_offsets(L: int, D: int, I: int, H: int, G: int) -> dict:
 
 
 def _check(a):
-    if a.use_sequence_length:
-        raise OpError("RNN: use_sequence_length=True is not supported by mxc yet")
     if a.projection_size is not None:
         raise OpError("RNN: projection_size (LSTMP) is not supported by mxc yet")
     if a.state_size <= 0 or a.num_layers <= 0:
@@ -129,7 +133,10 @@ class _Layout:
     def names(a) -> list:
         extra = ["reserve_cell"] if a.mode == "lstm" else ["reserve_gh"] if a.mode == "gru" \
             else []
-        return ["reserve_y", "reserve_gates"] + extra
+        # with sequence lengths the last layer's carried states live here and the visible
+        # output is their masked copy
+        seq = ["reserve_out"] if a.use_sequence_length else []
+        return ["reserve_y", "reserve_gates"] + extra + seq
 
     def shapes(self, a) -> list:
         out = [(self.y_size,), (self.gates_size,)]
@@ -137,6 +144,8 @@ class _Layout:
             out.append((self.cell_size,))
         elif a.mode == "gru":
             out.append((self.gh_size,))
+        if a.use_sequence_length:
+            out.append((self.T * self.N * self.D * self.H,))
         return out
 
 
@@ -148,6 +157,43 @@ def _reserves(a, refs: list) -> tuple:
     cell = r[2] if a.mode == "lstm" else None
     gh = r[2] if a.mode == "gru" else None
     return y, gates, cell, gh
+
+
+def _last_layer_y(a, refs: list, out: K.TensorRef) -> K.TensorRef:
+    """Where the last layer's recurrent states live: the output itself, or (with sequence
+    lengths, whose output is zero past each length) the ``reserve_out`` buffer."""
+    if not a.use_sequence_length:
+        return out
+    return _view(refs[-1], 0, out.shape)
+
+
+def _seq_len_index(a) -> int:
+    """Position of ``sequence_length`` among the arguments (after state / state_cell)."""
+    return 4 if a.mode == "lstm" else 3
+
+
+def _seq_mask(ctx, seq: K.TensorRef, T: int, N: int, dt) -> K.TensorRef:
+    """(T, N) scratch: 1 where step t is inside sequence n's length, else 0. Lengths are
+    truncated to integers and clamped to [1, T] (cuDNN, MXNet's only backend for
+    use_sequence_length, requires 1 <= length <= T)."""
+    mask = ctx.temp((T, N), dt)
+    kind = seq.dtype.kind
+
+    def f(t, n):
+        v = seq[n]
+        if kind == "f":
+            v = K.maximum(K.minimum(v, C(T, v.dtype)), C(1, v.dtype))
+            length = K.cast("int64", v)
+        else:
+            length = K.maximum(K.minimum(K.cast("int64", v), C(T, "int64")), C(1, "int64"))
+        return K.select(K.cast("int64", t).lt(length), C(1, dt), C(0, dt))
+
+    ctx.compute(mask, f, "rnn_seq_mask")
+    return mask
+
+
+def _valid(m_: K.TensorRef, n) -> K.Expr:
+    return m_[n].gt(C(0, m_.dtype))
 
 
 def _view(ref: K.TensorRef, offset: int, shape, strides=None) -> K.TensorRef:
@@ -241,6 +287,8 @@ class RNN(OpDef):
         want = [d, (rnn_param_size(L, I, H, D, a.mode),), (L * D, N, H)]
         if a.mode == "lstm":
             want.append((L * D, N, H))
+        if a.use_sequence_length:
+            want.append((N,))
         for i, w in enumerate(want):
             if ins[i] is not None and tuple(ins[i]) != w:
                 name = self.arguments(a)[i]
@@ -255,8 +303,18 @@ class RNN(OpDef):
         return ins, outs
 
     def infer_type(self, a, t):
-        k = next((x for x in t if x is not None), None)
-        return [k] * len(t), [k] * self.num_outputs(a)
+        t = list(t)
+        nfloat = len(t)
+        seq_t = None
+        if a.use_sequence_length:
+            # sequence_length may have any dtype (MXNet casts it to int)
+            nfloat = _seq_len_index(a)
+            seq_t = t[nfloat] if len(t) > nfloat else None
+        k = next((x for x in t[:nfloat] if x is not None), None)
+        ins = [k] * nfloat
+        if a.use_sequence_length:
+            ins.append(seq_t if seq_t is not None else k)
+        return ins, [k] * self.num_outputs(a)
 
     # -- lowering -------------------------------------------------------------------------------
     def lower(self, ctx):
@@ -264,6 +322,7 @@ class RNN(OpDef):
         _check(a)
         x, w, h0 = ctx.inputs[:3]
         c0 = ctx.inputs[3] if a.mode == "lstm" else None
+        seq = ctx.inputs[_seq_len_index(a)] if a.use_sequence_length else None
         outs = ctx.outputs
         out = outs[0]
         ry, rg, rc, rgh = _reserves(a, outs)
@@ -283,9 +342,12 @@ class RNN(OpDef):
         train_drop = ctx.is_train and a.p > 0 and L > 1
         seed = ctx.rng_seed() if train_drop else None
         TN = T * N
+        # with sequence lengths every step past a sequence's end carries the state unchanged
+        mask = _seq_mask(ctx, seq, T, N, dt) if seq is not None else None
+        ylast = _last_layer_y(a, outs, out)
         xin = _view(x, 0, (TN, I))
         for l in range(L):
-            yl = out if l == L - 1 else _view(ry, lay.y[l], (T, N, D * H))
+            yl = ylast if l == L - 1 else _view(ry, lay.y[l], (T, N, D * H))
             ins = po[(l, 0)]["in"]
             for d in range(D):
                 p = po[(l, d)]
@@ -308,24 +370,31 @@ class RNN(OpDef):
                 for step, t in enumerate(order):
                     hp = hslice(order[step - 1]) if step else h_init
                     g_t = _view(gates, t * N * G * H, (N, G * H))
+                    m_t = _view(mask, t * N, (N,)) if mask is not None else None
                     if a.mode == "lstm":
                         self._lstm_step(ctx, a, g_t, hp, wh, bh, cell, t,
-                                        order[step - 1] if step else None, c_init, hslice(t))
+                                        order[step - 1] if step else None, c_init, hslice(t),
+                                        m_t)
                     elif a.mode == "gru":
                         self._gru_step(ctx, g_t, hp, wh, bh, _view(gh, t * N * 3 * H,
-                                                                   (N, 3 * H)), hslice(t))
+                                                                   (N, 3 * H)), hslice(t), m_t)
                     else:
                         ctx.gemm(hp, wh, g_t, trans_b=True, beta=1.0)
                         act = a.mode
 
                         def fh(r, i, act=act):
-                            g_, b_ = r
+                            g_, b_ = r[:2]
                             v = g_[i] + b_[i[1]]
                             if act == "rnn_tanh":
-                                return _tanh(v)
-                            return K.select(v.gt(C(0, v.dtype)), v, C(0, v.dtype))
+                                h = _tanh(v)
+                            else:
+                                h = K.select(v.gt(C(0, v.dtype)), v, C(0, v.dtype))
+                            if len(r) > 2:
+                                h = K.select(_valid(r[3], i[0]), h, r[2][i])
+                            return h
 
-                        emit_shifted(ctx, hslice(t), [g_t, bh], fh, "rnn_h")
+                        ins_h = [g_t, bh] + ([hp, m_t] if m_t is not None else [])
+                        emit_shifted(ctx, hslice(t), ins_h, fh, "rnn_h")
                 last = order[-1]
                 if hy is not None:
                     dst = _view(hy, (l * D + d) * N * H, (N, H))
@@ -349,9 +418,13 @@ class RNN(OpDef):
                     xin = _view(xd, 0, (TN, D * H))
                 else:
                     xin = _view(yl, 0, (TN, D * H))
+        if mask is not None:
+            # the visible output is zero past each sequence's length
+            ctx.compute(out, lambda t, n, k: K.select(_valid(mask, (t, n)), ylast[t, n, k],
+                                                      C(0, dt)), "rnn_seq_output")
 
     @staticmethod
-    def _lstm_step(ctx, a, g_t, hp, wh, bh, cell, t, tprev, c_init, hdst):
+    def _lstm_step(ctx, a, g_t, hp, wh, bh, cell, t, tprev, c_init, hdst, m_t=None):
         N, GH = g_t.shape
         H = GH // 4
         ctx.gemm(hp, wh, g_t, trans_b=True, beta=1.0)
@@ -373,22 +446,26 @@ class RNN(OpDef):
         c_prev = _view(cell, tprev * N * H, (N, H)) if tprev is not None else c_init
 
         def fc(r, i):
-            g_, cp = r
+            g_, cp = r[:2]
             n, k = i
             ig, fg, gg = g_[n, k], g_[n, k + C(H, "int64")], g_[n, k + C(2 * H, "int64")]
-            return _clip_cell(a, fg * cp[i] + ig * gg)
+            c = _clip_cell(a, fg * cp[i] + ig * gg)
+            return K.select(_valid(r[2], n), c, cp[i]) if len(r) > 2 else c
 
-        emit_shifted(ctx, c_t, [g_t, c_prev], fc, "lstm_cell")
+        seq = [m_t] if m_t is not None else []
+        emit_shifted(ctx, c_t, [g_t, c_prev] + seq, fc, "lstm_cell")
 
         def fh(r, i):
-            g_, c_ = r
+            g_, c_ = r[:2]
             n, k = i
-            return g_[n, k + C(3 * H, "int64")] * _tanh(c_[i])
+            h = g_[n, k + C(3 * H, "int64")] * _tanh(c_[i])
+            return K.select(_valid(r[3], n), h, r[2][i]) if len(r) > 2 else h
 
-        emit_shifted(ctx, hdst, [g_t, c_t], fh, "lstm_h")
+        emit_shifted(ctx, hdst, [g_t, c_t] + ([hp, m_t] if m_t is not None else []), fh,
+                     "lstm_h")
 
     @staticmethod
-    def _gru_step(ctx, g_t, hp, wh, bh, gh_t, hdst):
+    def _gru_step(ctx, g_t, hp, wh, bh, gh_t, hdst, m_t=None):
         N, GH = g_t.shape
         H = GH // 3
         ctx.gemm(hp, wh, gh_t, trans_b=True, bias=bh, bias_axis="n")
@@ -403,11 +480,13 @@ class RNN(OpDef):
         zz = _view(g_t, H, (N, H), (GH, 1))
 
         def fh(r, i):
-            z, n_, h_ = r
+            z, n_, h_ = r[:3]
             one = C(1, z[i].dtype)
-            return (one - z[i]) * n_[i] + z[i] * h_[i]
+            h = (one - z[i]) * n_[i] + z[i] * h_[i]
+            return K.select(_valid(r[3], i[0]), h, h_[i]) if len(r) > 3 else h
 
-        emit_shifted(ctx, hdst, [zz, nn_, hp], fh, "gru_h")
+        emit_shifted(ctx, hdst, [zz, nn_, hp] + ([m_t] if m_t is not None else []), fh,
+                     "gru_h")
 
     # -- reference ------------------------------------------------------------------------------
     def reference(self, a, inputs, is_train=False):
@@ -416,7 +495,8 @@ class RNN(OpDef):
         w = inputs[1].astype(np.float64)
         h0 = inputs[2].astype(np.float64)
         c0 = inputs[3].astype(np.float64) if a.mode == "lstm" else None
-        outs, hy, cy = rnn_forward_np(a, x, w, h0, c0)
+        seq = inputs[_seq_len_index(a)] if a.use_sequence_length else None
+        outs, hy, cy = rnn_forward_np(a, x, w, h0, c0, seq_len=seq)
         res = [outs.astype(inputs[0].dtype)]
         if a.state_outputs:
             res.append(hy.astype(inputs[0].dtype))
@@ -437,8 +517,10 @@ class RNN(OpDef):
         ins += [E(node, 0)] + [E(node, i) for i in range(nall - nres, nall)]
         attrs = {k: a[k] for k in _RNN_PARAMS.params}
         n_out = 4 if a.mode == "lstm" else 3
-        return outputs_of("_backward_RNN", *ins, n=n_out, name=f"{node.name}_backward",
-                          **attrs)
+        grads = outputs_of("_backward_RNN", *ins, n=n_out, name=f"{node.name}_backward",
+                           **attrs)
+        # sequence_length is an integer count: no gradient
+        return grads + ([None] if a.use_sequence_length else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +543,8 @@ class BackwardRNN(OpDef):
         names += ["data", "parameters", "state"]
         if a.mode == "lstm":
             names.append("state_cell")
+        if a.use_sequence_length:
+            names.append("sequence_length")
         return names + ["output"] + _Layout.names(a)
 
     def outputs(self, a):
@@ -477,7 +561,12 @@ class BackwardRNN(OpDef):
 
     def infer_type(self, a, t):
         k = next((x for x in t if x is not None), None)
-        return [k] * len(t), [k] * self.num_outputs(a)
+        ins = [k] * len(t)
+        if a.use_sequence_length:
+            # sequence_length keeps its own (possibly integer) dtype
+            i = self._nog(a) + _seq_len_index(a)
+            ins[i] = t[i] if t[i] is not None else k
+        return ins, [k] * self.num_outputs(a)
 
     def lower(self, ctx):
         a = ctx.attrs
@@ -488,6 +577,7 @@ class BackwardRNN(OpDef):
         dcy = ctx.inputs[2] if a.state_outputs and a.mode == "lstm" else None
         x, w, h0 = ctx.inputs[k:k + 3]
         c0 = ctx.inputs[k + 3] if a.mode == "lstm" else None
+        seq = ctx.inputs[k + _seq_len_index(a)] if a.use_sequence_length else None
         nres = len(_Layout.names(a))
         out = ctx.inputs[-nres - 1]
         ry, rg, rc, rgh = _reserves(a, ctx.inputs)
@@ -518,8 +608,16 @@ class BackwardRNN(OpDef):
         ctx.compute(fo, lambda i: C(1, dt), "rnn_ones")
         dy_lower = {l: ctx.temp((T, N, DH), dt) for l in range(L - 1)}
         dy_l = dout
+        mask = None
+        if seq is not None:
+            mask = _seq_mask(ctx, seq, T, N, dt)
+            # the output is constant 0 past each length: its gradient does not flow back
+            dy_l = ctx.temp((T, N, DH), dt)
+            ctx.compute(dy_l, lambda t, n, j: K.select(_valid(mask, (t, n)), dout[t, n, j],
+                                                       C(0, dt)), "rnn_seq_dout")
+        ylast = _last_layer_y(a, ctx.inputs, out)
         for l in range(L - 1, -1, -1):
-            yl = out if l == L - 1 else _view(ry, lay.y[l], (T, N, DH))
+            yl = ylast if l == L - 1 else _view(ry, lay.y[l], (T, N, DH))
             if l == 0:
                 xin = _view(x, 0, (TN, I))
             elif train_drop:
@@ -547,7 +645,15 @@ class BackwardRNN(OpDef):
                     dcy=_view(dcy, sidx, (N, H)) if dcy is not None else None,
                     dh0=_view(dh0, sidx, (N, H)),
                     dc0=_view(dc0, sidx, (N, H)) if dc0 is not None else None,
-                    dgate=dgate, dcell=dcell, dan=dan, dhn=dhn, ones=ones)
+                    dgate=dgate, dcell=dcell, dan=dan, dhn=dhn, ones=ones, mask=mask)
+                if mask is not None and a.mode != "gru":
+                    # the recurrent gradient is carried through skipped steps in dhn
+                    hy_grad = env.dhy
+                    if hy_grad is not None:
+                        emit_shifted(ctx, dhn, [hy_grad], lambda r, i: r[0][i], "rnn_seq_dhy")
+                    else:
+                        emit_shifted(ctx, dhn, [], lambda r, i: zero, "rnn_seq_dhy")
+                    env.dhy = dhn
                 if a.mode == "lstm":
                     _lstm_backward(ctx, env)
                 elif a.mode == "gru":
@@ -574,6 +680,24 @@ class _BEnv:
 
     def rows(self, ref, t, width):
         return _view(ref, t * self.N * width, (self.N, width))
+
+    def mrow(self, t):
+        """(N,) validity of step t (None without sequence lengths)."""
+        return None if self.mask is None or t is None else _view(self.mask, t * self.N,
+                                                                 (self.N,))
+
+    def carry_dh(self, ctx, step, t) -> K.TensorRef:
+        """Where the gemm dG_t W_h accumulates (beta=1 when carrying): with sequence
+        lengths the recurrent gradient of a skipped step passes through unchanged, so the
+        target first gets dhn on skipped rows and 0 on valid ones."""
+        dst = self.dh0 if step == 0 else self.dhn
+        m_t = self.mrow(t)
+        if m_t is None:
+            return dst
+        zero = C(0, self.dt)
+        emit_shifted(ctx, dst, [self.dhn, m_t], lambda r, i: K.select(
+            _valid(r[1], i[0]), zero, r[0][i]), "rnn_seq_dcarry")
+        return dst
 
     @property
     def order(self):
@@ -630,38 +754,51 @@ def _lstm_backward(ctx, e) -> None:
         dc_t = e.rows(e.dcell, t, H)
         dhn = e.dhy if first else e.dhn   # recurrent gradient into h_t (None: zero)
         # dc_t = (dh * o * (1 - tanh(c)^2) + dc_{t+1} * f_{t+1}) * clip mask
+        m_t, m_tn = e.mrow(t), e.mrow(tn)
+        seq = e.mask is not None
         ins = [g_t, c_t, dy_t] + ([dhn] if dhn is not None else [])
         if first:
             ins += [e.dcy] if e.dcy is not None else []
         else:
             ins += [e.rows(e.dcell, tn, H), e.rows(e.gates, tn, GH)]
+            ins += [m_tn] if seq else []
+        ins += [m_t] if seq else []
 
-        def fdc(r, i, first=first, has_dh=dhn is not None, has_dc=e.dcy is not None):
+        def fdc(r, i, first=first, has_dh=dhn is not None, has_dc=e.dcy is not None, seq=seq):
             g_, c_, dy_ = r[:3]
             rest = list(r[3:])
+            valid = _valid(rest.pop(), i[0]) if seq else None
             n, k = i
             dh = dy_[i]
             if has_dh:
                 dh = dh + rest.pop(0)[i]
             tc = _tanh(c_[i])
             one = C(1, tc.dtype)
-            v = dh * g_[n, k + hk[3]] * (one - tc * tc)
+            own = dh * g_[n, k + hk[3]] * (one - tc * tc)
+            nxt = None
             if first:
                 if has_dc:
-                    v = v + rest.pop(0)[i]
+                    nxt = rest.pop(0)[i]
             else:
-                dcn, gn = rest
-                v = v + dcn[i] * gn[n, k + hk[1]]
+                dcn, gn = rest[:2]
+                nxt = dcn[i] * gn[n, k + hk[1]]
+                if seq:   # a skipped next step carried c_t unchanged
+                    nxt = K.select(_valid(rest[2], n), nxt, dcn[i])
+            v = own if nxt is None else own + nxt
             m = _clip_mask(a, c_[i])
-            return v * m if m is not None else v
+            v = v * m if m is not None else v
+            if seq:   # a skipped step: c_t only reaches the loss through later steps
+                v = K.select(valid, v, nxt if nxt is not None else C(0, v.dtype))
+            return v
 
         emit_shifted(ctx, dc_t, ins, fdc, "lstm_dcell")
         # gate gradients (pre-activation), one kernel over (N, 4, H)
         c_prev = e.rows(e.cell, tp, H) if tp is not None else e.c_init
         dg3 = _view(e.dgate, t * N * GH, (N, 4, H))
         ins = [g_t, c_t, dc_t, c_prev, dy_t] + ([dhn] if dhn is not None else [])
+        ins += [m_t] if seq else []
 
-        def fdg(r, i, has_dh=dhn is not None):
+        def fdg(r, i, has_dh=dhn is not None, seq=seq):
             g_, c_, dc_, cp_, dy_ = r[:5]
             n, blk, k = i
             ig, fg = g_[n, k], g_[n, k + hk[1]]
@@ -675,16 +812,20 @@ def _lstm_backward(ctx, e) -> None:
             v_f = dc * cp_[n, k] * fg * (one - fg)
             v_g = dc * ig * (one - gg * gg)
             v_o = dh * _tanh(c_[n, k]) * og * (one - og)
-            return K.select(blk.eq(C(0, I64)), v_i, K.select(blk.eq(C(1, I64)), v_f, K.select(
+            v = K.select(blk.eq(C(0, I64)), v_i, K.select(blk.eq(C(1, I64)), v_f, K.select(
                 blk.eq(C(2, I64)), v_g, v_o)))
+            return K.select(_valid(r[-1], n), v, C(0, v.dtype)) if seq else v
 
         emit_shifted(ctx, dg3, ins, fdg, "lstm_dgates")
         dg_t = _view(e.dgate, t * N * GH, (N, GH))
-        ctx.gemm(dg_t, e.wh, e.dh0 if step == 0 else e.dhn)
+        ctx.gemm(dg_t, e.wh, e.carry_dh(ctx, step, t), beta=1.0 if seq else 0.0)
         if step == 0:
-            # d c_init = dc * f
-            emit_shifted(ctx, e.dc0, [dc_t, g_t],
-                         lambda r, i: r[0][i] * r[1][i[0], i[1] + hk[1]], "lstm_dc0")
+            # d c_init = dc * f (dc itself when the step was skipped)
+            def fdc0(r, i):
+                v = r[0][i] * r[1][i[0], i[1] + hk[1]]
+                return K.select(_valid(r[2], i[0]), v, r[0][i]) if len(r) > 2 else v
+
+            emit_shifted(ctx, e.dc0, [dc_t, g_t] + ([m_t] if seq else []), fdc0, "lstm_dc0")
     dg2 = _view(e.dgate, 0, (T * N, GH))
     _weight_grads(ctx, e, [(0, dg2)], e.dgate)
     # d b_x = d b_h = column sums of dG: one gemm with a (2, T*N) matrix of ones
@@ -701,6 +842,8 @@ def _gru_backward(ctx, e) -> None:
         first = step == T - 1
         tn = None if first else order[step + 1]
         tp = order[step - 1] if step else None
+        seq = e.mask is not None
+        m_t = [e.mrow(t)] if seq else []
         g_t = e.rows(e.gates, t, GH)
         dh_t = e.rows(e.dcell, t, H)       # total gradient into h_t
         dy_t = e.hslice(e.dy, t)
@@ -710,14 +853,21 @@ def _gru_backward(ctx, e) -> None:
                          lambda r, i: r[0][i] + r[1][i] if len(r) > 1 else r[0][i], "gru_dh")
         else:
             ins = [dy_t, e.dhn, e.rows(e.dcell, tn, H), e.rows(e.gates, tn, GH)]
-            emit_shifted(ctx, dh_t, ins, lambda r, i: r[0][i] + r[1][i] + r[2][i] * r[3][
-                i[0], i[1] + C(H, I64)], "gru_dh")
+            ins += [e.mrow(tn)] if seq else []
+
+            def fdh(r, i):
+                z = r[3][i[0], i[1] + C(H, I64)]
+                if len(r) > 4:   # a skipped next step carried h_t unchanged
+                    z = K.select(_valid(r[4], i[0]), z, C(1, z.dtype))
+                return r[0][i] + r[1][i] + r[2][i] * z
+
+            emit_shifted(ctx, dh_t, ins, fdh, "gru_dh")
         hp = e.hslice(e.yl, tp) if tp is not None else e.h_init
         gh_t = e.rows(e.gh, t, GH)
         dg3 = _view(e.dgate, t * N * GH, (N, 3, H))
 
         def fdg(r, i):
-            g_, gh_, dh_, hp_ = r
+            g_, gh_, dh_, hp_ = r[:4]
             n, blk, k = i
             rg, zg, ng = g_[n, k], g_[n, k + C(H, I64)], g_[n, k + C(2 * H, I64)]
             dh = dh_[n, k]
@@ -726,24 +876,31 @@ def _gru_backward(ctx, e) -> None:
             v_r = da_n * gh_[n, k + C(2 * H, I64)] * rg * (one - rg)
             v_z = dh * (hp_[n, k] - ng) * zg * (one - zg)
             v_n = da_n * rg
-            return K.select(blk.eq(C(0, I64)), v_r, K.select(blk.eq(C(1, I64)), v_z, v_n))
+            v = K.select(blk.eq(C(0, I64)), v_r, K.select(blk.eq(C(1, I64)), v_z, v_n))
+            return K.select(_valid(r[4], n), v, C(0, v.dtype)) if len(r) > 4 else v
 
-        emit_shifted(ctx, dg3, [g_t, gh_t, dh_t, hp], fdg, "gru_dgates")
+        emit_shifted(ctx, dg3, [g_t, gh_t, dh_t, hp] + m_t, fdg, "gru_dgates")
         dan_t = e.rows(e.dan, t, H)
 
         def fdan(r, i):
-            g_, dh_ = r
+            g_, dh_ = r[:2]
             n, k = i
             zg, ng = g_[n, k + C(H, I64)], g_[n, k + C(2 * H, I64)]
             one = C(1, zg.dtype)
-            return dh_[i] * (one - zg) * (one - ng * ng)
+            v = dh_[i] * (one - zg) * (one - ng * ng)
+            return K.select(_valid(r[2], n), v, C(0, v.dtype)) if len(r) > 2 else v
 
-        emit_shifted(ctx, dan_t, [g_t, dh_t], fdan, "gru_dan")
+        emit_shifted(ctx, dan_t, [g_t, dh_t] + m_t, fdan, "gru_dan")
         dg_t = _view(e.dgate, t * N * GH, (N, GH))
         ctx.gemm(dg_t, e.wh, e.dhn)
         if step == 0:
-            emit_shifted(ctx, e.dh0, [e.dhn, dh_t, g_t], lambda r, i: r[0][i] + r[1][i] * r[2][
-                i[0], i[1] + C(H, I64)], "gru_dh0")
+            def fdh0(r, i):
+                z = r[2][i[0], i[1] + C(H, I64)]
+                if len(r) > 3:   # a skipped step: h_init reached h_t unchanged
+                    z = K.select(_valid(r[3], i[0]), z, C(1, z.dtype))
+                return r[0][i] + r[1][i] * z
+
+            emit_shifted(ctx, e.dh0, [e.dhn, dh_t, g_t] + m_t, fdh0, "gru_dh0")
     TN = T * N
     dgh2 = _view(e.dgate, 0, (TN, GH))
     rz = _view(e.dgate, 0, (TN, 2 * H), (GH, 1))
@@ -763,18 +920,24 @@ def _rnn_backward(ctx, e) -> None:
         first = step == T - 1
         dhn = e.dhy if first else e.dhn
         dg_t = e.rows(e.dgate, t, H)
+        seq = e.mask is not None
         ins = [e.hslice(e.yl, t), e.hslice(e.dy, t)] + ([dhn] if dhn is not None else [])
+        ins += [e.mrow(t)] if seq else []
 
-        def f(r, i, act=a.mode):
+        def f(r, i, act=a.mode, seq=seq):
+            r = list(r)
+            m_ = r.pop() if seq else None
             h_, dy_ = r[:2]
             dh = dy_[i] + r[2][i] if len(r) > 2 else dy_[i]
             hv = h_[i]
             if act == "rnn_tanh":
-                return dh * (C(1, hv.dtype) - hv * hv)
-            return K.select(hv.gt(C(0, hv.dtype)), dh, C(0, hv.dtype))
+                v = dh * (C(1, hv.dtype) - hv * hv)
+            else:
+                v = K.select(hv.gt(C(0, hv.dtype)), dh, C(0, hv.dtype))
+            return K.select(_valid(m_, i[0]), v, C(0, v.dtype)) if seq else v
 
         emit_shifted(ctx, dg_t, ins, f, "rnn_dgate")
-        ctx.gemm(dg_t, e.wh, e.dh0 if step == 0 else e.dhn)
+        ctx.gemm(dg_t, e.wh, e.carry_dh(ctx, step, t), beta=1.0 if seq else 0.0)
     dg2 = _view(e.dgate, 0, (T * N, H))
     _weight_grads(ctx, e, [(0, dg2)], e.dgate)
     ctx.gemm(e.ones, dg2, _view(e.dbx, 0, (2, H)))
@@ -787,9 +950,20 @@ def _np_sig(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def rnn_forward_np(a, x, w, h0, c0=None, dropout_masks=None):
-    """MXNet's RNN forward in float64 numpy. Returns (output, hy, cy)."""
+def seq_lengths_np(seq_len, T: int) -> np.ndarray:
+    """Sequence lengths as the operator uses them: truncated, clamped to [1, T]."""
+    v = np.asarray(seq_len)
+    if v.dtype.kind == "f":
+        v = np.clip(v.astype(np.float64), 1, T)
+    return np.clip(v.astype(np.int64), 1, T)
+
+
+def rnn_forward_np(a, x, w, h0, c0=None, dropout_masks=None, seq_len=None):
+    """MXNet's RNN forward in float64 numpy. Returns (output, hy, cy). With ``seq_len``
+    only the first length steps of each sequence run (the backward direction starts at its
+    sequence's last step), outputs past it are 0 and the states are those at its end."""
     T, N, I = x.shape
+    lens = seq_lengths_np(seq_len, T) if seq_len is not None and T else np.full(N, T)
     L, H = a.num_layers, a.state_size
     D = 2 if a.bidirectional else 1
     G = _GATES[a.mode]
@@ -811,6 +985,8 @@ def rnn_forward_np(a, x, w, h0, c0=None, dropout_masks=None):
             c = c0[l * D + d].copy() if c0 is not None else None
             ts = range(T) if d == 0 else range(T - 1, -1, -1)
             for t in ts:
+                valid = (t < lens)[:, None]
+                h_old, c_old = h, c
                 gx = inp[t] @ wx.T + bx
                 gh = h @ wh.T + bh
                 if a.mode == "lstm":
@@ -832,7 +1008,10 @@ def rnn_forward_np(a, x, w, h0, c0=None, dropout_masks=None):
                     h = np.tanh(gx + gh)
                 else:
                     h = np.maximum(gx + gh, 0)
-                y[t, :, d * H:(d + 1) * H] = h
+                y[t, :, d * H:(d + 1) * H] = np.where(valid, h, 0.0)
+                h = np.where(valid, h, h_old)
+                if c is not None:
+                    c = np.where(valid, c, c_old)
             hy[l * D + d] = h
             if c is not None:
                 cy[l * D + d] = c
