@@ -433,10 +433,6 @@ def test_errors():
         proj(mx.nd.ones((2, 5, 3)))
     with pytest.raises(MXNetError, match="projection"):
         proj._unfuse()
-    seq = rnn.GRU(3, input_size=2, use_sequence_length=True)
-    seq.initialize()
-    with pytest.raises(MXNetError, match="use_sequence_length"):
-        seq(x, seq.begin_state(2), mx.nd.array([4, 2]))
 
 
 # ------------------------------------------------------------------------------------------
