@@ -248,6 +248,25 @@ class Flatten(HybridBlock):
         return self.__class__.__name__
 
 
+def _affine_params(block, scale: bool, center: bool, in_channels: int, gamma_initializer,
+                   beta_initializer) -> None:
+    """The per-channel ``gamma`` / ``beta`` of a normalization layer (MXNet's names; not
+    trained when ``scale`` / ``center`` is off; shape deferred while in_channels is 0)."""
+    block.gamma = block.params.get("gamma", grad_req="write" if scale else "null",
+                                   shape=(in_channels,), init=gamma_initializer,
+                                   allow_deferred_init=True)
+    block.beta = block.params.get("beta", grad_req="write" if center else "null",
+                                  shape=(in_channels,), init=beta_initializer,
+                                  allow_deferred_init=True)
+
+
+def _norm_repr(block, in_channels: bool) -> str:
+    content = ", ".join(f"{k}={v!r}" for k, v in block._kwargs.items())
+    if in_channels:
+        content += f", in_channels={block.gamma.shape[0]}"
+    return f"{block.__class__.__name__}({content})"
+
+
 class InstanceNorm(HybridBlock):
     """Instance normalization over ``axis`` (channels)."""
 
@@ -258,12 +277,7 @@ class InstanceNorm(HybridBlock):
         self._kwargs = {"eps": epsilon, "axis": axis, "center": center, "scale": scale}
         self._axis = axis
         self._epsilon = epsilon
-        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null",
-                                     shape=(in_channels,), init=gamma_initializer,
-                                     allow_deferred_init=True)
-        self.beta = self.params.get("beta", grad_req="write" if center else "null",
-                                    shape=(in_channels,), init=beta_initializer,
-                                    allow_deferred_init=True)
+        _affine_params(self, scale, center, in_channels, gamma_initializer, beta_initializer)
 
     def hybrid_forward(self, F, x, gamma, beta):
         if self._axis == 1:
@@ -273,9 +287,7 @@ class InstanceNorm(HybridBlock):
                               eps=self._epsilon).swapaxes(1, self._axis)
 
     def __repr__(self) -> str:
-        in_channels = self.gamma.shape[0]
-        content = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
-        return f"{self.__class__.__name__}({content}, in_channels={in_channels})"
+        return _norm_repr(self, in_channels=True)
 
 
 class LayerNorm(HybridBlock):
@@ -290,20 +302,13 @@ class LayerNorm(HybridBlock):
         self._epsilon = epsilon
         self._center = center
         self._scale = scale
-        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null",
-                                     shape=(in_channels,), init=gamma_initializer,
-                                     allow_deferred_init=True)
-        self.beta = self.params.get("beta", grad_req="write" if center else "null",
-                                    shape=(in_channels,), init=beta_initializer,
-                                    allow_deferred_init=True)
+        _affine_params(self, scale, center, in_channels, gamma_initializer, beta_initializer)
 
     def hybrid_forward(self, F, data, gamma, beta):
         return F.LayerNorm(data, gamma=gamma, beta=beta, axis=self._axis, eps=self._epsilon)
 
     def __repr__(self) -> str:
-        in_channels = self.gamma.shape[0]
-        content = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
-        return f"{self.__class__.__name__}({content}, in_channels={in_channels})"
+        return _norm_repr(self, in_channels=True)
 
 
 class GroupNorm(HybridBlock):
@@ -321,20 +326,14 @@ class GroupNorm(HybridBlock):
         self._epsilon = epsilon
         self._center = center
         self._scale = scale
-        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null",
-                                     shape=(in_channels,), init=gamma_initializer,
-                                     allow_deferred_init=True)
-        self.beta = self.params.get("beta", grad_req="write" if center else "null",
-                                    shape=(in_channels,), init=beta_initializer,
-                                    allow_deferred_init=True)
+        _affine_params(self, scale, center, in_channels, gamma_initializer, beta_initializer)
 
     def hybrid_forward(self, F, data, gamma, beta):
         return F.GroupNorm(data, gamma=gamma, beta=beta, num_groups=self._num_groups,
                            eps=self._epsilon)
 
     def __repr__(self) -> str:
-        content = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
-        return f"{self.__class__.__name__}({content})"
+        return _norm_repr(self, in_channels=False)
 
 
 class Lambda(Block):
