@@ -337,7 +337,7 @@ class _Plan:
     kmap: tuple | None = None   # GemmSpec.b_kmap (never swapped)
     ngrid: tuple | None = None  # GemmSpec.c_ngrid
     epi: tuple = ()             # GemmSpec.epilogue
-    res_arg: int = -1           # index in %args of the residual operand ("add")
+    resarg: int = -1           # index in %args of the residual operand ("add")
     a_panel: int = 0            # GemmSpec.a_panel (prepacked A)
     b_panel: int = 0            # GemmSpec.b_panel (prepacked B)
     same: tuple | None = None   # GemmSpec.b_same
@@ -593,7 +593,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
 
     batch = spec.batch
     extra = dict(kmap=spec.b_kmap, ngrid=spec.c_ngrid, epi=spec.epilogue, cols=spec.b_cols,
-                 res_arg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1,
+                 resarg=(4 if spec.bias else 3) if "add" in spec.epilogue else -1,
                  a_panel=spec.a_panel, b_panel=spec.b_panel, same=spec.b_same)
     if a_implicit:   # pixels as rows: (images x hw) real pixels, channels as columns
         M = rows.images * rows.hw
@@ -631,14 +631,14 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     KC = max(16, min(2048, isa.kc * (isa.nv * (isa.vbytes // 4)) // NR))
     KC = _rup(KC, 4)
     # B packed into a buffer shared by the tasks (GemmSpec.share_b): plain packed B only
-    es_ = _DTYPES[spec.dtype][1]
+    share_min = opts.get("share_min", _SHARED_B_MIN)
     share = (spec.share_b and not extra["b_panel"] and extra["kmap"] is None
              and spec.b_cols is None and not a_implicit and not opts.get("no_share")
-             and opts.get("share_min", _SHARED_B_MIN) <= max(K, 1) * N * es_
-             and batch * max(K, 1) * _rup(N, NR) * es_ <= _SHARED_B_MAX)
+             and share_min <= max(K, 1) * N * es
+             and batch * max(K, 1) * _rup(N, NR) * es <= _SHARED_B_MAX)
     # a shared B block is streamed by both cores at once: keep it within one core's L2
     # (measured at 2048^3: NC 2048 (2 MiB blocks) 47.9 ms, NC 1024 43.3 ms)
-    nc_max = max(NR, _SHARED_B_BLOCK // (KC * es_) // NR * NR) if share else isa.nc
+    nc_max = max(NR, _SHARED_B_BLOCK // (KC * es) // NR * NR) if share else isa.nc
     TM, TN, mt, nt = _split_tasks(batch, M, N, K, MR, NR, VL, min(isa.nc, nc_max),
                                   a_packed=extra["a_panel"] > 0,
                                   b_packed=extra["b_panel"] > 0)
@@ -646,7 +646,7 @@ def _plan(spec: GemmSpec, isa_name: str, params: dict | None) -> _Plan:
     # each pack a big A whole (column blocks): else nothing is saved, and a thread that
     # starts late leaves the other packing B alone (MLP 784-512-512-10 training step:
     # 2.6-3.1 ms unshared vs 4.0 ms shared with 128-row A).
-    share = share and (mt > 1 or M * max(K, 1) * es_ >= opts.get("share_min", _SHARED_B_MIN))
+    share = share and (mt > 1 or M * max(K, 1) * es >= share_min)
     if share:
         TM, TN, mt, nt = _split_tasks(batch, M, N, K, MR, NR, VL, min(isa.nc, nc_max),
                                       a_packed=extra["a_panel"] > 0,
@@ -1247,7 +1247,7 @@ class _Emitter:
             return done
 
         end = fetch("%c", 1, "%first")
-        if p.res_arg >= 0:
+        if p.resarg >= 0:
             end = fetch("%res", 0, "%last")
         return end
 
@@ -1472,7 +1472,7 @@ class _Emitter:
         segs = [self.grid_segments(f, f.add("%col", v * VL)) for v in range(NV)] \
             if grid else None
         rows = [f.gep(T, "%c", i * scm) for i in range(MR)]
-        rrows = [f.gep(T, "%res", i * scm) for i in range(MR)] if p.res_arg >= 0 else None
+        rrows = [f.gep(T, "%res", i * scm) for i in range(MR)] if p.resarg >= 0 else None
         tiles = [(i, v) for i in range(MR) for v in range(NV)]
         xs = [acc[i][v] for i, v in tiles]
         if alpha != 1.0:
@@ -1516,7 +1516,7 @@ class _Emitter:
                 f"noinline minsize optsize {_FN_ATTRS}")
         with f.loop(0, "%mr") as i:
             row = f.gep(T, "%c", f.mul(i, scm))
-            rrow = f.gep(T, "%res", f.mul(i, scm)) if p.res_arg >= 0 else None
+            rrow = f.gep(T, "%res", f.mul(i, scm)) if p.resarg >= 0 else None
             trow = f.gep(T, "%tile", f.mul(i, NR), True)
             bm = f.op(f"load {T}, ptr {f.gep(T, '%bias', i)}, align {es}") \
                 if p.bias == "m" else None
@@ -1660,7 +1660,7 @@ class _Emitter:
 
         pA, pB, pC = arg(p.a_arg), arg(p.b_arg), arg(2)
         pBias = arg(3) if p.bias else "null"
-        pRes = arg(p.res_arg) if p.res_arg >= 0 else "null"
+        pRes = arg(p.resarg) if p.resarg >= 0 else "null"
         tile_buf = "%scratch"
         Bp = f.gep("i8", "%scratch", b_off, True)
         Ap = f.gep("i8", "%scratch", a_off, True)
@@ -1677,7 +1677,7 @@ class _Emitter:
             Ab = f.gep(T, pA, f.mul(b, p.sa[0]))
             Bb = f.gep(T, pB, f.mul(b, p.sb[0]))
             Cb = f.gep(T, pC, f.mul(b, p.sc[0]))
-            Rb = f.gep(T, pRes, f.mul(b, p.sc[0])) if p.res_arg >= 0 else "null"
+            Rb = f.gep(T, pRes, f.mul(b, p.sc[0])) if p.resarg >= 0 else "null"
             biasb = f.gep(T, pBias, f.mul(b, self.spec.bias_stride_batch)) if p.bias else "null"
             with f.loop(n0, n1, p.NC) as jc:
                 nc = f.smin(p.NC, f.sub(n1, jc))
@@ -1745,7 +1745,7 @@ class _Emitter:
                                                    f.mul(f.urem(row, hw), p.sc[1])),
                                              f.mul(col, p.sc[2]))
                             cptr = f.gep(T, Cb, cofs)
-                            rptr = f.gep(T, Rb, cofs) if p.res_arg >= 0 else "null"
+                            rptr = f.gep(T, Rb, cofs) if p.resarg >= 0 else "null"
                             bptr = "null"
                             if p.bias == "m":
                                 bptr = f.gep(T, biasb, row)
@@ -1881,7 +1881,7 @@ class _Emitter:
 
         pA, pB, pC = arg(p.a_arg), arg(p.b_arg), arg(2)
         pBias = arg(3) if p.bias else "null"
-        pRes = arg(p.res_arg) if p.res_arg >= 0 else "null"
+        pRes = arg(p.resarg) if p.resarg >= 0 else "null"
         NB = p.dot_nb
         with f.loop("%task_begin", "%task_end") as t:
             b = f.udiv(t, p.nt)
@@ -1890,7 +1890,7 @@ class _Emitter:
             Ab = f.gep(T, pA, f.mul(b, p.sa[0]))
             Bb = f.gep(T, pB, f.mul(b, p.sb[0]))
             Cb = f.gep(T, pC, f.mul(b, p.sc[0]))
-            Rb = f.gep(T, pRes, f.mul(b, p.sc[0])) if p.res_arg >= 0 else "null"
+            Rb = f.gep(T, pRes, f.mul(b, p.sc[0])) if p.resarg >= 0 else "null"
             biasb = f.gep(T, pBias, f.mul(b, self.spec.bias_stride_batch)) if p.bias else "null"
             if self.dot_a_packed():   # gather the M rows of A into K-contiguous rows
                 for m in range(p.M):
@@ -1905,7 +1905,7 @@ class _Emitter:
                 bp = f.gep(T, Bb, f.mul(j, p.sb[2]))
                 cp = f.gep(T, Cb, f.mul(j, p.sc[2]))
                 biasp = f.gep(T, biasb, j) if p.bias == "n" else biasb
-                rp = f.gep(T, Rb, f.mul(j, p.sc[2])) if p.res_arg >= 0 else "null"
+                rp = f.gep(T, Rb, f.mul(j, p.sc[2])) if p.resarg >= 0 else "null"
                 f.ins(f"call void {self.sym(f'dot{nb}')}(ptr {Ab}, ptr {bp}, ptr {cp}, "
                       f"ptr {biasp}, ptr {rp})")
 

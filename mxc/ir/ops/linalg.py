@@ -371,17 +371,24 @@ def _tri_row_of(t: K.Expr) -> K.Expr:
     return r1 + K.cast(I64, ((r1 + _ci(1)) * (r1 + _ci(2)) // _ci(2)).le(t))
 
 
+def _extracted_length(op: str, x: tuple, offset: int, what: str) -> int:
+    """The diagonal length (square matrices, ``offset`` off the main diagonal) that
+    extractdiag / extracttrian read."""
+    _need_matrices(op, x, square=True)
+    n = x[-1] - abs(offset)
+    if n <= 0:
+        raise ShapeError(f"{op}: illegal offset {offset} for {what} extraction of "
+                         f"matrices of shape {tuple(x[-2:])}")
+    return n
+
+
 @simple("_linalg_extractdiag", aliases=("linalg_extractdiag",), params=_DIAG)
 class LinalgExtractDiag(_LaOp):
     def infer_shape(self, a, s):
         x = s[0]
         if x is None:
             return s, [None]
-        _need_matrices(self.name, x, square=True)
-        n = x[-1] - abs(a.offset)
-        if n <= 0:
-            raise ShapeError(f"{self.name}: illegal offset {a.offset} for diag extraction of "
-                             f"matrices of shape {tuple(x[-2:])}")
+        n = _extracted_length(self.name, x, a.offset, "diag")
         return s, [tuple(x[:-2]) + (n,)]
 
     def lower(self, ctx):
@@ -444,11 +451,7 @@ class LinalgExtractTrian(_LaOp):
         x = s[0]
         if x is None:
             return s, [None]
-        _need_matrices(self.name, x, square=True)
-        n = x[-1] - abs(a.offset)
-        if n <= 0:
-            raise ShapeError(f"{self.name}: illegal offset {a.offset} for trian extraction of "
-                             f"matrices of shape {tuple(x[-2:])}")
+        n = _extracted_length(self.name, x, a.offset, "trian")
         return s, [tuple(x[:-2]) + (n * (n + 1) // 2,)]
 
     def lower(self, ctx):

@@ -403,11 +403,9 @@ def _stat_view(ref: K.TensorRef) -> K.TensorRef:
     return K.TensorRef(ref.buf, tuple(ref.shape) + (1,), None, ref.offset)
 
 
-@simple("LayerNorm", fusion="complex", params=LAYERNORM)
-class LayerNorm(OpDef):
-    def infer_type(self, a, t):
-        require_float(self.name, t[0])
-        return OpDef.infer_type(self, a, t)
+class _MeanStdNorm(OpDef):
+    """LayerNorm / GroupNorm's signature: (data, gamma, beta) -> output and, with
+    ``output_mean_var``, the mean and std of each normalized group."""
 
     def arguments(self, a):
         return ["data", "gamma", "beta"]
@@ -417,6 +415,13 @@ class LayerNorm(OpDef):
 
     def num_visible_outputs(self, a):
         return 3 if a.output_mean_var else 1
+
+
+@simple("LayerNorm", fusion="complex", params=LAYERNORM)
+class LayerNorm(_MeanStdNorm):
+    def infer_type(self, a, t):
+        require_float(self.name, t[0])
+        return OpDef.infer_type(self, a, t)
 
     def infer_shape(self, a, s):
         x = s[0]
@@ -742,15 +747,7 @@ def _compute_dtype(d) -> str:
 
 
 @simple("GroupNorm", fusion="complex", params=GROUPNORM)
-class GroupNorm(OpDef):
-    def arguments(self, a):
-        return ["data", "gamma", "beta"]
-
-    def outputs(self, a):
-        return ["output", "mean", "std"]
-
-    def num_visible_outputs(self, a):
-        return 3 if a.output_mean_var else 1
+class GroupNorm(_MeanStdNorm):
 
     def infer_shape(self, a, s):
         x = s[0]
